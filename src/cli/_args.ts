@@ -1,0 +1,19 @@
+// Flags shared by many commands, spread into each command's args.
+import type { ArgDef } from "citty";
+
+export const dbArgs = {
+  db: { type: "string", valueHint: "PATH", description: "State file (env MADMAIL_DB; default ./madmail-data/madmail.db)" },
+} as const satisfies Record<string, ArgDef>;
+
+export const jsonArgs = {
+  json: { type: "boolean", description: "Print one JSON document on stdout instead of a table" },
+} as const satisfies Record<string, ArgDef>;
+
+export const quietArgs = {
+  quiet: { type: "boolean", description: "Print only errors" },
+} as const satisfies Record<string, ArgDef>;
+
+/** Every command that touches state takes these. */
+export const commonArgs = { ...dbArgs, ...quietArgs } as const;
+/** Read commands also take --json. */
+export const readArgs = { ...dbArgs, ...jsonArgs, ...quietArgs } as const;

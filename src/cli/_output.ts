@@ -1,0 +1,17 @@
+// Data goes to stdout (tables or one JSON document); everything else to stderr.
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+}
+
+/** Prints an aligned table with a header row; cells are left-aligned, the last is not padded. */
+export function printTable(headers: string[], rows: string[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  process.stdout.write([line(headers), ...rows.map(line)].join("\n") + "\n");
+}
+
+/** A confirmation for humans; suppressed by --quiet. */
+export function say(args: { quiet?: boolean }, message: string): void {
+  if (!args.quiet) process.stdout.write(message + "\n");
+}

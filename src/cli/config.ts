@@ -1,0 +1,91 @@
+import { command } from "./_command.ts";
+import { commonArgs, readArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { printJson, printTable, say } from "./_output.ts";
+import { checkSetting, isSettingKey, readStoredSettings, settingsRegistry, type SettingDef } from "../db/settings.ts";
+import { usageError } from "../errors.ts";
+
+const keyArg = { key: { type: "positional", required: true, description: "Setting key (see `madmail config list`)", valueHint: "KEY" } } as const;
+
+interface SettingView {
+  key: string;
+  value: string;
+  default: string;
+  is_default: boolean;
+  type: string;
+  description: string;
+}
+
+function view(key: string, stored: Map<string, string>): SettingView {
+  const d = settingsRegistry[key as keyof typeof settingsRegistry] as SettingDef<unknown>;
+  const value = stored.get(key);
+  return { key, value: value ?? d.default, default: d.default, is_default: value === undefined, type: d.type, description: d.description };
+}
+
+function requireKey(key: string): void {
+  if (!isSettingKey(key)) throw usageError(`unknown setting "${key}"; run \`madmail config list\` to see every key`);
+}
+
+const list = command({
+  meta: { name: "list", description: "Show every setting with its effective value and whether it is the default" },
+  args: readArgs,
+  examples: ["madmail config list", "madmail config list --json | jq -r '.[] | select(.is_default == false) | .key'"],
+  run: ({ args }) =>
+    withDb(args, async ({ db }) => {
+      const stored = await readStoredSettings(db);
+      const views = Object.keys(settingsRegistry).map((k) => view(k, stored));
+      if (args.json) return printJson(views);
+      printTable(
+        ["KEY", "VALUE", "SOURCE", "DESCRIPTION"],
+        views.map((v) => [v.key, v.value === "" ? '""' : v.value, v.is_default ? "default" : "set", v.description]),
+      );
+    }),
+});
+
+const get = command({
+  meta: { name: "get", description: "Print the effective value of one setting" },
+  args: { ...keyArg, ...readArgs },
+  examples: ["madmail config get listen.http", "madmail config get limits.max_message_size --json"],
+  run: ({ args }) => {
+    requireKey(args.key);
+    return withDb(args, async ({ db }) => {
+      const v = view(args.key, await readStoredSettings(db));
+      if (args.json) return printJson(v);
+      process.stdout.write(v.value + "\n");
+    });
+  },
+});
+
+const set = command({
+  meta: { name: "set", description: "Change a setting (a running server uses it from its next message on)" },
+  args: { ...keyArg, value: { type: "positional", required: true, description: "New value, in the form `config list` describes", valueHint: "VALUE" }, ...commonArgs },
+  examples: ["madmail config set listen.smtp 0.0.0.0:25", "madmail config set limits.max_message_size 50M", "madmail config set listen.submissions off"],
+  run: ({ args }) => {
+    const { key, stored } = checkSetting(args.key, args.value);
+    return withDb(args, async ({ db }) => {
+      await db.insertInto("settings").values({ key, value: stored })
+        .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
+      say(args, `${key} = ${stored}`);
+    });
+  },
+});
+
+const unset = command({
+  meta: { name: "unset", description: "Return a setting to its default" },
+  args: { ...keyArg, ...commonArgs },
+  examples: ["madmail config unset listen.smtp"],
+  run: ({ args }) => {
+    requireKey(args.key);
+    return withDb(args, async ({ db }) => {
+      await db.deleteFrom("settings").where("key", "=", args.key).execute();
+      const d = settingsRegistry[args.key as keyof typeof settingsRegistry] as SettingDef<unknown>;
+      say(args, `${args.key} = ${d.default} (default)`);
+    });
+  },
+});
+
+export default command({
+  meta: { name: "config", description: "Read and change settings stored in the state file" },
+  subCommands: { list, get, set, unset },
+  examples: ["madmail config list", "madmail config set listen.http 0.0.0.0:443"],
+});

@@ -1,0 +1,124 @@
+// Runs the command tree. Unlike citty's runMain: usage errors exit 2, unknown flags and
+// extra arguments are refused (a typo must not be silently ignored), help shows examples.
+import { CLIError, type ArgsDef, type CommandDef } from "./_citty.ts";
+import { renderUsage, runCommand } from "citty";
+import { MadmailError } from "../errors.ts";
+import { aliases, root } from "./index.ts";
+import type { MadmailCommand } from "./_command.ts";
+
+/** Flags every command takes, and whether they take a value. */
+const GLOBAL_FLAGS = new Map([["--db", true], ["--json", false], ["--quiet", false]]);
+
+export async function main(argv: string[]): Promise<number> {
+  const path: MadmailCommand[] = [root];
+  let rest = [...argv];
+  try {
+    if (rest.length === 1 && (rest[0] === "--version" || rest[0] === "-v")) {
+      process.stdout.write(`${(root.meta as { version: string }).version}\n`);
+      return 0;
+    }
+    // Global flags may stand before the command words: `madmail --db X user list`.
+    const globals: string[] = [];
+    // Walk down the tree by leading words.
+    for (;;) {
+      while (rest[0] && GLOBAL_FLAGS.has(rest[0].split("=")[0]!)) {
+        const flag = rest.shift()!;
+        globals.push(flag);
+        if (GLOBAL_FLAGS.get(flag) && rest.length) globals.push(rest.shift()!);
+      }
+      const cmd = path.at(-1)!;
+      const subs = (await resolve(cmd.subCommands)) as Record<string, CommandDef<any> | (() => Promise<CommandDef<any>>)> | undefined;
+      const word = rest[0];
+      if (!subs || word === undefined || word.startsWith("-")) break;
+      const name = path.length === 1 ? (aliases[word] ?? word) : word;
+      const entry = subs[name];
+      if (!entry) throw new CLIError(`unknown command "${word}"`, "E_UNKNOWN_COMMAND");
+      path.push((await resolve(entry))!);
+      rest = rest.slice(1);
+    }
+    rest.push(...globals);
+    const leaf = path.at(-1)!;
+    const parent = path.length > 1 ? path.at(-2) : undefined;
+    if (rest.includes("--help") || rest.includes("-h")) {
+      process.stdout.write(await renderHelp(leaf, parent) + "\n");
+      return 0;
+    }
+    if (!leaf.run) {
+      if (rest.length === 0 && path.length === 1) {
+        process.stdout.write(await renderHelp(leaf, parent) + "\n");
+        return 0;
+      }
+      throw new CLIError(rest.length ? `unknown command "${rest[0]}"` : "missing command", "E_NO_COMMAND");
+    }
+    checkArgs(rest, (await resolve(leaf.args)) ?? {});
+    await runCommand(leaf, { rawArgs: rest });
+    return 0;
+  } catch (err) {
+    return reportError(err, path);
+  }
+}
+
+async function reportError(err: unknown, path: MadmailCommand[]): Promise<number> {
+  if (err instanceof CLIError || (err instanceof Error && err.name === "CLIError")) {
+    const names = path.map((c) => (c.meta as { name?: string } | undefined)?.name).filter(Boolean).join(" ");
+    process.stderr.write(`madmail: ${stripAnsi(err.message)}\nRun \`${names || "madmail"} --help\` for usage.\n`);
+    return 2;
+  }
+  if (err instanceof MadmailError) {
+    process.stderr.write(`madmail: ${err.message}\n`);
+    return err.exitCode;
+  }
+  process.stderr.write(`madmail: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+  return 1;
+}
+
+/** Refuses flags a command does not declare and positional arguments beyond those it takes. */
+function checkArgs(rawArgs: string[], argsDef: ArgsDef): void {
+  const known = new Set<string>();
+  let positionals = 0;
+  for (const [name, d] of Object.entries(argsDef)) {
+    if (d.type === "positional") {
+      positionals++;
+      continue;
+    }
+    known.add(name);
+    known.add(toKebab(name));
+    for (const a of aliasesOf(d)) known.add(a);
+  }
+  let seen = 0;
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i]!;
+    if (a === "--") {
+      seen += rawArgs.length - i - 1;
+      break;
+    }
+    if (a.startsWith("-") && a !== "-") {
+      const name = a.replace(/^--?/, "").split("=")[0]!;
+      const bare = name.startsWith("no-") ? name.slice(3) : name;
+      if (!known.has(name) && !known.has(bare)) throw new CLIError(`unknown option "${a.split("=")[0]}"`, "EARG");
+      const d = argsDef[name] ?? argsDef[toCamel(name)] ?? Object.values(argsDef).find((x) => aliasesOf(x).includes(name));
+      if (d && (d.type === "string" || d.type === "enum") && !a.includes("=")) {
+        if (i + 1 >= rawArgs.length) throw new CLIError(`option ${a} needs a value`, "EARG");
+        i++;
+      }
+      continue;
+    }
+    seen++;
+  }
+  if (seen > positionals) throw new CLIError(`too many arguments`, "EARG");
+}
+
+async function renderHelp(cmd: MadmailCommand, parent?: MadmailCommand): Promise<string> {
+  const usage = await renderUsage(cmd, parent);
+  const examples = cmd.examples ?? [];
+  return examples.length ? `${usage}\n\nEXAMPLES\n\n${examples.map((e) => `  ${e}`).join("\n")}\n` : usage;
+}
+
+async function resolve<T>(v: T | (() => T) | (() => Promise<T>) | Promise<T> | undefined): Promise<T | undefined> {
+  return typeof v === "function" ? await (v as () => T)() : await v;
+}
+
+const toKebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const toCamel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const stripAnsi = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, "");
+const aliasesOf = (d: ArgsDef[string]): string[] => ("alias" in d && d.alias ? [d.alias].flat() : []);

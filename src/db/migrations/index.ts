@@ -1,0 +1,12 @@
+// Inline migration list: a compiled binary has no folder to scan. Append only.
+import type { Kysely } from "kysely";
+import * as m0001 from "./0001_foundation.ts";
+
+export interface Migration {
+  name: string;
+  up(db: Kysely<any>): Promise<void>;
+}
+
+export const migrations: readonly Migration[] = [
+  { name: "0001_foundation", up: m0001.up },
+];

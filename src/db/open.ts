@@ -1,0 +1,105 @@
+// Opens the one state file: libsql (SQLite format) + Kysely. Runs migrations on open,
+// refuses files written by a newer schema. The database client is opened only here.
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import Libsql from "libsql";
+import { Kysely, SqliteDialect, sql } from "kysely";
+import { MadmailError } from "../errors.ts";
+import { migrations } from "./migrations/index.ts";
+import type { Database } from "./schema.ts";
+
+export type Db = Kysely<Database>;
+
+export interface OpenedDb {
+  db: Db;
+  path: string;
+  /** Directory holding the state file; default home of Maildirs and keys. */
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export const SCHEMA_VERSION = migrations.length;
+export const DEFAULT_DB_PATH = "madmail-data/madmail.db";
+
+/** --db flag, then MADMAIL_DB, then ./madmail-data/madmail.db. */
+export function resolveDbPath(flag?: string): string {
+  return resolve(flag || process.env.MADMAIL_DB || DEFAULT_DB_PATH);
+}
+
+export async function openDb(path: string): Promise<OpenedDb> {
+  mkdirSync(dirname(path), { recursive: true });
+  let raw: InstanceType<typeof Libsql>;
+  try {
+    raw = new Libsql(path, { timeout: 30 });
+  } catch (err) {
+    throw new MadmailError("config", `cannot open state file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  // busy_timeout first: the WAL switch below needs the write lock another process may hold.
+  raw.exec("PRAGMA busy_timeout = 30000");
+  raw.exec("PRAGMA journal_mode = WAL");
+  // FULL: a commit is on disk when it returns; we acknowledge mail only after commits.
+  raw.exec("PRAGMA synchronous = FULL");
+  raw.exec("PRAGMA foreign_keys = ON");
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw as never }) });
+  try {
+    await migrate(db, path);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  return { db, path, dataDir: dirname(path), close: () => db.destroy() };
+}
+
+/**
+ * Forward-only migrations keyed by PRAGMA user_version. Runs under BEGIN IMMEDIATE so that
+ * many processes opening a fresh file at once apply each migration exactly once.
+ */
+async function migrate(db: Db, path: string): Promise<void> {
+  const current = await userVersion(db);
+  if (current > SCHEMA_VERSION) throw newerSchema(path, current);
+  if (current === SCHEMA_VERSION) return;
+  await withWriteTransaction(db, async (trx) => {
+    const version = await userVersion(trx);
+    if (version > SCHEMA_VERSION) throw newerSchema(path, version);
+    for (let v = version; v < SCHEMA_VERSION; v++) {
+      const m = migrations[v]!;
+      try {
+        await m.up(trx);
+      } catch (err) {
+        throw new MadmailError("schema", `migration ${m.name} failed on ${path}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    await sql.raw(`PRAGMA user_version = ${SCHEMA_VERSION}`).execute(trx);
+  });
+}
+
+async function userVersion(db: Kysely<any>): Promise<number> {
+  const { rows } = await sql<{ user_version: number }>`PRAGMA user_version`.execute(db);
+  return rows[0]?.user_version ?? 0;
+}
+
+function newerSchema(path: string, version: number): MadmailError {
+  return new MadmailError(
+    "schema",
+    `${path} was written by a newer madmail (schema version ${version}; this binary knows up to ${SCHEMA_VERSION}). ` +
+      "Upgrade madmail; the file was not touched.",
+  );
+}
+
+/**
+ * Runs fn in BEGIN IMMEDIATE: the write lock is taken up front, so concurrent writers wait on
+ * busy_timeout instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
+ */
+export async function withWriteTransaction<T>(db: Db | Kysely<any>, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+  return db.connection().execute(async (conn) => {
+    await sql`BEGIN IMMEDIATE`.execute(conn);
+    try {
+      const result = await fn(conn as Kysely<Database>);
+      await sql`COMMIT`.execute(conn);
+      return result;
+    } catch (err) {
+      await sql`ROLLBACK`.execute(conn).catch(() => {});
+      throw err;
+    }
+  });
+}

@@ -1,0 +1,189 @@
+// The one typed registry of settings. `madmail config`, `serve` and later the admin API all
+// read it. Values are stored as text in the settings table in their normalised form; a
+// stored value that no longer parses is logged and replaced by its default.
+import { hostname } from "node:os";
+import { log } from "../log.ts";
+import { formatDuration, formatSize, parseDuration, parseSize } from "../util/units.ts";
+import { usageError } from "../errors.ts";
+import type { Db } from "./open.ts";
+
+export interface SettingDef<T> {
+  /** Short type name shown by `config list` and errors. */
+  type: string;
+  /** Text form of the default (what `config list` prints). */
+  default: string;
+  description: string;
+  /** The accepted forms, shown when a value is refused. */
+  expected: string;
+  /** Parses stored/user text; throws a plain Error whose message says what is wrong. */
+  parse(text: string): T;
+  /** Normalised text to store. */
+  normalise(text: string): string;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+function def<T>(d: Omit<SettingDef<T>, "normalise"> & { normalise?: (text: string) => string }): SettingDef<T> {
+  return { normalise: (t) => t.trim(), ...d };
+}
+
+const listen = (dflt: string, description: string) =>
+  def<ListenAddress | null>({
+    type: "listen",
+    default: dflt,
+    description,
+    expected: "HOST:PORT (e.g. 127.0.0.1:8080, [::1]:25, 0.0.0.0:25) or off",
+    parse: parseListen,
+    normalise: (t) => t.trim().toLowerCase(),
+  });
+
+const size = (dflt: string, description: string) =>
+  def<number>({
+    type: "size",
+    default: dflt,
+    description,
+    expected: "a size in bytes with an optional K, M, G or T suffix (e.g. 500M, 1G)",
+    parse: (t) => {
+      const n = parseSize(t);
+      if (n === null || n <= 0) throw new Error("not a positive size");
+      return n;
+    },
+    normalise: (t) => formatSize(parseSize(t)!),
+  });
+
+const duration = (dflt: string, description: string, min = 0) =>
+  def<number>({
+    type: "duration",
+    default: dflt,
+    description,
+    expected: `a duration in seconds with an optional s, m, h, d or w suffix (e.g. 90s, 10m, 7d)${min ? `, at least ${min}s` : ""}`,
+    parse: (t) => {
+      const n = parseDuration(t);
+      if (n === null || n < min) throw new Error("not a valid duration");
+      return n;
+    },
+    normalise: (t) => formatDuration(parseDuration(t)!),
+  });
+
+const text = (dflt: string, description: string, expected = "any text") =>
+  def<string>({ type: "string", default: dflt, description, expected, parse: (t) => t });
+
+const path = (description: string) =>
+  def<string>({ type: "path", default: "", description, expected: "an absolute file system path, or empty for the default", parse: (t) => {
+    if (t !== "" && !t.startsWith("/")) throw new Error("not an absolute path");
+    return t;
+  } });
+
+const optionalId = (description: string) =>
+  def<number | null>({ type: "int", default: "", description, expected: "a numeric id from 0 to 4294967294, or empty", parse: (t) => {
+    if (t === "") return null;
+    if (!/^\d+$/.test(t) || Number(t) > 4294967294) throw new Error("not a numeric id");
+    return Number(t);
+  } });
+
+const choice = <const O extends readonly string[]>(options: O, dflt: O[number], description: string) =>
+  def<O[number]>({
+    type: "enum",
+    default: dflt,
+    description,
+    expected: `one of ${options.join(", ")}`,
+    parse: (t) => {
+      if (!options.includes(t.toLowerCase())) throw new Error("not one of the choices");
+      return t.toLowerCase() as O[number];
+    },
+    normalise: (t) => t.trim().toLowerCase(),
+  });
+
+const addressList = (description: string) =>
+  def<string[]>({
+    type: "list",
+    default: "",
+    description,
+    expected: "a comma-separated list of addresses (user@example.org) or domains (@example.org)",
+    parse: (t) => {
+      const items = t.split(",").map((s) => s.trim().toLowerCase()).filter(Boolean);
+      for (const item of items) if (!/^[^@\s]*@[^@\s]+$/.test(item)) throw new Error(`"${item}" is neither user@domain nor @domain`);
+      return items;
+    },
+    normalise: (t) => t.split(",").map((s) => s.trim().toLowerCase()).filter(Boolean).join(","),
+  });
+
+export const settingsRegistry = {
+  "hostname": text(hostname(), "Name this server gives in SMTP greetings and Received headers", "a host name"),
+  "listen.http": listen("127.0.0.1:8080", "HTTP listener: POST /mxdeliv, /healthz, exchanger pull, admin API"),
+  "listen.smtp": listen("127.0.0.1:2525", "SMTP MX listener for other servers (port 25 in production)"),
+  "listen.submission": listen("127.0.0.1:2587", "SMTP submission for local users (STARTTLS when a certificate is set)"),
+  "listen.submissions": listen("off", "SMTP submission with implicit TLS (port 465 in production)"),
+  "listen.lmtp": listen("127.0.0.1:8024", "LMTP listener for an MTA in front (Postfix, Exim)"),
+  "tls.cert": path("PEM certificate chain for STARTTLS and implicit TLS"),
+  "tls.key": path("PEM private key matching tls.cert"),
+  "limits.max_message_size": size("30M", "Largest message accepted on any door"),
+  "quota.default": size("1G", "Mailbox quota for users added without --quota"),
+  "mail_root": path("Root of the Maildirs (<mail_root>/<address>/{tmp,new,cur}); empty = <data dir>/mail"),
+  "mail.uid": optionalId("Owner uid of delivered Maildir files (Dovecot refuses root); empty = the server's own"),
+  "mail.gid": optionalId("Owner gid of delivered Maildir files; empty = the server's own"),
+  "federation.policy": choice(["accept", "reject"] as const, "accept", "accept: federation rules are a blocklist; reject: they are an allowlist"),
+  "gate.passthrough_senders": addressList("Senders whose mail skips the encryption gate"),
+  "gate.passthrough_recipients": addressList("Recipients whose mail skips the encryption gate"),
+  "mxdeliv.dedup_window": duration("7d", "How long X-Madmail-Delivery-Id values are remembered", 60),
+  "log.format": choice(["human", "json"] as const, "human", "Log format of serve (human or json lines on stderr)"),
+} as const;
+
+export type SettingKey = keyof typeof settingsRegistry;
+export type SettingValue<K extends SettingKey> = ReturnType<(typeof settingsRegistry)[K]["parse"]>;
+export type Config = { readonly [K in SettingKey]: SettingValue<K> };
+
+export function isSettingKey(key: string): key is SettingKey {
+  return Object.hasOwn(settingsRegistry, key);
+}
+
+/** Validates KEY and VALUE as typed by a user; throws a usage error naming the key and the form. */
+export function checkSetting(key: string, value: string): { key: SettingKey; stored: string } {
+  if (!isSettingKey(key)) {
+    throw usageError(`unknown setting "${key}"; run \`madmail config list\` to see every key`);
+  }
+  const d = settingsRegistry[key] as SettingDef<unknown>;
+  try {
+    d.parse(value.trim());
+  } catch (err) {
+    throw usageError(`invalid value "${value}" for ${key}: ${(err as Error).message}; expected ${d.expected}`);
+  }
+  return { key, stored: d.normalise(value) };
+}
+
+export async function readStoredSettings(db: Db): Promise<Map<string, string>> {
+  const rows = await db.selectFrom("settings").select(["key", "value"]).execute();
+  return new Map(rows.map((r) => [r.key, r.value]));
+}
+
+/** The resolved, frozen configuration. A bad stored value is logged and its default used. */
+export async function loadConfig(db: Db): Promise<Config> {
+  const stored = await readStoredSettings(db);
+  const out: Record<string, unknown> = {};
+  for (const [key, d] of Object.entries(settingsRegistry) as [SettingKey, SettingDef<unknown>][]) {
+    const text = stored.get(key);
+    if (text !== undefined) {
+      try {
+        out[key] = d.parse(text);
+        continue;
+      } catch (err) {
+        log.warn(`setting ${key}: stored value "${text}" is invalid (${(err as Error).message}); using default "${d.default}"`);
+      }
+    }
+    out[key] = d.parse(d.default);
+  }
+  return Object.freeze(out) as Config;
+}
+
+export function parseListen(text: string): ListenAddress | null {
+  const t = text.trim().toLowerCase();
+  if (t === "off") return null;
+  const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+|\*)):(\d{1,5})$/.exec(t);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error("not HOST:PORT or off");
+  const host = m[1] ?? m[2]!;
+  return { host: host === "*" ? "0.0.0.0" : host, port };
+}
