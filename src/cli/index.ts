@@ -13,6 +13,9 @@ export const subCommands: Record<string, Loader> = {
   domain: () => load(import("./domain.ts")),
   "endpoint-cache": () => load(import("./endpoint-cache.ts")),
   exchanger: () => load(import("./exchanger/index.ts")),
+  user: () => load(import("./user.ts")),
+  federation: () => load(import("./federation.ts")),
+  mta: () => load(import("./mta.ts")),
   "admin-token": () => load(import("./admin-token.ts")),
 };
 

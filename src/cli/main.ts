@@ -38,14 +38,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     rest.push(...globals);
     const leaf = path.at(-1)!;
-    const parent = path.length > 1 ? path.at(-2) : undefined;
     if (rest.includes("--help") || rest.includes("-h")) {
-      process.stdout.write(await renderHelp(leaf, parent) + "\n");
+      process.stdout.write(await renderHelp(path) + "\n");
       return 0;
     }
     if (!leaf.run) {
       if (rest.length === 0 && path.length === 1) {
-        process.stdout.write(await renderHelp(leaf, parent) + "\n");
+        process.stdout.write(await renderHelp(path) + "\n");
         return 0;
       }
       throw new CLIError(rest.length ? `unknown command "${rest[0]}"` : "missing command", "E_NO_COMMAND");
@@ -108,10 +107,14 @@ function checkArgs(rawArgs: string[], argsDef: ArgsDef): void {
   if (seen > positionals) throw new CLIError(`too many arguments`, "EARG");
 }
 
-async function renderHelp(cmd: MadmailCommand, parent?: MadmailCommand): Promise<string> {
+/** citty names only one parent level; give it the whole path so usage reads `madmail exchanger add`. */
+async function renderHelp(path: MadmailCommand[]): Promise<string> {
+  const cmd = path.at(-1)!;
+  const names = path.slice(0, -1).map((c) => (c.meta as { name?: string } | undefined)?.name).filter(Boolean).join(" ");
+  const parent = path.length > 1 ? { meta: { name: names, version: (root.meta as { version: string }).version } } : undefined;
   const usage = await renderUsage(cmd, parent);
   const examples = cmd.examples ?? [];
-  return examples.length ? `${usage}\n\nEXAMPLES\n\n${examples.map((e) => `  ${e}`).join("\n")}\n` : usage;
+  return examples.length ? `${usage}\n\nEXAMPLES\n\n${examples.map((e) => `  ${e}`).join("\n")}` : usage;
 }
 
 async function resolve<T>(v: T | (() => T) | (() => Promise<T>) | Promise<T> | undefined): Promise<T | undefined> {

@@ -3,7 +3,7 @@ import { dbArgs, quietArgs } from "./_args.ts";
 import { resolveDbPath } from "../db/open.ts";
 import { parseListen, type ListenAddress } from "../db/settings.ts";
 import { usageError } from "../errors.ts";
-import { log, setLogFormat, setQuiet } from "../log.ts";
+import { log, setQuiet } from "../log.ts";
 
 function listenFlag(name: string, value: string | undefined): ListenAddress | null | undefined {
   if (value === undefined) return undefined;
@@ -15,20 +15,21 @@ function listenFlag(name: string, value: string | undefined): ListenAddress | nu
 }
 
 export default command({
-  meta: { name: "serve", description: "Run the server: HTTP /mxdeliv and /healthz (listeners from settings; flags override for this run)" },
+  meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX) and LMTP (listeners from settings; flags override for this run)" },
   args: {
     http: { type: "string", valueHint: "ADDR", description: "HTTP listener HOST:PORT or off (setting listen.http)" },
+    smtp: { type: "string", valueHint: "ADDR", description: "SMTP MX listener HOST:PORT or off (setting listen.smtp)" },
+    lmtp: { type: "string", valueHint: "ADDR", description: "LMTP listener HOST:PORT or off (setting listen.lmtp)" },
     "log-format": { type: "enum", options: ["human", "json"], description: "Log format on stderr (setting log.format)" },
     ...dbArgs,
     ...quietArgs,
   },
-  examples: ["madmail serve", "madmail serve --http 0.0.0.0:8080", "MADMAIL_DB=/var/lib/madmail/madmail.db madmail serve --log-format json"],
+  examples: ["madmail serve", "madmail serve --http 0.0.0.0:8080 --smtp 0.0.0.0:25 --lmtp off", "MADMAIL_DB=/var/lib/madmail/madmail.db madmail serve --log-format json"],
   async run({ args }) {
-    const http = listenFlag("http", args.http);
-    if (args["log-format"]) setLogFormat(args["log-format"]);
+    const listen = { http: listenFlag("http", args.http), smtp: listenFlag("smtp", args.smtp), lmtp: listenFlag("lmtp", args.lmtp) };
     setQuiet(!!args.quiet);
     const { startServer } = await import("../server.ts");
-    const server = await startServer({ dbPath: resolveDbPath(args.db), http });
+    const server = await startServer({ dbPath: resolveDbPath(args.db), listen, logFormat: args["log-format"] as "human" | "json" | undefined });
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info(`${signal}: shutting down`);

@@ -15,6 +15,8 @@ export interface OpenedDb {
   path: string;
   /** Directory holding the state file; default home of Maildirs and keys. */
   dataDir: string;
+  /** True when another connection (a CLI command) committed since the last call. */
+  changedElsewhere(): boolean;
   close(): Promise<void>;
 }
 
@@ -47,7 +49,15 @@ export async function openDb(path: string): Promise<OpenedDb> {
     await db.destroy();
     throw err;
   }
-  return { db, path, dataDir: dirname(path), close: () => db.destroy() };
+  const dataVersion = raw.prepare("PRAGMA data_version").pluck();
+  let lastVersion = dataVersion.get() as number;
+  const changedElsewhere = () => {
+    const v = dataVersion.get() as number;
+    if (v === lastVersion) return false;
+    lastVersion = v;
+    return true;
+  };
+  return { db, path, dataDir: dirname(path), changedElsewhere, close: () => db.destroy() };
 }
 
 /**

@@ -60,6 +60,11 @@ interface FederationRulesTable {
   created_at: Millis;
 }
 
+interface DeliveryIdsTable {
+  id: string;
+  seen_at: Millis;
+}
+
 export interface Database {
   settings: SettingsTable;
   meta: MetaTable;
@@ -68,6 +73,7 @@ export interface Database {
   dns_overrides: DnsOverridesTable;
   exchangers: ExchangersTable;
   federation_rules: FederationRulesTable;
+  delivery_ids: DeliveryIdsTable;
 }
 
 export type DomainRow = Selectable<DomainsTable>;

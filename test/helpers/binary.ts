@@ -48,7 +48,7 @@ export function sandbox(): Sandbox {
       const proc = Bun.spawn([bin, ...args], {
         cwd: dir,
         env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, NO_COLOR: "1", MADMAIL_DB: db, ...opts.env },
-        stdin: opts.stdin === undefined ? "ignore" : new Blob([opts.stdin]),
+        stdin: opts.stdin === undefined ? "ignore" : new Blob([opts.stdin as BlobPart]),
         stdout: "pipe",
         stderr: "pipe",
       });

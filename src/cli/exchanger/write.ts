@@ -50,7 +50,13 @@ const add = command({
 
 const set = command({
   meta: { name: "set", description: "Change an exchanger's URL, mode, interval, domains or fallback flag" },
-  args: { ...nameArg, url: { type: "string", valueHint: "URL", description: "New base URL" }, ...optionArgs, ...commonArgs },
+  args: {
+    ...nameArg,
+    url: { type: "string", valueHint: "URL", description: "New base URL" },
+    ...optionArgs,
+    fallback: { ...optionArgs.fallback, negativeDescription: "Route its domains through it normally again" },
+    ...commonArgs,
+  },
   examples: ["madmail exchanger set relay1 --domains '*'", "madmail exchanger set hub --mode push --url https://hub2.example", "madmail exchanger set spare --no-fallback"],
   run: ({ args }) => {
     const name = checkName(args.name);

@@ -1,6 +1,7 @@
 // Inline migration list: a compiled binary has no folder to scan. Append only.
 import type { Kysely } from "kysely";
 import * as m0001 from "./0001_foundation.ts";
+import * as m0002 from "./0002_inbound.ts";
 
 export interface Migration {
   name: string;
@@ -9,4 +10,5 @@ export interface Migration {
 
 export const migrations: readonly Migration[] = [
   { name: "0001_foundation", up: m0001.up },
+  { name: "0002_inbound", up: m0002.up },
 ];

@@ -1,0 +1,87 @@
+import { command } from "./_command.ts";
+import { commonArgs, readArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { printJson, printTable, say } from "./_output.ts";
+import { checkDomainArg } from "./domain.ts";
+import { addRule, listRules, removeRules, type RuleKind } from "../policy/federation.ts";
+import { loadConfig } from "../db/settings.ts";
+import { notFound } from "../errors.ts";
+import { isoTime, tableTime } from "../util/time.ts";
+
+const domainArg = { domain: { type: "positional", required: true, valueHint: "DOMAIN", description: "Peer domain (also covers its subdomains)" } } as const;
+
+const policy = command({
+  meta: { name: "policy", description: "Show or set the mode: accept (rules block) or reject (rules allow)" },
+  args: { mode: { type: "positional", required: false, valueHint: "accept|reject", description: "New mode; omit to show the current one" }, ...readArgs },
+  examples: ["madmail federation policy", "madmail federation policy reject", "madmail federation policy --json"],
+  run: ({ args }) =>
+    withDb(args, async ({ db }) => {
+      if (args.mode === undefined) {
+        const mode = (await loadConfig(db))["federation.policy"];
+        if (args.json) return printJson({ mode });
+        return say(args, mode === "accept" ? "accept: all peers except blocked domains" : "reject: only allowed domains");
+      }
+      const { checkSetting } = await import("../db/settings.ts");
+      const { stored } = checkSetting("federation.policy", args.mode);
+      await db.insertInto("settings").values({ key: "federation.policy", value: stored })
+        .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
+      say(args, `Federation policy: ${stored}`);
+    }),
+});
+
+const addCommand = (name: string, kind: RuleKind, description: string, done: string) =>
+  command({
+    meta: { name, description },
+    args: { ...domainArg, ...commonArgs },
+    examples: [`madmail federation ${name} spam.example`],
+    run: ({ args }) => {
+      const domain = checkDomainArg(args.domain);
+      return withDb(args, async ({ db }) => {
+        const added = await addRule(db, domain, kind);
+        say(args, added ? `${done}: ${domain}` : `${done} already: ${domain}`);
+      });
+    },
+  });
+
+const removeCommand = (name: string, kinds: RuleKind[], description: string, what: string) =>
+  command({
+    meta: { name, description },
+    args: { ...domainArg, ...commonArgs },
+    examples: [`madmail federation ${name} spam.example`],
+    run: ({ args }) => {
+      const domain = checkDomainArg(args.domain);
+      return withDb(args, async ({ db }) => {
+        if (!(await removeRules(db, domain, kinds))) throw notFound(`no ${what} rule for "${domain}"`);
+        say(args, `Removed ${what} rule: ${domain}`);
+      });
+    },
+  });
+
+const list = command({
+  meta: { name: "list", description: "Show the mode and every rule" },
+  args: readArgs,
+  examples: ["madmail federation list", "madmail federation list --json"],
+  run: ({ args }) =>
+    withDb(args, async ({ db }) => {
+      const mode = (await loadConfig(db))["federation.policy"];
+      const rules = await listRules(db);
+      if (args.json) return printJson({ mode, rules: rules.map((r) => ({ domain: r.domain, kind: r.kind, created_at: isoTime(r.created_at) })) });
+      say(args, `Mode: ${mode} (${mode === "accept" ? "block rules apply, allow rules are ignored" : "allow rules apply, block rules are ignored"})`);
+      if (!rules.length) return say(args, "No federation rules.");
+      printTable(["DOMAIN", "RULE", "ADDED AT"], rules.map((r) => [r.domain, r.kind, tableTime(r.created_at)]));
+    }),
+});
+
+export default command({
+  meta: { name: "federation", description: "Federation policy: which peer domains may deliver here" },
+  subCommands: {
+    policy,
+    block: addCommand("block", "block", "Refuse mail from a domain (in accept mode)", "Blocked"),
+    allow: addCommand("allow", "allow", "Accept mail from a domain (in reject mode)", "Allowed"),
+    remove: removeCommand("remove", ["block", "allow"], "Remove the block/allow rule of a domain", "block/allow"),
+    dismiss: addCommand("dismiss", "dismiss", "Answer success to a domain's mail but keep nothing", "Dismissed"),
+    undismiss: removeCommand("undismiss", ["dismiss"], "Stop dismissing a domain's mail", "dismiss"),
+    list,
+  },
+  examples: ["madmail federation policy reject", "madmail federation allow friend.example", "madmail federation dismiss noisy.example"],
+});

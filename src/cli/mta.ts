@@ -1,0 +1,38 @@
+import { command } from "./_command.ts";
+import { dbArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { listDomains } from "../policy/local-domains.ts";
+import { loadConfig } from "../db/settings.ts";
+import { MadmailError } from "../errors.ts";
+
+const postfixMaps = command({
+  meta: { name: "postfix-maps", description: "Print Postfix transport_maps and relay_domains lines that hand the local domains to madmail's LMTP listener" },
+  args: {
+    kind: { type: "enum", options: ["transport", "relay-domains"], default: "transport", description: "Which map to print" },
+    ...dbArgs,
+  },
+  examples: [
+    "madmail mta postfix-maps > /etc/postfix/madmail_transport && postmap /etc/postfix/madmail_transport",
+    "madmail mta postfix-maps --kind relay-domains > /etc/postfix/madmail_domains && postmap /etc/postfix/madmail_domains",
+    "# main.cf: transport_maps = hash:/etc/postfix/madmail_transport",
+    "#          relay_domains = hash:/etc/postfix/madmail_domains",
+  ],
+  run: ({ args }) =>
+    withDb(args, async ({ db }) => {
+      const lmtp = (await loadConfig(db))["listen.lmtp"];
+      if (!lmtp) throw new MadmailError("config", "listen.lmtp is off; set it first (`madmail config set listen.lmtp 127.0.0.1:8024`)");
+      const host = lmtp.host === "0.0.0.0" ? "127.0.0.1" : lmtp.host === "::" ? "::1" : lmtp.host;
+      const domains = await listDomains(db);
+      const lines = domains.map((d) =>
+        args.kind === "transport" ? `${d.name} lmtp:[${host.includes(":") ? `ipv6:${host}` : host}]:${lmtp.port}` : `${d.name} ${d.name}`,
+      );
+      if (lines.length) process.stdout.write(lines.join("\n") + "\n");
+      else process.stderr.write("No local domains; add one with `madmail domain add DOMAIN`.\n");
+    }),
+});
+
+export default command({
+  meta: { name: "mta", description: "Hook madmail behind an MTA (Postfix, Exim) over LMTP" },
+  subCommands: { "postfix-maps": postfixMaps },
+  examples: ["madmail mta postfix-maps"],
+});

@@ -1,0 +1,139 @@
+import { command } from "./_command.ts";
+import { commonArgs, readArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { printJson, printTable, say } from "./_output.ts";
+import { deleteUser, findUser, insertUser, listUsers, setUserPassword, setUserQuota } from "../store/users.repository.ts";
+import { listDomains } from "../policy/local-domains.ts";
+import { loadConfig } from "../db/settings.ts";
+import { conflict, notFound, usageError } from "../errors.ts";
+import { domainOf, normaliseAddress } from "../util/names.ts";
+import { formatSize, parseSize } from "../util/units.ts";
+import { isoTime, tableTime } from "../util/time.ts";
+import { hashPassword } from "../util/password.ts";
+import type { Db } from "../db/open.ts";
+
+const addrArg = { address: { type: "positional", required: true, valueHint: "ADDRESS", description: "user@domain (domain must be local)" } } as const;
+const sizeHint = "a size like 500M or 1G, or `default`";
+
+function checkAddress(input: string): string {
+  const a = normaliseAddress(input);
+  if (!a) throw usageError(`invalid address "${input}": expected user@domain`);
+  return a;
+}
+
+/** null = the quota.default setting. */
+function checkQuota(input: string): number | null {
+  if (input === "default") return null;
+  const n = parseSize(input);
+  if (n === null || n <= 0) throw usageError(`invalid quota "${input}": expected ${sizeHint}`);
+  return n;
+}
+
+async function readPasswordFromStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const pw = Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+  if (!pw) throw usageError("empty password on standard input");
+  if (pw.includes("\n")) throw usageError("the password must be one line");
+  return pw;
+}
+
+async function requireLocalDomain(db: Db, address: string): Promise<void> {
+  const domain = domainOf(address);
+  if (!(await listDomains(db)).some((d) => d.name === domain)) {
+    throw usageError(`"${domain}" is not a local domain; add it first with \`madmail domain add ${domain}\``);
+  }
+}
+
+const list = command({
+  meta: { name: "list", description: "List local users with quota and usage" },
+  args: readArgs,
+  examples: ["madmail user list", "madmail user list --json | jq -r '.[].address'"],
+  run: ({ args }) =>
+    withDb(args, async ({ db }) => {
+      const [rows, config] = [await listUsers(db), await loadConfig(db)];
+      const views = rows.map((u) => ({
+        address: u.address,
+        quota_bytes: u.quota_bytes ?? config["quota.default"],
+        quota_is_default: u.quota_bytes === null,
+        used_bytes: u.used_bytes,
+        has_password: u.password_hash !== null,
+        created_at: isoTime(u.created_at),
+      }));
+      if (args.json) return printJson(views);
+      if (!views.length) return say(args, "No users. Add one with `madmail user add ADDRESS --password-stdin`.");
+      printTable(
+        ["ADDRESS", "QUOTA", "USED", "PASSWORD", "CREATED AT"],
+        views.map((v, i) => [v.address, formatSize(v.quota_bytes) + (v.quota_is_default ? " (default)" : ""), formatSize(v.used_bytes), v.has_password ? "set" : "none", tableTime(rows[i]!.created_at)]),
+      );
+    }),
+});
+
+const add = command({
+  meta: { name: "add", description: "Add a local user (password read from standard input with --password-stdin)" },
+  args: {
+    ...addrArg,
+    "password-stdin": { type: "boolean", description: "Read the password from standard input (one line)" },
+    quota: { type: "string", valueHint: "SIZE", description: `Mailbox quota (${sizeHint}; default: setting quota.default)` },
+    ...commonArgs,
+  },
+  examples: ["echo 's3cret' | madmail user add alice@chat.example --password-stdin", "madmail user add bob@chat.example --quota 500M"],
+  run: async ({ args }) => {
+    const address = checkAddress(args.address);
+    const quota = args.quota === undefined ? null : checkQuota(args.quota);
+    const password = args["password-stdin"] ? await readPasswordFromStdin() : null;
+    const hash = password === null ? null : await hashPassword(password);
+    return withDb(args, async ({ db }) => {
+      await requireLocalDomain(db, address);
+      if (!(await insertUser(db, address, hash, quota))) throw conflict(`user ${address} already exists`);
+      say(args, `User added: ${address}`);
+    });
+  },
+});
+
+const remove = command({
+  meta: { name: "remove", description: "Remove a local user (the Maildir is left on disk)" },
+  args: { ...addrArg, ...commonArgs },
+  examples: ["madmail user remove alice@chat.example"],
+  run: ({ args }) => {
+    const address = checkAddress(args.address);
+    return withDb(args, async ({ db }) => {
+      if (!(await deleteUser(db, address))) throw notFound(`no user ${address}`);
+      say(args, `User removed: ${address}`);
+    });
+  },
+});
+
+const quota = command({
+  meta: { name: "quota", description: "Set a user's mailbox quota" },
+  args: { ...addrArg, size: { type: "positional", required: true, valueHint: "SIZE", description: sizeHint }, ...commonArgs },
+  examples: ["madmail user quota alice@chat.example 2G", "madmail user quota alice@chat.example default"],
+  run: ({ args }) => {
+    const address = checkAddress(args.address);
+    const q = checkQuota(args.size);
+    return withDb(args, async ({ db }) => {
+      if (!(await setUserQuota(db, address, q))) throw notFound(`no user ${address}`);
+      say(args, `Quota of ${address}: ${q === null ? "default" : formatSize(q)}`);
+    });
+  },
+});
+
+const password = command({
+  meta: { name: "password", description: "Set a user's password from standard input" },
+  args: { ...addrArg, ...commonArgs },
+  examples: ["printf '%s' \"$NEWPW\" | madmail user password alice@chat.example"],
+  run: async ({ args }) => {
+    const address = checkAddress(args.address);
+    return withDb(args, async ({ db }) => {
+      if (!(await findUser(db, address))) throw notFound(`no user ${address}`);
+      await setUserPassword(db, address, await hashPassword(await readPasswordFromStdin()));
+      say(args, `Password set: ${address}`);
+    });
+  },
+});
+
+export default command({
+  meta: { name: "user", description: "Manage local users, passwords and quotas" },
+  subCommands: { list, add, remove, quota, password },
+  examples: ["echo pw | madmail user add alice@chat.example --password-stdin --quota 1G", "madmail user list"],
+});

@@ -1,0 +1,186 @@
+// The ONE accept pipeline. Every door (HTTP /mxdeliv, SMTP, LMTP, submission, pull) builds an
+// Envelope and calls accept(); the steps run in the order of DESIGN.md section 4:
+// size, recipient split, federation policy, encryption gate, quota, durable delivery, stats.
+import { EventEmitter } from "node:events";
+import type { Db } from "../db/open.ts";
+import type { WriteBatcher } from "../db/write-batcher.ts";
+import { log } from "../log.ts";
+import { checkEncryption } from "../policy/pgp-gate.ts";
+import { federationVerdict } from "../policy/federation.ts";
+import { addUsedBytes, findUser } from "../store/users.repository.ts";
+import { domainOf, normaliseAddress } from "../util/names.ts";
+import { headerFromDomain, isReservedLocalPart } from "./recipients.ts";
+import type { SnapshotSource, Snapshot } from "./snapshot.ts";
+import type { AcceptResult, Envelope, LocalDelivery, RcptVerdict } from "./types.ts";
+
+export interface AcceptDeps {
+  db: Db;
+  snapshot: SnapshotSource;
+  store: LocalDelivery;
+  writes: WriteBatcher;
+  /** Emits "delivered" (address) after each durable local delivery: wake-ups for waiters. */
+  events: EventEmitter;
+}
+
+type Planned =
+  | { kind: "local"; address: string; quota: number; used: number }
+  | { kind: "drop"; note: "unknown_user" | "reserved" }
+  | { kind: "done"; verdict: RcptVerdict };
+
+export function createAcceptor(deps: AcceptDeps) {
+  const inflight = new Map<string, Promise<AcceptResult>>();
+  // Moving average of the durable-write time, used to pad answers where nothing was stored
+  // so that timing does not tell an unknown recipient from a real one.
+  let storeMs = 2;
+
+  async function accept(env: Envelope): Promise<AcceptResult> {
+    const id = env.deliveryId;
+    if (!id) return run(env);
+    const running = inflight.get(id);
+    if (running) return running.then((r) => duplicateResult(env, r.ms));
+    const p = run(env).finally(() => inflight.delete(id));
+    inflight.set(id, p);
+    return p;
+  }
+
+  async function run(env: Envelope): Promise<AcceptResult> {
+    const t0 = performance.now();
+    const snap = await deps.snapshot.get();
+    const size = env.body.length;
+    const all = (v: RcptVerdict): RcptVerdict[] => env.rcpts.map(() => v);
+    let verdicts: RcptVerdict[];
+    let stored = 0;
+
+    if (size > snap.config["limits.max_message_size"]) {
+      verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
+    } else if (env.deliveryId && (await seenDeliveryId(deps.db, env.deliveryId))) {
+      verdicts = all({ verdict: "accept", stored: false, note: "duplicate" });
+    } else {
+      const senderDomain = senderDomainOf(env);
+      const policy = federationVerdict(snap.rules, senderDomain, (d) => snap.localDomains.has(d));
+      const plan = await Promise.all(env.rcpts.map((r) => planRecipient(env, r, snap)));
+      // The gate runs for every message that reaches it, whoever the recipients are, so that
+      // a plaintext probe is refused the same way for real and unknown users.
+      const gate = checkEncryption(env.body);
+      const passthrough = isPassthrough(snap, env.mailFrom);
+      if (policy === "reject") {
+        verdicts = all({ verdict: "reject", reason: "policy", detail: `sender domain ${senderDomain ?? "(none)"} refused by federation policy` });
+      } else if (policy === "dismiss") {
+        verdicts = all({ verdict: "dismiss" });
+      } else {
+        verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
+          if (p.kind === "done") return p.verdict;
+          if (!gate.pass && !passthrough && !(p.kind === "local" && isPassthrough(snap, p.address, "recipients"))) {
+            return { verdict: "reject", reason: "encryption", detail: gate.reason };
+          }
+          if (p.kind === "drop") return { verdict: "accept", stored: false, note: p.note };
+          if (p.used + size > p.quota) return { verdict: "reject", reason: "quota", detail: `${p.address} over quota` };
+          try {
+            const ts = performance.now();
+            await deps.store.deliver(p.address, env.body);
+            storeMs = storeMs * 0.9 + (performance.now() - ts) * 0.1;
+            stored++;
+            return { verdict: "accept", stored: true };
+          } catch (err) {
+            log.withTag("store").error(`delivery to ${p.address} failed: ${(err as Error).message}`);
+            return { verdict: "tempfail", detail: "local delivery failed" };
+          }
+        }));
+        await recordDelivery(env, plan, verdicts, size);
+      }
+    }
+
+    if (stored === 0 && verdicts.some((v) => v.verdict === "accept" || v.verdict === "dismiss")) {
+      await sleep(storeMs * (0.8 + Math.random() * 0.4));
+    }
+    const ms = performance.now() - t0;
+    logResult(env, verdicts, ms);
+    for (const [i, v] of verdicts.entries()) {
+      if (v.verdict === "accept" && v.stored) deps.events.emit("delivered", normaliseAddress(env.rcpts[i]!));
+    }
+    return { rcpts: verdicts, ms };
+  }
+
+  /** Quota accounting and the delivery id, committed (group commit) before the answer. */
+  async function recordDelivery(env: Envelope, plan: Planned[], verdicts: RcptVerdict[], size: number): Promise<void> {
+    const used = plan.flatMap((p, i) => (p.kind === "local" && verdicts[i]!.verdict === "accept" ? [p.address] : []));
+    const anyAccepted = verdicts.some((v) => v.verdict === "accept");
+    if (!used.length && !(env.deliveryId && anyAccepted)) return;
+    await deps.writes.run(async (trx) => {
+      for (const a of used) await addUsedBytes(trx, a, size);
+      if (env.deliveryId && anyAccepted) {
+        await trx.insertInto("delivery_ids").values({ id: env.deliveryId, seen_at: Date.now() })
+          .onConflict((oc) => oc.column("id").doNothing()).execute();
+      }
+    });
+  }
+
+  async function planRecipient(env: Envelope, rcpt: string, snap: Snapshot): Promise<Planned> {
+    const address = normaliseAddress(rcpt);
+    if (!address) return { kind: "done", verdict: { verdict: "reject", reason: "bad_address", detail: `bad address ${rcpt}` } };
+    const domain = domainOf(address);
+    if (!snap.localDomains.has(domain)) {
+      // /mxdeliv answers foreign domains like unknown users (no relaying, no tell).
+      if (env.door === "mxdeliv") return { kind: "drop", note: "unknown_user" };
+      return { kind: "done", verdict: { verdict: "reject", reason: "relay_denied", detail: `${domain} is not local` } };
+    }
+    if (isReservedLocalPart(address)) {
+      return env.door === "lmtp"
+        ? { kind: "done", verdict: { verdict: "reject", reason: "unknown_user", detail: address } }
+        : { kind: "drop", note: "reserved" };
+    }
+    const user = await findUser(deps.db, address);
+    if (!user) {
+      return env.door === "lmtp"
+        ? { kind: "done", verdict: { verdict: "reject", reason: "unknown_user", detail: address } }
+        : { kind: "drop", note: "unknown_user" };
+    }
+    return { kind: "local", address, quota: user.quota_bytes ?? snap.config["quota.default"], used: user.used_bytes };
+  }
+
+  function duplicateResult(env: Envelope, ms: number): AcceptResult {
+    return { rcpts: env.rcpts.map(() => ({ verdict: "accept", stored: false, note: "duplicate" })), ms };
+  }
+
+  return { accept };
+}
+
+export type Acceptor = ReturnType<typeof createAcceptor>;
+
+async function seenDeliveryId(db: Db, id: string): Promise<boolean> {
+  return (await db.selectFrom("delivery_ids").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
+}
+
+function senderDomainOf(env: Envelope): string | null {
+  const a = env.mailFrom ? normaliseAddress(env.mailFrom) : null;
+  if (a) return domainOf(a);
+  // Null sender (a bounce): judge by the From: header so a blocked peer cannot slip past
+  // policy with an empty envelope sender.
+  return headerFromDomain(env.body);
+}
+
+function isPassthrough(snap: Snapshot, address: string, which: "senders" | "recipients" = "senders"): boolean {
+  const list = snap.config[`gate.passthrough_${which}`];
+  if (!list.length || !address) return false;
+  const a = normaliseAddress(address);
+  return !!a && (list.includes(a) || list.includes(`@${domainOf(a)}`));
+}
+
+function logResult(env: Envelope, verdicts: RcptVerdict[], ms: number): void {
+  const summary = summarise(verdicts);
+  const sender = env.mailFrom ? domainOf(env.mailFrom.toLowerCase()) : "<>";
+  log.withTag(env.door).info(
+    `peer=${env.peer} from_domain=${sender} rcpts=${env.rcpts.length} size=${env.body.length} verdict=${summary} ms=${ms.toFixed(1)}`,
+  );
+}
+
+function summarise(verdicts: RcptVerdict[]): string {
+  const counts = new Map<string, number>();
+  for (const v of verdicts) {
+    const k = v.verdict === "reject" ? `reject:${v.reason}` : v.verdict === "accept" && v.note ? `accept:${v.note}` : v.verdict;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  return [...counts].map(([k, n]) => (counts.size === 1 && n === verdicts.length ? k : `${k}x${n}`)).join(",");
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -1,0 +1,81 @@
+// POST /mxdeliv: the HTTP federation door (wire format shared with madmail Go/Rust,
+// madexchanger and chatmail filtermail). Headers carry the envelope, the body is the raw
+// RFC 5322 message; Content-Type is ignored.
+import type { H3 } from "h3";
+import { log } from "../log.ts";
+import { normaliseAddress } from "../util/names.ts";
+import type { Acceptor } from "./accept.ts";
+import { HTTP_ERROR, toHttpReply, type HttpReply } from "./replies.ts";
+import type { SnapshotSource } from "./snapshot.ts";
+
+const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
+
+export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource): void {
+  app.post("/mxdeliv", async (event) => {
+    const req = event.req;
+    try {
+      const limit = (await snapshot.get()).config["limits.max_message_size"];
+      const fromHeader = req.headers.get("x-mail-from");
+      // Fetch joins repeated X-Mail-To headers with ", ", and a comma list is allowed too.
+      const rcpts = (req.headers.get("x-mail-to") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+      const mailFrom = (fromHeader ?? "").trim();
+      if (!rcpts.length || rcpts.some((r) => !normaliseAddress(r)) || (mailFrom && !normaliseAddress(mailFrom)) || mailFrom.includes(",")) {
+        return reply({ status: 400, body: "bad request" });
+      }
+      const declared = Number(req.headers.get("content-length") ?? NaN);
+      if (declared > limit) return reply({ status: 413, body: "message too large" });
+      const body = await readLimited(req, limit);
+      if (!body) return reply({ status: 413, body: "message too large" });
+      const deliveryId = req.headers.get("x-madmail-delivery-id")?.trim();
+      const result = await acceptor.accept({
+        door: "mxdeliv",
+        peer: remoteIp(event) ?? "unknown",
+        mailFrom,
+        rcpts,
+        body,
+        deliveryId: deliveryId && DELIVERY_ID_RE.test(deliveryId) ? deliveryId : undefined,
+      });
+      return reply(toHttpReply(result.rcpts));
+    } catch (err) {
+      log.withTag("mxdeliv").error(err);
+      return reply(HTTP_ERROR);
+    }
+  });
+}
+
+function reply(r: HttpReply): Response {
+  return new Response(r.body, { status: r.status, headers: { "content-type": "text/plain; charset=utf-8" } });
+}
+
+/** Reads the body, giving up (null) as soon as it passes the limit: never buffers more. */
+async function readLimited(req: Request, limit: number): Promise<Uint8Array | null> {
+  if (!req.body) return new Uint8Array(0);
+  if (req.headers.has("content-length")) {
+    const buf = new Uint8Array(await req.arrayBuffer());
+    return buf.length > limit ? null : buf;
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = req.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+function remoteIp(event: { req: Request & { ip?: string } }): string | undefined {
+  return event.req.ip;
+}

@@ -1,0 +1,97 @@
+// Starts `madmail serve` from the compiled binary on free loopback ports, with its own state
+// file, and stops it by PID. Several can run side by side.
+import { createServer } from "node:net";
+import { sandbox, type Sandbox } from "./binary.ts";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ServerHandle {
+  box: Sandbox;
+  httpPort: number;
+  smtpPort: number;
+  lmtpPort: number;
+  url: string;
+  proc: ReturnType<typeof Bun.spawn>;
+  /** Everything the server wrote to stderr so far. */
+  logs(): string;
+  stop(signal?: NodeJS.Signals): Promise<number>;
+}
+
+export interface StartOptions {
+  box?: Sandbox;
+  /** Commands run before start, e.g. [["domain","add","a.test"]]. */
+  setup?: string[][];
+  env?: Record<string, string>;
+  extraArgs?: string[];
+}
+
+export async function startServe(opts: StartOptions = {}): Promise<ServerHandle> {
+  const box = opts.box ?? sandbox();
+  for (const cmd of opts.setup ?? []) {
+    const r = await box.run(cmd);
+    if (r.code !== 0) throw new Error(`setup ${cmd.join(" ")} failed: ${r.stderr}`);
+  }
+  const [httpPort, smtpPort, lmtpPort] = [await freePort(), await freePort(), await freePort()];
+  const proc = Bun.spawn(
+    [box.bin, "serve", "--http", `127.0.0.1:${httpPort}`, "--smtp", `127.0.0.1:${smtpPort}`, "--lmtp", `127.0.0.1:${lmtpPort}`, ...(opts.extraArgs ?? [])],
+    { cwd: box.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: box.db, ...opts.env }, stdout: "ignore", stderr: "pipe" },
+  );
+  let stderr = "";
+  (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) stderr += dec.decode(chunk);
+  })();
+  const url = `http://127.0.0.1:${httpPort}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {}
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill();
+      throw new Error(`serve did not come up (exit ${proc.exitCode}): ${stderr}`);
+    }
+    await Bun.sleep(25);
+  }
+  // The SMTP listeners start after HTTP; wait for them too.
+  for (const port of [smtpPort, lmtpPort]) await waitForPort(port, deadline);
+  return {
+    box, httpPort, smtpPort, lmtpPort, url, proc,
+    logs: () => stderr,
+    async stop(signal = "SIGTERM") {
+      proc.kill(signal);
+      return await proc.exited;
+    },
+  };
+}
+
+async function waitForPort(port: number, deadline: number): Promise<void> {
+  for (;;) {
+    try {
+      const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      s.end();
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`port ${port} did not open`);
+      await Bun.sleep(25);
+    }
+  }
+}
+
+/** POST /mxdeliv with envelope headers. */
+export async function postMxdeliv(url: string, from: string, to: string[], body: string | Uint8Array, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+  const h = new Headers({ "X-Mail-From": from, ...headers });
+  for (const t of to) h.append("X-Mail-To", t);
+  const r = await fetch(`${url}/mxdeliv`, { method: "POST", headers: h, body: body as BodyInit });
+  return { status: r.status, text: await r.text() };
+}
