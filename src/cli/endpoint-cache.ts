@@ -7,6 +7,7 @@ import {
 } from "../delivery/endpoint-overrides.ts";
 import type { DnsOverrideRow } from "../db/schema.ts";
 import { findExchanger } from "../exchanger/exchangers.ts";
+import { withWriteTransaction } from "../db/open.ts";
 import { notFound } from "../errors.ts";
 import { isoTime, tableTime } from "../util/time.ts";
 
@@ -82,10 +83,13 @@ const set = command({
     const parsed = parseTarget(args.target);
     const target = formatTarget(parsed);
     return withDb(args, async ({ db }) => {
-      if (parsed.kind === "exchanger" && !(await findExchanger(db, parsed.name))) {
-        throw notFound(`no exchanger named "${parsed.name}"; add it first with \`madmail exchanger add ${parsed.name} URL\``);
-      }
-      await upsertOverride(db, key, target, args.comment ?? null);
+      // One write transaction: the exchanger cannot be removed between the check and the write.
+      await withWriteTransaction(db, async (trx) => {
+        if (parsed.kind === "exchanger" && !(await findExchanger(trx, parsed.name))) {
+          throw notFound(`no exchanger named "${parsed.name}"; add it first with \`madmail exchanger add ${parsed.name} URL\``);
+        }
+        await upsertOverride(trx, key, target, args.comment ?? null);
+      });
       say(args, `Successfully set endpoint override: ${key} → ${target}`);
     });
   },

@@ -49,8 +49,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw new CLIError(rest.length ? `unknown command "${rest[0]}"` : "missing command", "E_NO_COMMAND");
     }
-    checkArgs(rest, (await resolve(leaf.args)) ?? {});
-    await runCommand(leaf, { rawArgs: rest });
+    const rawArgs = checkArgs(rest, (await resolve(leaf.args)) ?? {});
+    await runCommand(leaf, { rawArgs });
     return 0;
   } catch (err) {
     return reportError(err, path);
@@ -71,40 +71,50 @@ async function reportError(err: unknown, path: MadmailCommand[]): Promise<number
   return 1;
 }
 
-/** Refuses flags a command does not declare and positional arguments beyond those it takes. */
-function checkArgs(rawArgs: string[], argsDef: ArgsDef): void {
+/** A value such as -5, -1.5 or -1G: a (negative) positional, never a flag. */
+const NEGATIVE_NUMBER = /^-\d+(?:\.\d+)?[a-z]*$/i;
+
+/**
+ * Refuses flags a command does not declare and positional arguments beyond those it takes.
+ * Returns the argv for citty with the positionals after `--`, so that a value like -5 reaches
+ * the command's own validation (with its message) instead of being parsed as a flag.
+ */
+function checkArgs(rawArgs: string[], argsDef: ArgsDef): string[] {
   const known = new Set<string>();
-  let positionals = 0;
+  let takes = 0;
   for (const [name, d] of Object.entries(argsDef)) {
     if (d.type === "positional") {
-      positionals++;
+      takes++;
       continue;
     }
     known.add(name);
     known.add(toKebab(name));
     for (const a of aliasesOf(d)) known.add(a);
   }
-  let seen = 0;
+  const options: string[] = [];
+  const positionals: string[] = [];
   for (let i = 0; i < rawArgs.length; i++) {
     const a = rawArgs[i]!;
     if (a === "--") {
-      seen += rawArgs.length - i - 1;
+      positionals.push(...rawArgs.slice(i + 1));
       break;
     }
-    if (a.startsWith("-") && a !== "-") {
+    if (a.startsWith("-") && a !== "-" && !NEGATIVE_NUMBER.test(a)) {
       const name = a.replace(/^--?/, "").split("=")[0]!;
       const bare = name.startsWith("no-") ? name.slice(3) : name;
       if (!known.has(name) && !known.has(bare)) throw new CLIError(`unknown option "${a.split("=")[0]}"`, "EARG");
+      options.push(a);
       const d = argsDef[name] ?? argsDef[toCamel(name)] ?? Object.values(argsDef).find((x) => aliasesOf(x).includes(name));
       if (d && (d.type === "string" || d.type === "enum") && !a.includes("=")) {
         if (i + 1 >= rawArgs.length) throw new CLIError(`option ${a} needs a value`, "EARG");
-        i++;
+        options.push(rawArgs[++i]!);
       }
       continue;
     }
-    seen++;
+    positionals.push(a);
   }
-  if (seen > positionals) throw new CLIError(`too many arguments`, "EARG");
+  if (positionals.length > takes) throw new CLIError(`too many arguments`, "EARG");
+  return positionals.length ? [...options, "--", ...positionals] : options;
 }
 
 /** citty names only one parent level; give it the whole path so usage reads `madmail exchanger add`. */

@@ -11,6 +11,7 @@ import { formatSize, parseSize } from "../util/units.ts";
 import { isoTime, tableTime } from "../util/time.ts";
 import { hashPassword } from "../util/password.ts";
 import type { Db } from "../db/open.ts";
+import { RESERVED_LOCAL_PARTS, isReservedLocalPart } from "../inbound/recipients.ts";
 
 const addrArg = { address: { type: "positional", required: true, valueHint: "ADDRESS", description: "user@domain (domain must be local)" } } as const;
 const sizeHint = "a size like 500M or 1G, or `default`";
@@ -18,6 +19,14 @@ const sizeHint = "a size like 500M or 1G, or `default`";
 function checkAddress(input: string): string {
   const a = normaliseAddress(input);
   if (!a) throw usageError(`invalid address "${input}": expected user@domain`);
+  return a;
+}
+
+function checkNewAddress(input: string): string {
+  const a = checkAddress(input);
+  if (isReservedLocalPart(a)) {
+    throw usageError(`"${a}" uses a reserved local part (${[...RESERVED_LOCAL_PARTS].join(", ")}); mail from outside never reaches it`);
+  }
   return a;
 }
 
@@ -79,7 +88,7 @@ const add = command({
   },
   examples: ["echo 's3cret' | madmail user add alice@chat.example --password-stdin", "madmail user add bob@chat.example --quota 500M"],
   run: async ({ args }) => {
-    const address = checkAddress(args.address);
+    const address = checkNewAddress(args.address);
     const quota = args.quota === undefined ? null : checkQuota(args.quota);
     const password = args["password-stdin"] ? await readPasswordFromStdin() : null;
     const hash = password === null ? null : await hashPassword(password);

@@ -95,7 +95,8 @@ export async function deleteOverride(db: Db, key: string): Promise<boolean> {
 }
 
 export async function overridesPointingAt(db: Db, exchanger: string): Promise<string[]> {
-  const rows = await db.selectFrom("dns_overrides").select("lookup_key").where("target_host", "=", `exchanger:${exchanger}`).execute();
+  const rows = await db.selectFrom("dns_overrides").select("lookup_key").where("target_host", "=", `exchanger:${exchanger}`)
+    .orderBy("lookup_key").execute();
   return rows.map((r) => r.lookup_key);
 }
 

@@ -47,6 +47,9 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     disableReverseLookup: true,
     logger: false,
     maxClients: 1000,
+    // Peers (Postfix over LMTP, smtp-source) reuse connections for many transactions; the
+    // library's default cuts unauthenticated sessions off after 10 commands.
+    maxAllowedUnauthenticatedCommands: false,
     socketTimeout: 5 * 60_000,
     closeTimeout: 5_000,
 

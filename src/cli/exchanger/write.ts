@@ -8,6 +8,7 @@ import {
   findExchanger, insertExchanger, updateExchanger,
 } from "../../exchanger/exchangers.ts";
 import { overridesPointingAt } from "../../delivery/endpoint-overrides.ts";
+import { withWriteTransaction } from "../../db/open.ts";
 import type { ExchangerUpdate } from "../../db/schema.ts";
 import { conflict, notFound, usageError } from "../../errors.ts";
 import { hashToken, newToken } from "../../util/secrets.ts";
@@ -20,6 +21,9 @@ const optionArgs = {
   domains: { type: "string" as const, valueHint: "LIST", description: "Recipient domains routed through it: a,b,c or * for all remote mail" },
   fallback: { type: "boolean" as const, description: "Use it only for delayed reroute of mail that keeps failing" },
 };
+
+/** Quotes a key for a command line we suggest: `*.example.org` must not meet the shell's globbing. */
+const shellWord = (s: string) => (/^[a-z0-9.:_-]+$/.test(s) ? s : `'${s}'`);
 
 const unknown = (name: string) => notFound(`no exchanger named "${name}"; see \`madmail exchanger list\``);
 
@@ -95,13 +99,16 @@ const remove = command({
   run: ({ args }) => {
     const name = checkName(args.name);
     return withDb(args, async ({ db }) => {
-      if (!(await findExchanger(db, name))) throw unknown(name);
-      const keys = await overridesPointingAt(db, name);
-      if (keys.length) {
-        throw conflict(`exchanger "${name}" is the target of endpoint override ${keys.map((k) => `"${k}"`).join(", ")}; ` +
-          `remove or change it first (\`madmail endpoint-cache remove ${keys[0]}\`)`);
-      }
-      await deleteExchanger(db, name);
+      // One write transaction: no rewrite can start pointing at it between the check and the delete.
+      await withWriteTransaction(db, async (trx) => {
+        if (!(await findExchanger(trx, name))) throw unknown(name);
+        const keys = await overridesPointingAt(trx, name);
+        if (keys.length) {
+          throw conflict(`exchanger "${name}" is the target of endpoint override ${keys.map((k) => `"${k}"`).join(", ")}; ` +
+            `remove or change it first (\`madmail endpoint-cache remove ${shellWord(keys[0]!)}\`)`);
+        }
+        await deleteExchanger(trx, name);
+      });
       say(args, `Exchanger removed: ${name}`);
     });
   },
