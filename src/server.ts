@@ -58,8 +58,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (httpAddr) {
       const app = createHttpApp({ startedAt: Date.now() });
       mountMxdeliv(app, acceptor, snapshot);
-      const http = serveHttp({ fetch: app.fetch, hostname: httpAddr.host, port: httpAddr.port, gracefulShutdown: false, silent: true });
-      await listenOrExplain("http", httpAddr, () => http.ready());
+      const http = await listenOrExplain("http", httpAddr, () =>
+        serveHttp({ fetch: app.fetch, hostname: httpAddr.host, port: httpAddr.port, gracefulShutdown: false, silent: true }).ready(),
+      );
       running.http = http;
       stops.push(() => http.close(true));
       log.withTag("http").info(`listening on ${http.url ?? `${httpAddr.host}:${httpAddr.port}`}`);

@@ -38,6 +38,12 @@ export async function openDb(path: string): Promise<OpenedDb> {
   }
   // busy_timeout first: the WAL switch below needs the write lock another process may hold.
   raw.exec("PRAGMA busy_timeout = 30000");
+  // Refuse a newer file before anything (even the journal mode switch) writes to it.
+  const version = pragmaNumber(raw.prepare("PRAGMA user_version"));
+  if (version > SCHEMA_VERSION) {
+    raw.close();
+    throw newerSchema(path, version);
+  }
   raw.exec("PRAGMA journal_mode = WAL");
   // FULL: a commit is on disk when it returns; we acknowledge mail only after commits.
   raw.exec("PRAGMA synchronous = FULL");
@@ -49,10 +55,10 @@ export async function openDb(path: string): Promise<OpenedDb> {
     await db.destroy();
     throw err;
   }
-  const dataVersion = raw.prepare("PRAGMA data_version").pluck();
-  let lastVersion = dataVersion.get() as number;
+  const dataVersion = raw.prepare("PRAGMA data_version");
+  let lastVersion = pragmaNumber(dataVersion);
   const changedElsewhere = () => {
-    const v = dataVersion.get() as number;
+    const v = pragmaNumber(dataVersion);
     if (v === lastVersion) return false;
     lastVersion = v;
     return true;
@@ -81,6 +87,12 @@ async function migrate(db: Db, path: string): Promise<void> {
     }
     await sql.raw(`PRAGMA user_version = ${SCHEMA_VERSION}`).execute(trx);
   });
+}
+
+/** First column of a one-row PRAGMA (libsql's pluck() does not unwrap rows). */
+function pragmaNumber(stmt: { get(): unknown }): number {
+  const row = stmt.get() as Record<string, unknown> | undefined;
+  return Number(row ? Object.values(row)[0] : 0);
 }
 
 async function userVersion(db: Kysely<any>): Promise<number> {

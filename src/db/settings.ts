@@ -5,6 +5,7 @@ import { hostname } from "node:os";
 import { log } from "../log.ts";
 import { formatDuration, formatSize, parseDuration, parseSize } from "../util/units.ts";
 import { usageError } from "../errors.ts";
+import { normaliseDomain } from "../util/names.ts";
 import type { Db } from "./open.ts";
 
 export interface SettingDef<T> {
@@ -112,7 +113,18 @@ const addressList = (description: string) =>
   });
 
 export const settingsRegistry = {
-  "hostname": text(hostname(), "Name this server gives in SMTP greetings and Received headers", "a host name"),
+  "hostname": def<string>({
+    type: "string",
+    default: normaliseDomain(hostname()) ?? "localhost",
+    description: "Name this server gives in SMTP greetings and Received headers",
+    expected: "a host name such as mx.example.org",
+    parse: (t) => {
+      const d = normaliseDomain(t);
+      if (!d) throw new Error("not a host name");
+      return d;
+    },
+    normalise: (t) => normaliseDomain(t) ?? t,
+  }),
   "listen.http": listen("127.0.0.1:8080", "HTTP listener: POST /mxdeliv, /healthz, exchanger pull, admin API"),
   "listen.smtp": listen("127.0.0.1:2525", "SMTP MX listener for other servers (port 25 in production)"),
   "listen.submission": listen("127.0.0.1:2587", "SMTP submission for local users (STARTTLS when a certificate is set)"),

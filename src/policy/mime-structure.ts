@@ -1,8 +1,7 @@
 // Just enough RFC 5322 / RFC 2045-2046 parsing for the encryption gate: one header block at a
-// time, Content-Type, multipart splitting and the two transfer encodings, all on byte offsets
-// into the message so nothing big is copied. Anything ambiguous is an error string, never a guess:
+// time, Content-Type and multipart splitting, all on byte offsets into the message so nothing
+// big is copied. Anything ambiguous is an error string, never a guess:
 // a gate that reads a message differently from the recipient's client can be walked around.
-import { Base64Reader } from "./openpgp-packets.ts";
 
 export interface Span {
   start: number;
@@ -37,6 +36,8 @@ export function readHeaders(buf: Uint8Array, start: number, end: number, wanted:
     for (let i = field; i < nameEnd; i++) if (buf[i]! < 33 || buf[i]! > 126) return "bad character in a header field name";
     for (let w = 0; w < wanted.length; w++) {
       if (!equalsLower(buf, field, nameEnd, wanted[w]!)) continue;
+      // Not every parser knows the obsolete "Name :" form: for a field that decides, refuse it.
+      if (nameEnd !== colon) return `whitespace before the colon of ${wanted[w]}`;
       values[w] = values[w] === undefined ? unfold(buf, colon + 1, fieldEnd) : null;
       break;
     }
@@ -88,6 +89,7 @@ export function parseContentType(value: string): ContentType | null {
   const type = readToken(cur);
   if (!type || !skipCfws(cur) || value.charCodeAt(cur.i) !== 47) return null;
   cur.i++;
+  skipCfws(cur);
   const sub = readToken(cur);
   if (!sub) return null;
   const params = new Map<string, string>();
@@ -162,25 +164,6 @@ export function splitMultipart(buf: Uint8Array, start: number, end: number, boun
     pos = nl;
   }
   return closedAt < 0 ? "no close delimiter" : parts;
-}
-
-export interface Body {
-  buf: Uint8Array;
-  start: number;
-  end: number;
-}
-
-/** Undoes the Content-Transfer-Encoding (RFC 2045 §6). Identity encodings return the same
- * bytes; base64 and quoted-printable decode into a new buffer (the gate's own payloads are 7bit). */
-export function decodeBody(buf: Uint8Array, start: number, end: number, cte: string | null | undefined): Body | string {
-  if (cte === null) return "repeated Content-Transfer-Encoding";
-  const enc = cte === undefined ? "7bit" : cte.toLowerCase();
-  if (enc === "7bit" || enc === "8bit" || enc === "binary") return { buf, start, end };
-  let out: Uint8Array | undefined;
-  if (enc === "base64") out = decodeBase64(buf, start, end);
-  else if (enc === "quoted-printable") out = decodeQuotedPrintable(buf, start, end);
-  else return `unknown Content-Transfer-Encoding ${enc}`;
-  return out ? { buf: out, start: 0, end: out.length } : `bad ${enc} encoding`;
 }
 
 /** Bytes as latin1 text (for the few small bodies the gate reads as text). */
@@ -268,52 +251,4 @@ function readQuoted(cur: Cursor): string | undefined {
     if (cur.i < s.length) v += s[cur.i];
   }
   return undefined;
-}
-
-/** RFC 2045 §6.7, strict: "=XX" with hex digits, soft line breaks "=" EOL, trailing whitespace
- * on a line dropped; a lone "=" is an error. */
-function decodeQuotedPrintable(buf: Uint8Array, start: number, end: number): Uint8Array | undefined {
-  const out = new Uint8Array(end - start);
-  let n = 0;
-  let pos = start;
-  while (pos < end) {
-    let nl = buf.indexOf(LF, pos);
-    if (nl < 0 || nl > end) nl = end;
-    let e = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl;
-    while (e > pos && (buf[e - 1] === SP || buf[e - 1] === HT)) e--;
-    let soft = false;
-    for (let i = pos; i < e; i++) {
-      const c = buf[i]!;
-      if (c !== 61) out[n++] = c;
-      else if (i === e - 1) soft = true;
-      else {
-        const hi = hex(buf[i + 1]!);
-        const lo = i + 2 < e ? hex(buf[i + 2]!) : -1;
-        if (hi < 0 || lo < 0) return undefined;
-        out[n++] = (hi << 4) | lo;
-        i += 2;
-      }
-    }
-    if (nl < end && !soft) {
-      if (buf[nl - 1] === CR) out[n++] = CR;
-      out[n++] = LF;
-    }
-    pos = nl + 1;
-  }
-  return out.subarray(0, n);
-}
-
-function decodeBase64(buf: Uint8Array, start: number, end: number): Uint8Array | undefined {
-  const r = new Base64Reader(buf, start, end);
-  const out = new Uint8Array(Math.ceil(((end - start) * 3) / 4));
-  let n = 0;
-  for (let b = r.read(); b >= 0; b = r.read()) out[n++] = b;
-  return r.malformed ? undefined : out.subarray(0, n);
-}
-
-function hex(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 65 && c <= 70) return c - 55;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
 }

@@ -25,7 +25,7 @@ export class BytesReader implements ByteSource {
     return this.pos < this.end ? this.buf[this.pos++]! : -1;
   }
   skip(n: number): boolean {
-    if (n > this.end - this.pos) return false;
+    if (n < 0 || n > this.end - this.pos) return false;
     this.pos += n;
     return true;
   }
@@ -43,7 +43,7 @@ B64[13] = B64[10] = EOL;
 B64[32] = B64[9] = SPACE;
 B64[61] = PAD;
 const WINDOW = 512;
-const COUNT = B64.map((v) => (v < 64 ? 1 : v === EOL ? 0 : WINDOW));
+const COUNT = Uint16Array.from(B64, (v) => (v < 64 ? 1 : v === EOL ? 0 : WINDOW));
 const isWs = (c: number | undefined): boolean => c !== undefined && (B64[c] === EOL || B64[c] === SPACE);
 
 /** Strict streaming base64 decoder over buf[start, end): line breaks are skipped, spaces only at
@@ -63,6 +63,7 @@ export class Base64Reader implements ByteSource {
   }
 
   skip(n: number): boolean {
+    if (n < 0) return false;
     const pending = Math.min(n, this.have - this.next);
     this.next += pending;
     n -= pending;
@@ -239,9 +240,10 @@ const SEIPD = 18;
 /** RFC 9580 §5.13.1/2: v1 = version + at least an 8-octet IV prefix, 2 check octets and the
  * 22-octet MDC packet; v2 = 4 fixed octets, a 32-octet salt and the 16-octet final AEAD tag. */
 const MIN_SEIPD = [0, 1 + 8 + 2 + 22, 4 + 32 + 16];
-const TAG_NAMES: Record<number, string> = { 2: "signature", 4: "one-pass signature", 8: "compressed data", 10: "marker", 11: "literal data", 21: "padding" };
-TAG_NAMES[9] = "SED (encrypted without integrity protection)";
-TAG_NAMES[20] = "OCB encrypted data (non-standard)";
+const TAG_NAMES: Record<number, string> = {
+  2: "signature", 4: "one-pass signature", 8: "compressed data", 10: "marker", 11: "literal data", 21: "padding",
+  9: "SED (encrypted without integrity protection)", 20: "OCB encrypted data (non-standard)",
+};
 
 /** Walks the packet sequence: (PKESK v3|v6 | SKESK v4|v6)* then exactly one SEIPD v1|v2 that
  * ends with the data. Old-format headers are accepted (GnuPG writes PKESK/SKESK that way; SEIPD
@@ -258,16 +260,10 @@ export function walkPackets(src: ByteSource): string | undefined {
     if (newFormat) {
       if (!readNewLength(src, len)) return "truncated packet header";
     } else {
-      const octets = [1, 2, 4, 0][h & 3]!;
-      if (octets === 0) return "indeterminate-length packet"; // only a SEIPD may run to the end
-      let n = 0;
-      for (let i = 0; i < octets; i++) {
-        const b = src.read();
-        if (b < 0) return "truncated packet header";
-        n = n * 256 + b;
-      }
-      len.n = n;
+      if ((h & 3) === 3) return "indeterminate-length packet"; // only a SEIPD may run to the end
       len.partial = false;
+      len.n = readNumber(src, 1 << (h & 3));
+      if (len.n < 0) return "truncated packet header";
     }
     if (tag !== SEIPD) {
       if (len.partial) return "partial body length outside a SEIPD packet"; // RFC 9580 §4.2.1.4
@@ -302,24 +298,22 @@ export function walkPackets(src: ByteSource): string | undefined {
 /** RFC 9580 §4.2.1: one-, two- and five-octet lengths, and partial body lengths (224-254). */
 function readNewLength(src: ByteSource, out: { n: number; partial: boolean }): boolean {
   const o = src.read();
-  out.partial = false;
-  if (o < 0) return false;
-  if (o < 192) out.n = o;
+  out.partial = o >= 224 && o < 255;
+  if (o < 192) out.n = o; // -1 at the end of the data
   else if (o < 224) {
     const b = src.read();
-    if (b < 0) return false;
-    out.n = ((o - 192) << 8) + b + 192;
-  } else if (o === 255) {
-    let n = 0;
-    for (let i = 0; i < 4; i++) {
-      const b = src.read();
-      if (b < 0) return false;
-      n = n * 256 + b;
-    }
-    out.n = n;
-  } else {
-    out.n = 1 << (o & 0x1f);
-    out.partial = true;
+    out.n = b < 0 ? -1 : ((o - 192) << 8) + b + 192;
+  } else out.n = o === 255 ? readNumber(src, 4) : 1 << (o & 0x1f);
+  return out.n >= 0;
+}
+
+/** A big-endian number of k octets; -1 when the data ends first. */
+function readNumber(src: ByteSource, k: number): number {
+  let n = 0;
+  for (let i = 0; i < k; i++) {
+    const b = src.read();
+    if (b < 0) return -1;
+    n = n * 256 + b;
   }
-  return true;
+  return n;
 }

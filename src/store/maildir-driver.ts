@@ -15,6 +15,7 @@ import { dirname, join, resolve, sep } from "node:path";
 import { defineDriver, type StorageMeta } from "unstorage";
 import { createError, createRequiredError } from "unstorage/drivers/utils/index";
 import { createGroupFsync, fsyncDirectory } from "./_dir-fsync.ts";
+import { createLimit } from "./_limit.ts";
 import {
   createMaildirName,
   decodeKeySegment,
@@ -44,6 +45,12 @@ export interface MaildirStorageOptions {
    * @default null
    */
   gid?: number | null;
+  /**
+   * Most files and directories held open at once for writes. Deliveries beyond it wait
+   * instead of failing with EMFILE; the disk gains nothing from more fsyncs in flight.
+   * @default 128
+   */
+  maxOpenFiles?: number;
 }
 
 /** The options as resolved at construction (absolute `base`, nulls filled in). */
@@ -51,6 +58,7 @@ export interface ResolvedMaildirOptions {
   readonly base: string;
   readonly uid: number | null;
   readonly gid: number | null;
+  readonly maxOpenFiles: number;
 }
 
 const SUBDIRS = ["tmp", "new", "cur"] as const;
@@ -63,12 +71,19 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
       throw createError(DRIVER_NAME, `Invalid option \`${name}\`: ${JSON.stringify(id)}. Expected a non-negative integer or null.`);
     }
   }
-  const options: ResolvedMaildirOptions = Object.freeze({ base: resolve(opts.base), uid: opts.uid ?? null, gid: opts.gid ?? null });
+  const maxOpenFiles = opts.maxOpenFiles ?? 128;
+  if (!(Number.isSafeInteger(maxOpenFiles) && maxOpenFiles >= 1)) {
+    throw createError(DRIVER_NAME, `Invalid option \`maxOpenFiles\`: ${JSON.stringify(maxOpenFiles)}. Expected a positive integer.`);
+  }
+  const options: ResolvedMaildirOptions = Object.freeze({ base: resolve(opts.base), uid: opts.uid ?? null, gid: opts.gid ?? null, maxOpenFiles });
   const { base, uid, gid } = options;
   const owned = uid !== null || gid !== null;
   const inside = base.endsWith(sep) ? base : base + sep;
 
-  const syncDir = createGroupFsync();
+  // Every descriptor a write holds (its tmp file, a directory being fsynced) takes a slot. No
+  // one holds a slot while waiting for another, so the limit cannot deadlock.
+  const limit = createLimit(maxOpenFiles);
+  const syncDir = createGroupFsync((dir) => limit(() => fsyncDirectory(dir)));
   const maildirs = new Map<string, Promise<void>>(); // address -> its Maildir exists and is durable
   let baseReady: Promise<void> | undefined;
   const pending = new Set<Promise<unknown>>(); // writes and removals in flight, awaited by dispose()
@@ -134,25 +149,27 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
   async function writeTmp(address: string, data: Uint8Array): Promise<string> {
     await ensureMaildir(address);
     const tmp = join(base, address, "tmp", createMaildirName());
-    // "wx" = O_CREAT|O_EXCL: never write into a file someone else has. 0600 (a umask can
-    // only narrow it).
-    const handle = await fsp.open(tmp, "wx", 0o600);
-    try {
+    await limit(async () => {
+      // "wx" = O_CREAT|O_EXCL: never write into a file someone else has. 0600 (a umask can
+      // only narrow it).
+      const handle = await fsp.open(tmp, "wx", 0o600);
       try {
-        for (let off = 0; off < data.byteLength; ) {
-          const { bytesWritten } = await handle.write(data, off, data.byteLength - off, off);
-          off += bytesWritten;
+        try {
+          for (let off = 0; off < data.byteLength; ) {
+            const { bytesWritten } = await handle.write(data, off, data.byteLength - off, off);
+            off += bytesWritten;
+          }
+          if (owned) await handle.chown(uid ?? -1, gid ?? -1);
+          // Data and inode (size, owner) are on disk before the name can appear in new/.
+          await handle.sync();
+        } finally {
+          await handle.close();
         }
-        if (owned) await handle.chown(uid ?? -1, gid ?? -1);
-        // Data and inode (size, owner) are on disk before the name can appear in new/.
-        await handle.sync();
-      } finally {
-        await handle.close();
+      } catch (err) {
+        await fsp.unlink(tmp).catch(_ignore);
+        throw err;
       }
-    } catch (err) {
-      await fsp.unlink(tmp).catch(_ignore);
-      throw err;
-    }
+    });
     return tmp;
   }
 

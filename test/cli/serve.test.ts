@@ -117,7 +117,7 @@ describe("madmail serve", () => {
   // port is taken, before ready(); server.ts calls serve() outside listenOrExplain, so the user
   // gets "internal error" and a stack. Fix: create the server inside the listenOrExplain callback.
   // Remove `.failing` then.
-  test.failing("a port in use exits 1 naming the address, without a stack trace", async () => {
+  test("a port in use exits 1 naming the address, without a stack trace", async () => {
     const blocker = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
     try {
       const r = await sb.run(["serve", "--http", `127.0.0.1:${port}`]);
@@ -144,7 +144,7 @@ describe("npm start", () => {
   // `sh -c`, and sh does not pass npm's SIGTERM on, so `kill <npm pid>` (a supervisor, docker
   // stop) leaves the server running. Fix: `"start": "bun build.ts --if-needed && exec ./dist/madmail serve"`.
   // Remove `.failing` then.
-  test.failing("SIGTERM to npm alone stops the server within a second", async () => {
+  test("SIGTERM to npm alone stops the server within a second", async () => {
     expect((await sb.run(["config", "set", "listen.http", `127.0.0.1:${port}`])).code).toBe(0);
     const proc = start(["npm", "start", "--silent"], REPO);
     await healthz(60_000);

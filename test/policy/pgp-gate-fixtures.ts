@@ -172,3 +172,42 @@ export function bigMessage(size: number, partial = false): string {
   const seipd = partial ? partialPacket(18, body, Array(Math.floor(body.length / 65536)).fill(16)) : newPacket(18, body);
   return withPayload(msg, armor(concat(...pk.map((p) => p.raw), seipd), { eol: "\r\n" }));
 }
+
+export interface PgpMimeOptions {
+  eol?: string;
+  boundary?: string;
+  /** the whole Content-Type field, default built from `boundary` */
+  contentType?: string;
+  extraHeaders?: string[];
+  preamble?: string;
+  epilogue?: string;
+  part1Headers?: string[];
+  part1Body?: string;
+  part2Headers?: string[];
+  /** latin1 string (armored text or binary) */
+  part2Body?: string;
+  /** more parts after part 2, each "headers\r\n\r\nbody" */
+  moreParts?: string[];
+}
+
+/** A PGP/MIME message in the shape GnuPG writes, every piece replaceable. */
+export function pgpMime(o: PgpMimeOptions = {}): string {
+  const eol = o.eol ?? "\r\n";
+  const b = o.boundary ?? "=-=b0undary=-=";
+  const payload = o.part2Body ?? armor(payloadOf(sample("pass-gnupg-2.2-encrypted-signed.eml")), { eol });
+  const lines = [
+    "From: <alice@a.test>",
+    "To: <bob@b.test>",
+    "Subject: ...",
+    "MIME-Version: 1.0",
+    ...(o.extraHeaders ?? []),
+    o.contentType ?? `Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";${eol} boundary="${b}"`,
+    "",
+  ];
+  const parts = [
+    [...(o.part1Headers ?? ["Content-Type: application/pgp-encrypted"]), "", o.part1Body ?? `Version: 1${eol}`].join(eol),
+    [...(o.part2Headers ?? ["Content-Type: application/octet-stream"]), "", payload].join(eol),
+    ...(o.moreParts ?? []),
+  ];
+  return lines.join(eol) + eol + (o.preamble ?? "") + parts.map((p) => `--${b}${eol}${p}${eol}`).join("") + `--${b}--${eol}` + (o.epilogue ?? "");
+}

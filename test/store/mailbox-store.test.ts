@@ -112,6 +112,20 @@ describe("maildir on disk", () => {
     expect(readFileSync(join(root, "bob@chat.example", "dovecot-uidlist"), "utf8")).toBe("3 V1 N1\n");
   });
 
+  test("3,000 concurrent deliveries succeed under a 256 file descriptor limit (no EMFILE)", async () => {
+    const script = `
+      import { createMaildirStore } from ${JSON.stringify(join(import.meta.dir, "../../src/store/mailbox-store.ts"))};
+      const store = createMaildirStore({ root: ${JSON.stringify(root)} });
+      const r = await Promise.allSettled(Array.from({ length: 3000 }, (_, i) => store.deliver("u" + (i % 50) + "@x", new Uint8Array(512))));
+      await store.dispose();
+      console.log(JSON.stringify(r.filter((x) => x.status === "rejected").map((x) => String(x.reason)).slice(0, 3)));`;
+    const proc = Bun.spawnSync(["bash", "-c", 'ulimit -n 256 && exec "$0" -e "$1"', process.execPath, script]);
+    expect(proc.stderr.toString()).toBe("");
+    expect(proc.stdout.toString().trim()).toBe("[]");
+    const files = ls().reduce((n, a) => n + ls(a, "new").length, 0);
+    expect(files).toBe(3000);
+  });
+
   test("dispose() waits for deliveries in flight; later deliveries are refused", async () => {
     const inFlight = Array.from({ length: 50 }, (_, i) => store.deliver("bob@chat.example", bytes(`m${i}`)));
     await store.dispose();
@@ -180,9 +194,10 @@ describe("maildir driver (unstorage contract)", () => {
     expect(() => maildirDriver({} as never)).toThrow("[unstorage] [maildir] Missing required option `base`.");
     expect(() => maildirDriver({ base, uid: -1 })).toThrow(/Invalid option `uid`/);
     expect(() => maildirDriver({ base, gid: 1.5 })).toThrow(/Invalid option `gid`/);
+    expect(() => maildirDriver({ base, maxOpenFiles: 0 })).toThrow(/Invalid option `maxOpenFiles`/);
     const d = maildirDriver({ base: "rel/dir", uid: 5 });
     expect(d.name).toBe(DRIVER_NAME);
-    expect(d.options).toEqual({ base: join(process.cwd(), "rel/dir"), uid: 5, gid: null } as never);
+    expect(d.options).toEqual({ base: join(process.cwd(), "rel/dir"), uid: 5, gid: null, maxOpenFiles: 128 } as never);
   });
 
   test("setItem/getItem, setItemRaw/getItemRaw, hasItem, getMeta (size, mtime), removeItem", async () => {
