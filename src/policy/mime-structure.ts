@@ -1,7 +1,7 @@
 // Just enough RFC 5322 / RFC 2045-2046 parsing for the encryption gate: one header block at a
 // time, Content-Type and multipart splitting, all on byte offsets into the message so nothing
-// big is copied. Anything ambiguous is an error string, never a guess:
-// a gate that reads a message differently from the recipient's client can be walked around.
+// big is copied. Anything ambiguous is an error string, never a guess: a gate that reads a
+// message differently from the recipient's client can be walked around.
 
 export interface Span {
   start: number;

@@ -164,11 +164,12 @@ export function filler(n: number, seed = 1): Uint8Array {
   return out;
 }
 
-/** A message of about `size` bytes: the sample's session-key packets and a SEIPD v1 of filler. */
+/** A message of about `size` bytes: the GnuPG sample's PKESKs and a SEIPD v1 of filler, armored;
+ * `partial` sends the SEIPD in 64 KiB partial body chunks. */
 export function bigMessage(size: number, partial = false): string {
   const msg = sample("pass-gnupg-2.2-encrypted-signed.eml");
   const pk = splitPackets(payloadOf(msg)).filter((p) => p.tag === 1);
-  const body = concat(new Uint8Array([1]), filler(Math.floor((size * 3) / 4)));
+  const body = concat(new Uint8Array([1]), filler(Math.floor(((size * 3) / 4) * (64 / 66)))); // base64 in CRLF lines of 64
   const seipd = partial ? partialPacket(18, body, Array(Math.floor(body.length / 65536)).fill(16)) : newPacket(18, body);
   return withPayload(msg, armor(concat(...pk.map((p) => p.raw), seipd), { eol: "\r\n" }));
 }

@@ -204,6 +204,25 @@ describe("multipart structure", () => {
     fails(pgpMime({ part1Body: `Version: 1 --=-=b0undary=-=\r\n` }), /Version: 1/);
   });
 
+  test("an encrypted message wrapped in anything else fails", () => {
+    const inner = pgpMime();
+    const mixed = [
+      "From: <alice@a.test>",
+      `Content-Type: multipart/mixed; boundary="outer"`,
+      "",
+      "--outer",
+      "Content-Type: text/plain",
+      "",
+      "Plaintext next to an encrypted part.",
+      "--outer",
+      inner.slice(inner.indexOf("Content-Type: multipart/encrypted")),
+      "--outer--",
+      "",
+    ].join("\r\n");
+    fails(mixed, /multipart\/mixed/);
+    fails("From: <alice@a.test>\r\nContent-Type: message/rfc822\r\n\r\n" + inner, /message\/rfc822/);
+  });
+
   test("preamble and epilogue: short text passes, long plaintext fails", () => {
     passes(pgpMime({ preamble: "This is an OpenPGP/MIME encrypted message (RFC 3156).\r\n" }));
     passes(pgpMime({ epilogue: "\r\nbye\r\n" }));
