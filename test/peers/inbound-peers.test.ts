@@ -1,7 +1,7 @@
 // madmail's inbound doors against real third-party peers: swaks (SMTP and LMTP, STARTTLS),
 // a throw-away Postfix relaying a domain to madmail's LMTP, and Dovecot reading the Maildir.
 import { afterAll, describe, expect, test } from "bun:test";
-import { readdirSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { freePort, havePeers, imapFetch, mailOwner, makeCert, peerDir, startDovecot, startPostfix, swaks } from "../helpers/peers.ts";
 import { startServe, type ServerHandle } from "../helpers/server.ts";
@@ -21,6 +21,8 @@ async function startMadmail(): Promise<{ s: ServerHandle; mailRoot: string; tls:
   cleanups.push(() => rmSync(root, { recursive: true, force: true }));
   const tls = await makeCert(join(root, "tls"), "mx.chat.test");
   const mailRoot = join(root, "mail");
+  // An existing mail root keeps its mode: Dovecot (the mail user) must traverse it.
+  mkdirSync(mailRoot, { mode: 0o755 });
   const owner = mailOwner();
   const s = await startServe({
     setup: [
@@ -119,6 +121,7 @@ describe.skipIf(!have.dovecot)("Dovecot reads what madmail delivered", () => {
     cleanups.push(() => dc.stop());
     const got = await imapFetch(imapPort, "carol@chat.test", "pw");
     expect(got.count).toBe(1);
-    expect(got.message).toBe(new TextDecoder().decode(body));
+    // IMAP always speaks CRLF; the sample was stored with LF as it arrived.
+    expect(got.message).toBe(new TextDecoder().decode(body).replace(/\r?\n/g, "\r\n"));
   }, 60_000);
 });
