@@ -37,7 +37,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const { config } = await snapshot.get();
   setLogFormat(opts.logFormat ?? config["log.format"]);
   const addr = (name: ListenerName) => (opts.listen?.[name] !== undefined ? opts.listen[name]! : config[`listen.${name}`]);
-  const store = createMaildirStore({ root: config.mail_root || join(state.dataDir, "mail"), uid: config["mail.uid"], gid: config["mail.gid"], durability: config["mail.durability"] });
+  const store = createMaildirStore({ root: config.mail_root || join(state.dataDir, "mail"), uid: config["mail.uid"], gid: config["mail.gid"] });
   const writes = createWriteBatcher(state.db);
   const events = new EventEmitter();
   events.setMaxListeners(0);

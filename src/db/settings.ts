@@ -136,7 +136,6 @@ export const settingsRegistry = {
   "quota.default": size("1G", "Mailbox quota for users added without --quota"),
   "mail_root": path("Root of the Maildirs (<mail_root>/<address>/{tmp,new,cur}); empty = <data dir>/mail"),
   "mail.uid": optionalId("Owner uid of delivered Maildir files (Dovecot refuses root); empty = the server's own"),
-  "mail.durability": choice(["auto", "fsync", "syncfs"] as const, "auto", "How deliveries reach the disk: fsync per file, syncfs batches, or auto (batches under load)"),
   "mail.gid": optionalId("Owner gid of delivered Maildir files; empty = the server's own"),
   "federation.policy": choice(["accept", "reject"] as const, "accept", "accept: federation rules are a blocklist; reject: they are an allowlist"),
   "gate.passthrough_senders": addressList("Senders whose mail skips the encryption gate"),

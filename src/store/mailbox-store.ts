@@ -41,8 +41,6 @@ export interface MaildirStoreOptions {
   uid?: number | null;
   /** Group for created directories and files. @default null */
   gid?: number | null;
-  /** fsync per file, syncfs batches, or auto (see maildir-driver.ts). @default "auto" */
-  durability?: "auto" | "fsync" | "syncfs";
 }
 
 /** A mailbox store over any unstorage Storage (Maildir driver, memory driver, a mount...). */
@@ -90,7 +88,7 @@ export function createMailboxStore(storage: Storage): MailboxStore {
 
 /** The production store: Maildirs under `opts.root`, owned by `opts.uid`/`opts.gid` if given. */
 export function createMaildirStore(opts: MaildirStoreOptions): MailboxStore {
-  const driver = maildirDriver({ base: opts.root, uid: opts.uid ?? null, gid: opts.gid ?? null, durability: opts.durability });
+  const driver = maildirDriver({ base: opts.root, uid: opts.uid ?? null, gid: opts.gid ?? null });
   return createMailboxStore(createStorage({ driver }));
 }
 

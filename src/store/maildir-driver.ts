@@ -10,19 +10,12 @@
 // of concurrent writes run concurrently; the directory fsync is shared between writes into the
 // same directory (group commit, _dir-fsync.ts). The first write to an address creates its
 // Maildir and fsyncs the parents of everything it created.
-//
-// Under load the per-file fsyncs are the limit (the runtime runs only a few file operations
-// at once), so with `durability: "auto"` concurrent writes switch to a batched form of the
-// same steps: write to tmp/, wait for a syncfs of the file system that started after the
-// write, rename, wait for the next syncfs. Every write that arrived while one syncfs ran shares
-// the next one (the same rule as _dir-fsync.ts), so one pair of syncfs calls covers a batch.
 import { type Dirent, promises as fsp } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { defineDriver, type StorageMeta } from "unstorage";
 import { createError, createRequiredError } from "unstorage/drivers/utils/index";
 import { createGroupFsync, fsyncDirectory } from "./_dir-fsync.ts";
 import { createLimit } from "./_limit.ts";
-import { canSyncFilesystem, syncFilesystem } from "./_syncfs.ts";
 import {
   createMaildirName,
   decodeKeySegment,
@@ -58,18 +51,7 @@ export interface MaildirStorageOptions {
    * @default 128
    */
   maxOpenFiles?: number;
-  /**
-   * How writes are made durable. `fsync`: fsync of each file and of its directory. `syncfs`:
-   * batches share two syncfs(2) calls of the file system (needs coreutils `sync -f`).
-   * `auto`: fsync while few writes are in flight, syncfs batches under load (falls back to
-   * fsync where `sync -f` does not work).
-   * @default "auto"
-   */
-  durability?: "auto" | "fsync" | "syncfs";
 }
-
-/** Writes in flight from which `auto` switches to syncfs batches. */
-const AUTO_BATCH_FROM = 4;
 
 /** The options as resolved at construction (absolute `base`, nulls filled in). */
 export interface ResolvedMaildirOptions {
@@ -93,9 +75,6 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
   if (!(Number.isSafeInteger(maxOpenFiles) && maxOpenFiles >= 1)) {
     throw createError(DRIVER_NAME, `Invalid option \`maxOpenFiles\`: ${JSON.stringify(maxOpenFiles)}. Expected a positive integer.`);
   }
-  if (opts.durability !== undefined && !["auto", "fsync", "syncfs"].includes(opts.durability)) {
-    throw createError(DRIVER_NAME, `Invalid option \`durability\`: ${JSON.stringify(opts.durability)}. Expected "auto", "fsync" or "syncfs".`);
-  }
   const options: ResolvedMaildirOptions = Object.freeze({ base: resolve(opts.base), uid: opts.uid ?? null, gid: opts.gid ?? null, maxOpenFiles });
   const { base, uid, gid } = options;
   const owned = uid !== null || gid !== null;
@@ -105,10 +84,6 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
   // one holds a slot while waiting for another, so the limit cannot deadlock.
   const limit = createLimit(maxOpenFiles);
   const syncDir = createGroupFsync((dir) => limit(() => fsyncDirectory(dir)));
-  const durability = opts.durability ?? "auto";
-  // One "directory" key for the whole file system: the group rule of _dir-fsync.ts applies.
-  const syncFs = createGroupFsync(() => syncFilesystem(base));
-  let writesInFlight = 0;
   const maildirs = new Map<string, Promise<void>>(); // address -> its Maildir exists and is durable
   let baseReady: Promise<void> | undefined;
   const pending = new Set<Promise<unknown>>(); // writes and removals in flight, awaited by dispose()
@@ -150,36 +125,28 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
 
   async function write(key: string, data: Uint8Array): Promise<void> {
     const k = r(key); // refuse a bad key before touching the disk
-    writesInFlight++;
+    let tmp: string;
     try {
-      const batched = durability === "syncfs" || (durability === "auto" && writesInFlight >= AUTO_BATCH_FROM && (await canSyncFilesystem(base)));
-      let tmp: string;
-      try {
-        tmp = await writeTmp(k.address, data, !batched);
-      } catch (err) {
-        if (_code(err) !== "ENOENT") throw err;
-        // tmp/ vanished since this process first used the Maildir (removed by hand): make it again.
-        maildirs.delete(k.address);
-        baseReady = undefined;
-        tmp = await writeTmp(k.address, data, !batched);
-      }
-      try {
-        // Batched: the data must be on disk before its name can appear in new/.
-        if (batched) await syncFs(base);
-        await fsp.rename(tmp, k.path);
-      } catch (err) {
-        await fsp.unlink(tmp).catch(_ignore);
-        throw err;
-      }
-      // The rename has completed, so the sync this waits for covers it (see _dir-fsync.ts).
-      await (batched ? syncFs(base) : syncDir(k.dir));
-    } finally {
-      writesInFlight--;
+      tmp = await writeTmp(k.address, data);
+    } catch (err) {
+      if (_code(err) !== "ENOENT") throw err;
+      // tmp/ vanished since this process first used the Maildir (removed by hand): make it again.
+      maildirs.delete(k.address);
+      baseReady = undefined;
+      tmp = await writeTmp(k.address, data);
     }
+    try {
+      await fsp.rename(tmp, k.path);
+    } catch (err) {
+      await fsp.unlink(tmp).catch(_ignore);
+      throw err;
+    }
+    // The rename has completed, so the fsync this waits for covers it (see _dir-fsync.ts).
+    await syncDir(k.dir);
   }
 
-  /** Writes `data` to a fresh file in the address's tmp/ (and fsyncs it); returns its path. */
-  async function writeTmp(address: string, data: Uint8Array, fsync: boolean): Promise<string> {
+  /** Writes `data` to a fresh file in the address's tmp/ and fsyncs it; returns its path. */
+  async function writeTmp(address: string, data: Uint8Array): Promise<string> {
     await ensureMaildir(address);
     const tmp = join(base, address, "tmp", createMaildirName());
     await limit(async () => {
@@ -194,7 +161,7 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
           }
           if (owned) await handle.chown(uid ?? -1, gid ?? -1);
           // Data and inode (size, owner) are on disk before the name can appear in new/.
-          if (fsync) await handle.sync();
+          await handle.sync();
         } finally {
           await handle.close();
         }
