@@ -48,7 +48,7 @@ export async function openDb(path: string): Promise<OpenedDb> {
   // FULL: a commit is on disk when it returns; we acknowledge mail only after commits.
   raw.exec("PRAGMA synchronous = FULL");
   raw.exec("PRAGMA foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw as never }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) as never }) });
   try {
     await migrate(db, path);
   } catch (err) {
@@ -87,6 +87,28 @@ async function migrate(db: Db, path: string): Promise<void> {
     }
     await sql.raw(`PRAGMA user_version = ${SCHEMA_VERSION}`).execute(trx);
   });
+}
+
+/**
+ * Kysely prepares every query anew; on the hot path (one message = a few queries) preparing
+ * cost more than running. Statements are reused per SQL text: Kysely runs one query at a time
+ * on its single connection, so a cached statement is never in use twice.
+ */
+function withStatementCache(raw: InstanceType<typeof Libsql>): { prepare(sql: string): unknown; close(): void } {
+  const cache = new Map<string, ReturnType<typeof raw.prepare>>();
+  return {
+    prepare(sql: string) {
+      let stmt = cache.get(sql);
+      if (!stmt) {
+        stmt = raw.prepare(sql);
+        // Queries with IN lists of varying length make new texts; keep the cache bounded.
+        if (cache.size >= 500) cache.delete(cache.keys().next().value!);
+        cache.set(sql, stmt);
+      }
+      return stmt;
+    },
+    close: () => raw.close(),
+  };
 }
 
 /** First column of a one-row PRAGMA (libsql's pluck() does not unwrap rows). */
