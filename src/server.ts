@@ -1,20 +1,26 @@
-// `madmail serve`: opens the state file and runs every enabled listener until stopped.
+// `madmail serve`: opens the state file and runs every enabled listener and the queue worker
+// until stopped. On SIGTERM: stop accepting, let deliveries finish (delivery.shutdown_grace),
+// release leases, flush, close.
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import { serve as serveHttp, type Server } from "srvx";
-import { openDb } from "./db/open.ts";
+import { openDb, type OpenedDb } from "./db/open.ts";
 import type { ListenAddress } from "./db/settings.ts";
-import { createWriteBatcher } from "./db/write-batcher.ts";
+import { createWriteBatcher, type WriteBatcher } from "./db/write-batcher.ts";
 import { createHttpApp } from "./http.ts";
 import { createAcceptor } from "./inbound/accept.ts";
 import { mountMxdeliv } from "./inbound/mxdeliv.ts";
-import { startSmtpDoor, type SmtpDoor } from "./inbound/smtp.ts";
-import { createSnapshotSource } from "./inbound/snapshot.ts";
-import { createMaildirStore } from "./store/mailbox-store.ts";
+import { startSmtpDoor, type SmtpDoor, type SmtpDoorKind } from "./inbound/smtp.ts";
+import { createSnapshotSource, type SnapshotSource } from "./inbound/snapshot.ts";
+import type { Envelope } from "./inbound/types.ts";
+import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts";
+import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
+import { createQueueWorker, type Bounce } from "./queue/worker.ts";
+import { buildDsn } from "./queue/dsn.ts";
 import { log, setLogFormat, type LogFormat } from "./log.ts";
 import { MadmailError } from "./errors.ts";
 
-export type ListenerName = "http" | "smtp" | "lmtp";
+export type ListenerName = "http" | "smtp" | "lmtp" | "submission" | "submissions";
 
 export interface ServeOptions {
   dbPath: string;
@@ -26,28 +32,74 @@ export interface ServeOptions {
 
 export interface RunningServer {
   http: Server | null;
-  smtp: SmtpDoor | null;
-  lmtp: SmtpDoor | null;
+  doors: Partial<Record<SmtpDoorKind | "submissions", SmtpDoor>>;
   stop(): Promise<void>;
 }
 
-export async function startServer(opts: ServeOptions): Promise<RunningServer> {
-  const state = await openDb(opts.dbPath);
+/** The parts every way in shares: `serve` and the one-shot `madmail send` both build this. */
+export interface Core {
+  state: OpenedDb;
+  snapshot: SnapshotSource;
+  store: MailboxStore;
+  writes: WriteBatcher;
+  events: EventEmitter;
+  acceptor: ReturnType<typeof createAcceptor>;
+}
+
+export async function openCore(state: OpenedDb): Promise<Core> {
   const snapshot = createSnapshotSource(state);
   const { config } = await snapshot.get();
-  setLogFormat(opts.logFormat ?? config["log.format"]);
-  const addr = (name: ListenerName) => (opts.listen?.[name] !== undefined ? opts.listen[name]! : config[`listen.${name}`]);
   const store = createMaildirStore({ root: config.mail_root || join(state.dataDir, "mail"), uid: config["mail.uid"], gid: config["mail.gid"] });
   const writes = createWriteBatcher(state.db);
   const events = new EventEmitter();
   events.setMaxListeners(0);
-  const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events });
+  const enqueue = async (env: Envelope, byDomain: Map<string, string[]>): Promise<string> => {
+    const lifetime = (await snapshot.get()).config["queue.lifetime"] * 1000;
+    let id = "";
+    await writes.run(async (trx) => {
+      id = (await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime)).messageId;
+    });
+    events.emit("enqueued", id);
+    return id;
+  };
+  const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue });
+  return { state, snapshot, store, writes, events, acceptor };
+}
+
+export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  const state = await openDb(opts.dbPath);
+  const core = await openCore(state);
+  const { snapshot, store, writes, events, acceptor } = core;
+  const { config } = await snapshot.get();
+  setLogFormat(opts.logFormat ?? config["log.format"]);
+  const addr = (name: ListenerName) => (opts.listen?.[name] !== undefined ? opts.listen[name]! : config[`listen.${name}`]);
   const tls = config["tls.cert"] && config["tls.key"] ? { cert: config["tls.cert"], key: config["tls.key"] } : null;
 
-  const running: RunningServer = { http: null, smtp: null, lmtp: null, stop };
+  const bounce: Bounce = {
+    async send(c, mailFrom, body, failed) {
+      const dsn = buildDsn({
+        reportingHost: (await snapshot.get()).config.hostname,
+        originalFrom: mailFrom,
+        originalMessage: body,
+        queueId: c.delivery.message_id,
+        arrivalDate: new Date(c.delivery.created_at),
+        recipients: failed.map((f) => ({ address: f.address, action: "failed", status: f.status, diagnostic: f.diagnostic, lastAttemptDate: new Date() })),
+      });
+      // Straight into the sender's mailbox: our own report, not mail from outside.
+      await store.deliver(mailFrom, dsn);
+    },
+  };
+  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: async (b) => b, bounce });
+
+  const running: RunningServer = { http: null, doors: {}, stop };
   const stops: (() => Promise<void>)[] = [];
+  let stopped = false;
   async function stop(): Promise<void> {
+    if (stopped) return;
+    stopped = true;
+    // Listeners first (no new mail), then the worker (in-flight deliveries), then the files.
     for (const s of stops.reverse()) await s().catch((err) => log.warn(err));
+    await worker.stop((await snapshot.get()).config["delivery.shutdown_grace"] * 1000);
     await writes.drain();
     await store.dispose();
     await state.close();
@@ -65,30 +117,40 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       stops.push(() => http.close(true));
       log.withTag("http").info(`listening on ${http.url ?? `${httpAddr.host}:${httpAddr.port}`}`);
     }
-    for (const kind of ["smtp", "lmtp"] as const) {
-      const a = addr(kind);
+    for (const name of ["smtp", "lmtp", "submission", "submissions"] as const) {
+      const a = addr(name);
       if (!a) continue;
-      const door = await listenOrExplain(kind, a, () =>
-        startSmtpDoor({ kind, listen: a, hostname: config.hostname, maxSize: config["limits.max_message_size"], tls, db: state.db, acceptor, snapshot }),
+      if (name === "submissions" && !tls) {
+        throw new MadmailError("config", "listen.submissions needs a certificate: set tls.cert and tls.key, or `madmail config set listen.submissions off`");
+      }
+      const kind: SmtpDoorKind = name === "submissions" ? "submission" : name;
+      const door = await listenOrExplain(name, a, () =>
+        startSmtpDoor({
+          kind, listen: a, hostname: config.hostname, maxSize: config["limits.max_message_size"], tls, implicitTls: name === "submissions",
+          db: state.db, acceptor, snapshot,
+        }),
       );
-      running[kind] = door;
+      running.doors[name] = door;
       stops.push(() => door.close());
     }
   } catch (err) {
     await stop();
     throw err;
   }
+  worker.start();
 
-  // Forget delivery ids older than the window, hourly.
-  const prune = setInterval(() => {
-    snapshot.get().then((s) =>
+  // Housekeeping, hourly: forget old delivery ids and delivered queue rows.
+  const housekeeping = setInterval(() => {
+    snapshot.get().then(({ config: c }) =>
       writes.run(async (trx) => {
-        await trx.deleteFrom("delivery_ids").where("seen_at", "<", Date.now() - s.config["mxdeliv.dedup_window"] * 1000).execute();
+        const now = Date.now();
+        await trx.deleteFrom("delivery_ids").where("seen_at", "<", now - c["mxdeliv.dedup_window"] * 1000).execute();
+        await pruneDelivered(trx, now - c["queue.keep_delivered"] * 1000);
       }),
-    ).catch((err) => log.warn(`pruning delivery ids: ${(err as Error).message}`));
+    ).catch((err) => log.warn(`housekeeping: ${(err as Error).message}`));
   }, 3600_000);
-  prune.unref();
-  stops.unshift(async () => clearInterval(prune));
+  housekeeping.unref();
+  stops.unshift(async () => clearInterval(housekeeping));
   return running;
 }
 
@@ -96,6 +158,7 @@ async function listenOrExplain<T>(name: ListenerName, a: ListenAddress, start: (
   try {
     return await start();
   } catch (err) {
+    if (err instanceof MadmailError) throw err;
     throw new MadmailError("config", `cannot listen on ${a.host}:${a.port} for ${name} (setting listen.${name}, flag --${name}): ${(err as Error).message}`);
   }
 }

@@ -16,7 +16,9 @@ export const subCommands: Record<string, Loader> = {
   user: () => load(import("./user.ts")),
   federation: () => load(import("./federation.ts")),
   mta: () => load(import("./mta.ts")),
+  send: () => load(import("./send.ts")),
   "admin-token": () => load(import("./admin-token.ts")),
+  dkim: () => load(import("./dkim.ts")),
 };
 
 /** Alternative names, resolved before lookup so that aliases cost no imports. */

@@ -15,18 +15,26 @@ function listenFlag(name: string, value: string | undefined): ListenAddress | nu
 }
 
 export default command({
-  meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX) and LMTP (listeners from settings; flags override for this run)" },
+  meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX), LMTP, submission and the delivery queue (listeners from settings; flags override for this run)" },
   args: {
     http: { type: "string", valueHint: "ADDR", description: "HTTP listener HOST:PORT or off (setting listen.http)" },
     smtp: { type: "string", valueHint: "ADDR", description: "SMTP MX listener HOST:PORT or off (setting listen.smtp)" },
     lmtp: { type: "string", valueHint: "ADDR", description: "LMTP listener HOST:PORT or off (setting listen.lmtp)" },
+    submission: { type: "string", valueHint: "ADDR", description: "Submission (STARTTLS, AUTH) HOST:PORT or off (setting listen.submission)" },
+    submissions: { type: "string", valueHint: "ADDR", description: "Submission with implicit TLS HOST:PORT or off (setting listen.submissions)" },
     "log-format": { type: "enum", options: ["human", "json"], description: "Log format on stderr (setting log.format)" },
     ...dbArgs,
     ...quietArgs,
   },
   examples: ["madmail serve", "madmail serve --http 0.0.0.0:8080 --smtp 0.0.0.0:25 --lmtp off", "MADMAIL_DB=/var/lib/madmail/madmail.db madmail serve --log-format json"],
   async run({ args }) {
-    const listen = { http: listenFlag("http", args.http), smtp: listenFlag("smtp", args.smtp), lmtp: listenFlag("lmtp", args.lmtp) };
+    const listen = {
+      http: listenFlag("http", args.http),
+      smtp: listenFlag("smtp", args.smtp),
+      lmtp: listenFlag("lmtp", args.lmtp),
+      submission: listenFlag("submission", args.submission),
+      submissions: listenFlag("submissions", args.submissions),
+    };
     setQuiet(!!args.quiet);
     const { startServer } = await import("../server.ts");
     const server = await startServer({ dbPath: resolveDbPath(args.db), listen, logFormat: args["log-format"] as "human" | "json" | undefined });

@@ -15,8 +15,8 @@ export interface OpenedDb {
   path: string;
   /** Directory holding the state file; default home of Maildirs and keys. */
   dataDir: string;
-  /** True when another connection (a CLI command) committed since the last call. */
-  changedElsewhere(): boolean;
+  /** PRAGMA data_version: changes when another connection (a CLI command) has committed. */
+  dataVersion(): number;
   close(): Promise<void>;
 }
 
@@ -55,15 +55,9 @@ export async function openDb(path: string): Promise<OpenedDb> {
     await db.destroy();
     throw err;
   }
-  const dataVersion = raw.prepare("PRAGMA data_version");
-  let lastVersion = pragmaNumber(dataVersion);
-  const changedElsewhere = () => {
-    const v = pragmaNumber(dataVersion);
-    if (v === lastVersion) return false;
-    lastVersion = v;
-    return true;
-  };
-  return { db, path, dataDir: dirname(path), changedElsewhere, close: () => db.destroy() };
+  const dataVersionStmt = raw.prepare("PRAGMA data_version");
+  const dataVersion = () => pragmaNumber(dataVersionStmt);
+  return { db, path, dataDir: dirname(path), dataVersion, close: () => db.destroy() };
 }
 
 /**

@@ -65,6 +65,76 @@ interface DeliveryIdsTable {
   seen_at: Millis;
 }
 
+export type DeliveryState = "queued" | "deferred" | "held" | "delivering" | "delivered" | "dead";
+
+interface MessagesTable {
+  id: string;
+  mail_from: string;
+  body: Uint8Array;
+  size: number;
+  door: string;
+  auth_user: string | null;
+  received_at: Millis;
+}
+
+interface DeliveriesTable {
+  id: string;
+  message_id: string;
+  rcpt_domain: string;
+  /** JSON array of addresses. */
+  rcpts: string;
+  state: DeliveryState;
+  route: string | null;
+  tries: Generated<number>;
+  next_attempt_at: Millis;
+  lease_until: Millis | null;
+  last_error: string | null;
+  created_at: Millis;
+  updated_at: Millis;
+  expires_at: Millis;
+  rerouted_to: string | null;
+}
+
+export type AttemptOutcome = "delivered" | "temporary" | "permanent" | "note";
+
+interface DeliveryAttemptsTable {
+  id: Generated<number>;
+  delivery_id: string;
+  at: Millis;
+  transport: string;
+  endpoint: string;
+  outcome: AttemptOutcome;
+  detail: string | null;
+  ms: number | null;
+}
+
+interface EndpointCacheTable {
+  domain: string;
+  transport: string;
+  endpoint: string;
+  ok_at: Millis | null;
+  fail_at: Millis | null;
+}
+
+interface FederationServerStatsTable {
+  domain: string;
+  attempts: Generated<number>;
+  successes: Generated<number>;
+  failures: Generated<number>;
+  https_ok: Generated<number>;
+  https_fail: Generated<number>;
+  http_ok: Generated<number>;
+  http_fail: Generated<number>;
+  smtp_ok: Generated<number>;
+  smtp_fail: Generated<number>;
+  inbound: Generated<number>;
+  latency_ms_total: Generated<number>;
+  latency_count: Generated<number>;
+  last_latency_ms: number | null;
+  last_error: string | null;
+  last_active_at: Millis | null;
+}
+
 export interface Database {
   settings: SettingsTable;
   meta: MetaTable;
@@ -74,7 +144,18 @@ export interface Database {
   exchangers: ExchangersTable;
   federation_rules: FederationRulesTable;
   delivery_ids: DeliveryIdsTable;
+  messages: MessagesTable;
+  deliveries: DeliveriesTable;
+  delivery_attempts: DeliveryAttemptsTable;
+  endpoint_cache: EndpointCacheTable;
+  federation_server_stats: FederationServerStatsTable;
 }
+
+export type MessageRow = Selectable<MessagesTable>;
+export type DeliveryRow = Selectable<DeliveriesTable>;
+export type DeliveryAttemptRow = Selectable<DeliveryAttemptsTable>;
+export type EndpointCacheRow = Selectable<EndpointCacheTable>;
+export type FederationStatsRow = Selectable<FederationServerStatsTable>;
 
 export type DomainRow = Selectable<DomainsTable>;
 export type UserRow = Selectable<UsersTable>;

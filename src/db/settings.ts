@@ -5,7 +5,7 @@ import { hostname } from "node:os";
 import { log } from "../log.ts";
 import { formatDuration, formatSize, parseDuration, parseSize } from "../util/units.ts";
 import { usageError } from "../errors.ts";
-import { normaliseDomain } from "../util/names.ts";
+import { normaliseDomain, normaliseHost } from "../util/names.ts";
 import type { Db } from "./open.ts";
 
 export interface SettingDef<T> {
@@ -98,6 +98,52 @@ const choice = <const O extends readonly string[]>(options: O, dflt: O[number], 
     normalise: (t) => t.trim().toLowerCase(),
   });
 
+const integer = (dflt: number, min: number, max: number, description: string) =>
+  def<number>({
+    type: "int",
+    default: String(dflt),
+    description,
+    expected: `a whole number from ${min} to ${max}`,
+    parse: (t) => {
+      const n = /^\d+$/.test(t.trim()) ? Number(t) : NaN;
+      if (!(n >= min && n <= max)) throw new Error("out of range");
+      return n;
+    },
+    normalise: (t) => String(Number(t)),
+  });
+
+const durationList = (dflt: string, description: string) =>
+  def<number[]>({
+    type: "durations",
+    default: dflt,
+    description,
+    expected: "a comma-separated list of durations (e.g. 1m,5m,15m,30m,1h,2h); the last one repeats",
+    parse: (t) => {
+      const items = t.split(",").map((x) => parseDuration(x));
+      if (!items.length || items.some((n) => n === null || n <= 0)) throw new Error("not a list of positive durations");
+      return items as number[];
+    },
+    normalise: (t) => t.split(",").map((x) => formatDuration(parseDuration(x)!)).join(","),
+  });
+
+/** host:port of an MTA, or empty for none. */
+const hostPort = (description: string, defaultPort: number) =>
+  def<{ host: string; port: number } | null>({
+    type: "hostport",
+    default: "",
+    description,
+    expected: `HOST[:PORT] (port ${defaultPort} if omitted), [IPv6]:PORT, or empty for none`,
+    parse: (t) => {
+      if (t.trim() === "") return null;
+      const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::(\d{1,5}))?$/i.exec(t.trim());
+      const host = m ? normaliseHost(m[1] ?? m[2]!) : null;
+      const port = m?.[3] ? Number(m[3]) : defaultPort;
+      if (!host || !(port >= 1 && port <= 65535)) throw new Error("not HOST[:PORT]");
+      return { host, port };
+    },
+    normalise: (t) => t.trim().toLowerCase(),
+  });
+
 const addressList = (description: string) =>
   def<string[]>({
     type: "list",
@@ -141,6 +187,20 @@ export const settingsRegistry = {
   "gate.passthrough_senders": addressList("Senders whose mail skips the encryption gate"),
   "gate.passthrough_recipients": addressList("Recipients whose mail skips the encryption gate"),
   "mxdeliv.dedup_window": duration("7d", "How long X-Madmail-Delivery-Id values are remembered", 60),
+  "queue.retry_schedule": durationList("1m,5m,15m,30m,1h,2h", "Waits between delivery attempts (with ±10% jitter); the last one repeats"),
+  "queue.lifetime": duration("5d", "How long a message is retried before it is given up (dead letter + bounce)", 60),
+  "queue.concurrency": integer(20, 1, 1000, "Deliveries in flight at once, in total"),
+  "queue.per_destination": integer(4, 1, 100, "Deliveries in flight at once to one destination domain"),
+  "queue.lease": duration("10m", "How long a claimed delivery stays claimed; after a crash it is retried when this runs out", 30),
+  "queue.keep_delivered": duration("1d", "How long delivered queue entries stay visible (queue list --state delivered)", 0),
+  "delivery.timeout": duration("60s", "Time limit of one delivery attempt to one endpoint", 1),
+  "delivery.shutdown_grace": duration("15s", "On SIGTERM, how long in-flight deliveries may finish", 0),
+  "delivery.tls_verify": choice(["auto", "always", "never"] as const, "auto", "Check TLS certificates of peers: auto = for host names, not for IP literals"),
+  "delivery.reprobe_after": duration("1h", "After this long, a domain's learned endpoint is re-probed from the top of the list", 60),
+  "relay.smarthost": hostPort("Send all remote mail to this MTA over SMTP (like Postfix relayhost)", 25),
+  "relay.smarthost_tls": choice(["starttls", "tls", "none"] as const, "starttls", "Smarthost connection: starttls (required), tls (implicit, port 465) or none"),
+  "relay.smarthost_user": text("", "Smarthost AUTH user name (empty: no AUTH)"),
+  "relay.smarthost_password": text("", "Smarthost AUTH password"),
   "log.format": choice(["human", "json"] as const, "human", "Log format of serve (human or json lines on stderr)"),
 } as const;
 

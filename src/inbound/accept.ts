@@ -20,10 +20,16 @@ export interface AcceptDeps {
   writes: WriteBatcher;
   /** Emits "delivered" (address) after each durable local delivery: wake-ups for waiters. */
   events: EventEmitter;
+  /** Durably queues mail for remote recipients (one delivery row per domain); absent = no relaying. */
+  enqueue?: (env: Envelope, byDomain: Map<string, string[]>) => Promise<string>;
 }
+
+/** Doors whose senders may send to other domains: authenticated users and the local CLI. */
+const RELAY_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send"]);
 
 type Planned =
   | { kind: "local"; address: string; quota: number; used: number }
+  | { kind: "remote"; address: string; domain: string }
   | { kind: "drop"; note: "unknown_user" | "reserved" }
   | { kind: "done"; verdict: RcptVerdict };
 
@@ -50,6 +56,7 @@ export function createAcceptor(deps: AcceptDeps) {
     const all = (v: RcptVerdict): RcptVerdict[] => env.rcpts.map(() => v);
     let verdicts: RcptVerdict[];
     let stored = 0;
+    let queueId: string | undefined;
 
     if (size > snap.config["limits.max_message_size"]) {
       verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
@@ -70,10 +77,11 @@ export function createAcceptor(deps: AcceptDeps) {
       } else {
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
-          if (!gate.pass && !passthrough && !(p.kind === "local" && isPassthrough(snap, p.address, "recipients"))) {
+          if (!gate.pass && !passthrough && !("address" in p && isPassthrough(snap, p.address, "recipients"))) {
             return { verdict: "reject", reason: "encryption", detail: gate.reason };
           }
           if (p.kind === "drop") return { verdict: "accept", stored: false, note: p.note };
+          if (p.kind === "remote") return { verdict: "accept", stored: true };
           if (p.used + size > p.quota) return { verdict: "reject", reason: "quota", detail: `${p.address} over quota` };
           try {
             const ts = performance.now();
@@ -86,6 +94,18 @@ export function createAcceptor(deps: AcceptDeps) {
             return { verdict: "tempfail", detail: "local delivery failed" };
           }
         }));
+        const remote = plan.flatMap((p, i) => (p.kind === "remote" && verdicts[i]!.verdict === "accept" ? [p] : []));
+        if (remote.length) {
+          const byDomain = new Map<string, string[]>();
+          for (const p of remote) byDomain.set(p.domain, [...(byDomain.get(p.domain) ?? []), p.address]);
+          try {
+            queueId = await deps.enqueue!(env, byDomain);
+            stored++;
+          } catch (err) {
+            log.withTag("queue").error(`queueing failed: ${(err as Error).message}`);
+            verdicts = verdicts.map((v, i) => (plan[i]!.kind === "remote" ? { verdict: "tempfail", detail: "queueing failed" } : v));
+          }
+        }
         await recordDelivery(env, plan, verdicts, size);
       }
     }
@@ -98,7 +118,7 @@ export function createAcceptor(deps: AcceptDeps) {
     for (const [i, v] of verdicts.entries()) {
       if (v.verdict === "accept" && v.stored) deps.events.emit("delivered", normaliseAddress(env.rcpts[i]!));
     }
-    return { rcpts: verdicts, ms };
+    return { rcpts: verdicts, ms, queueId };
   }
 
   /** Quota accounting and the delivery id, committed (group commit) before the answer. */
@@ -120,6 +140,7 @@ export function createAcceptor(deps: AcceptDeps) {
     if (!address) return { kind: "done", verdict: { verdict: "reject", reason: "bad_address", detail: `bad address ${rcpt}` } };
     const domain = domainOf(address);
     if (!snap.localDomains.has(domain)) {
+      if (RELAY_DOORS.has(env.door) && deps.enqueue) return { kind: "remote", address, domain };
       // /mxdeliv answers foreign domains like unknown users (no relaying, no tell).
       if (env.door === "mxdeliv") return { kind: "drop", note: "unknown_user" };
       return { kind: "done", verdict: { verdict: "reject", reason: "relay_denied", detail: `${domain} is not local` } };

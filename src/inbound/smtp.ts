@@ -6,6 +6,7 @@ import type { ListenAddress } from "../db/settings.ts";
 import type { Db } from "../db/open.ts";
 import { log } from "../log.ts";
 import { findUser } from "../store/users.repository.ts";
+import { verifyPassword } from "../util/password.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
 import type { Acceptor } from "./accept.ts";
 import { isReservedLocalPart } from "./recipients.ts";
@@ -13,7 +14,7 @@ import { smtpReplyFor, smtpReplyForReason, toSmtpReply, type SmtpReply } from ".
 import type { SnapshotSource } from "./snapshot.ts";
 import type { RejectReason } from "./types.ts";
 
-export type SmtpDoorKind = "smtp" | "lmtp";
+export type SmtpDoorKind = "smtp" | "lmtp" | "submission";
 
 export interface SmtpDoorOptions {
   kind: SmtpDoorKind;
@@ -21,6 +22,8 @@ export interface SmtpDoorOptions {
   hostname: string;
   maxSize: number;
   tls: { cert: string; key: string } | null;
+  /** Submission on port 465: TLS from the first byte. */
+  implicitTls?: boolean;
   db: Db;
   acceptor: Acceptor;
   snapshot: SnapshotSource;
@@ -35,15 +38,55 @@ export interface SmtpDoor {
 export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const { kind, acceptor, snapshot, db } = opts;
   const tls = opts.tls ? { key: readFileSync(opts.tls.key), cert: readFileSync(opts.tls.cert) } : {};
+  const submission = kind === "submission";
+  const failedAuth = new Map<string, number>();
   const server = new SMTPServer({
     ...tls,
+    secure: !!opts.implicitTls,
     lmtp: kind === "lmtp",
     name: opts.hostname,
     banner: "madmail",
     size: opts.maxSize,
-    // Mail servers do not authenticate to an MX; submission is a separate listener.
-    authOptional: true,
-    disabledCommands: opts.tls ? ["AUTH"] : ["AUTH", "STARTTLS"],
+    // Mail servers do not authenticate to an MX or over LMTP; submission requires AUTH.
+    authOptional: !submission,
+    authMethods: ["PLAIN", "LOGIN"],
+    // Without a certificate (a loopback-only default) AUTH has to work in the clear; with one,
+    // clients must STARTTLS first.
+    allowInsecureAuth: !opts.tls,
+    disabledCommands: [...(submission ? [] : ["AUTH"]), ...(opts.tls && !opts.implicitTls ? [] : ["STARTTLS"])],
+
+    onAuth(auth, session, callback) {
+      const address = normaliseAddress(auth.username ?? "");
+      const peer = session.remoteAddress;
+      const check = async () => {
+        const user = address ? await findUser(db, address) : undefined;
+        // The same slow check whether or not the user exists: no timing tell.
+        const ok = await verifyPassword(auth.password ?? "", user?.password_hash ?? null);
+        return ok && user ? user.address : null;
+      };
+      check().then(async (user) => {
+        if (user) {
+          failedAuth.delete(peer);
+          return callback(null, { user });
+        }
+        // Each failure from an address costs it more time (capped at 5 s) before the answer.
+        const n = (failedAuth.get(peer) ?? 0) + 1;
+        failedAuth.set(peer, n);
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(n, 5))));
+        callback(smtpError({ code: 535, text: "5.7.8 Authentication credentials invalid" }));
+      }, (err) => {
+        log.withTag(kind).error(err);
+        callback(smtpError({ code: 454, text: "4.7.0 Temporary authentication failure" }));
+      });
+    },
+
+    onMailFrom(address, session, callback) {
+      if (!submission) return callback();
+      // An authenticated user sends as itself only.
+      const from = normaliseAddress(address.address);
+      if (!from || from !== session.user) return callback(smtpError({ code: 553, text: "5.7.1 Sender address not owned by the authenticated user" }));
+      callback();
+    },
     disableReverseLookup: true,
     logger: false,
     maxClients: 1000,
@@ -76,6 +119,7 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
           rcpts,
           body,
+          authUser: typeof session.user === "string" ? session.user : undefined,
         });
         if (kind === "lmtp") {
           callback(null, result.rcpts.map((v) => replyValue(smtpReplyFor(v))) as never);
@@ -95,6 +139,8 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   async function checkRecipient(rcpt: SMTPServerAddress, session: SMTPServerSession): Promise<RejectReason | null> {
     const address = normaliseAddress(rcpt.address);
     if (!address) return "bad_address";
+    // Authenticated users may write to anyone; the pipeline decides the rest after DATA.
+    if (submission) return null;
     const snap = await snapshot.get();
     if (!snap.localDomains.has(domainOf(address))) return kind === "lmtp" ? "unknown_user" : "relay_denied";
     if (kind !== "lmtp") return null;
@@ -117,7 +163,7 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   server.on("error", (err) => log.withTag(kind).warn(err.message));
   const addr = server.server.address();
   const port = typeof addr === "object" && addr ? addr.port : opts.listen.port;
-  log.withTag(kind).info(`listening on ${opts.listen.host}:${port}${opts.tls ? " (STARTTLS)" : ""}`);
+  log.withTag(kind).info(`listening on ${opts.listen.host}:${port}${opts.implicitTls ? " (TLS)" : opts.tls ? " (STARTTLS)" : ""}`);
   return {
     server,
     port,

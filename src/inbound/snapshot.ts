@@ -4,11 +4,14 @@ import type { OpenedDb } from "../db/open.ts";
 import { loadConfig, type Config } from "../db/settings.ts";
 import { listDomains } from "../policy/local-domains.ts";
 import { listRules, toRules, type FederationRules } from "../policy/federation.ts";
+import { listExchangers } from "../exchanger/exchangers.ts";
+import type { ExchangerRow } from "../db/schema.ts";
 
 export interface Snapshot {
   config: Config;
   localDomains: ReadonlySet<string>;
   rules: FederationRules;
+  exchangers: readonly ExchangerRow[];
 }
 
 export interface SnapshotSource {
@@ -18,14 +21,19 @@ export interface SnapshotSource {
 
 export function createSnapshotSource(state: OpenedDb): SnapshotSource {
   let current: Promise<Snapshot> | null = null;
+  let version = -1;
   const load = async (): Promise<Snapshot> => {
     const config = await loadConfig(state.db);
-    const [domains, rows] = await Promise.all([listDomains(state.db), listRules(state.db)]);
-    return { config, localDomains: new Set(domains.map((d) => d.name)), rules: toRules(config["federation.policy"], rows) };
+    const [domains, rows, exchangers] = [await listDomains(state.db), await listRules(state.db), await listExchangers(state.db)];
+    return { config, localDomains: new Set(domains.map((d) => d.name)), rules: toRules(config["federation.policy"], rows), exchangers };
   };
   return {
     get() {
-      if (!current || state.changedElsewhere()) current = load();
+      const v = state.dataVersion();
+      if (!current || v !== version) {
+        version = v;
+        current = load();
+      }
       return current;
     },
   };

@@ -32,6 +32,8 @@ export interface AcceptResult {
   /** One verdict per envelope recipient, in order. */
   rcpts: RcptVerdict[];
   ms: number;
+  /** Queue id of the message when remote recipients were queued. */
+  queueId?: string;
 }
 
 /** Durable local delivery, implemented by the mailbox store. */

@@ -19,6 +19,7 @@ export interface ServerHandle {
   httpPort: number;
   smtpPort: number;
   lmtpPort: number;
+  submissionPort: number;
   url: string;
   proc: ReturnType<typeof Bun.spawn>;
   /** Everything the server wrote to stderr so far. */
@@ -28,8 +29,8 @@ export interface ServerHandle {
 
 export interface StartOptions {
   box?: Sandbox;
-  /** Commands run before start, e.g. [["domain","add","a.test"]]. */
-  setup?: string[][];
+  /** Commands run before start, e.g. [["domain","add","a.test"]], or { args, stdin }. */
+  setup?: (string[] | { args: string[]; stdin: string })[];
   env?: Record<string, string>;
   extraArgs?: string[];
 }
@@ -37,12 +38,16 @@ export interface StartOptions {
 export async function startServe(opts: StartOptions = {}): Promise<ServerHandle> {
   const box = opts.box ?? sandbox();
   for (const cmd of opts.setup ?? []) {
-    const r = await box.run(cmd);
-    if (r.code !== 0) throw new Error(`setup ${cmd.join(" ")} failed: ${r.stderr}`);
+    const { args, stdin } = Array.isArray(cmd) ? { args: cmd, stdin: undefined } : cmd;
+    const r = await box.run(args, { stdin });
+    if (r.code !== 0) throw new Error(`setup ${args.join(" ")} failed: ${r.stderr}`);
   }
-  const [httpPort, smtpPort, lmtpPort] = [await freePort(), await freePort(), await freePort()];
+  const [httpPort, smtpPort, lmtpPort, submissionPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const proc = Bun.spawn(
-    [box.bin, "serve", "--http", `127.0.0.1:${httpPort}`, "--smtp", `127.0.0.1:${smtpPort}`, "--lmtp", `127.0.0.1:${lmtpPort}`, ...(opts.extraArgs ?? [])],
+    [
+      box.bin, "serve", "--http", `127.0.0.1:${httpPort}`, "--smtp", `127.0.0.1:${smtpPort}`, "--lmtp", `127.0.0.1:${lmtpPort}`,
+      "--submission", `127.0.0.1:${submissionPort}`, "--submissions", "off", ...(opts.extraArgs ?? []),
+    ],
     { cwd: box.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: box.db, ...opts.env }, stdout: "ignore", stderr: "pipe" },
   );
   let stderr = "";
@@ -64,9 +69,9 @@ export async function startServe(opts: StartOptions = {}): Promise<ServerHandle>
     await Bun.sleep(25);
   }
   // The SMTP listeners start after HTTP; wait for them too.
-  for (const port of [smtpPort, lmtpPort]) await waitForPort(port, deadline);
+  for (const port of [smtpPort, lmtpPort, submissionPort]) await waitForPort(port, deadline);
   return {
-    box, httpPort, smtpPort, lmtpPort, url, proc,
+    box, httpPort, smtpPort, lmtpPort, submissionPort, url, proc,
     logs: () => stderr,
     async stop(signal = "SIGTERM") {
       proc.kill(signal);

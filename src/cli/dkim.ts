@@ -1,0 +1,120 @@
+// madmail dkim generate | show | list: the keys outbound mail is signed with (src/delivery/dkim.ts).
+import { command } from "./_command.ts";
+import { commonArgs, readArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { printJson, printTable, say } from "./_output.ts";
+import {
+  DEFAULT_BITS, SELECTOR_PATTERN, createDkimKey, defaultSelector, formatTxtRecord, listDkimKeys, readDkimKey, type DkimKeyInfo,
+} from "../delivery/dkim.ts";
+import { listDomains } from "../policy/local-domains.ts";
+import { notFound, usageError } from "../errors.ts";
+import { normaliseDomain } from "../util/names.ts";
+import { tableTime } from "../util/time.ts";
+
+const domainArg = { domain: { type: "positional", required: true, description: "A local domain", valueHint: "DOMAIN" } } as const;
+
+function checkDomain(input: string): string {
+  const d = normaliseDomain(input);
+  if (!d) throw usageError(`invalid domain "${input}": expected a name like chat.example.org`);
+  return d;
+}
+
+function checkSelector(input: string): string {
+  if (!SELECTOR_PATTERN.test(input)) {
+    throw usageError(`invalid selector "${input}": use 1-63 characters a-z 0-9 - starting with a letter or digit`);
+  }
+  return input;
+}
+
+/** created_at comes from a file a person may have edited. */
+const shownTime = (iso: string) => (Number.isNaN(Date.parse(iso)) ? "unknown" : tableTime(Date.parse(iso)));
+
+const keyJson = (k: DkimKeyInfo) => ({
+  domain: k.domain,
+  selector: k.selector,
+  key_path: k.keyPath,
+  bits: k.bits,
+  created_at: k.createdAt,
+  dns_name: k.dnsName,
+  dns_txt: k.dnsTxt,
+});
+
+const generate = command({
+  meta: { name: "generate", description: "Make the DKIM key outbound mail of a local domain is signed with; prints the DNS TXT record to publish" },
+  args: {
+    ...domainArg,
+    selector: { type: "string", valueHint: "NAME", description: "Selector: the key's DNS name is SELECTOR._domainkey.DOMAIN (default madmailYYYYMM, this month in UTC)" },
+    bits: { type: "enum", options: ["2048", "3072", "4096"], valueHint: "BITS", description: `RSA key size (default ${DEFAULT_BITS})` },
+    force: { type: "boolean", description: "Replace the domain's key (mail is signed with the new key at once)" },
+    ...commonArgs,
+  },
+  examples: [
+    "madmail dkim generate chat.example.org",
+    "madmail dkim generate chat.example.org --selector mail2027 --force",
+    "madmail dkim generate chat.example.org >> /etc/bind/db.chat.example.org",
+  ],
+  run: ({ args }) => {
+    const domain = checkDomain(args.domain);
+    const selector = checkSelector(args.selector ?? defaultSelector());
+    const bits = args.bits === undefined ? DEFAULT_BITS : Number(args.bits);
+    return withDb(args, async ({ db, dataDir }) => {
+      if (!(await listDomains(db)).some((d) => d.name === domain)) {
+        throw usageError(`"${domain}" is not a local domain; add it first with \`madmail domain add ${domain}\``);
+      }
+      const { info, replaced } = await createDkimKey(dataDir, domain, { selector, bits, force: args.force });
+      // stdout: the record alone, ready for a zone file; the advice goes to stderr.
+      process.stdout.write(formatTxtRecord(info) + "\n");
+      if (!args.quiet) {
+        const old = replaced ? ` It replaces selector ${replaced.selector}: keep that record until mail signed with it has been delivered.` : "";
+        process.stderr.write(`Publish this TXT record in the DNS of ${domain}; mail from ${domain} is signed with it from now on (check: dig +short TXT ${info.dnsName}).${old}\n`);
+      }
+    });
+  },
+});
+
+const show = command({
+  meta: { name: "show", description: "Show a domain's DKIM key: selector, key file, size and the DNS TXT record" },
+  args: { ...domainArg, ...readArgs },
+  examples: ["madmail dkim show chat.example.org", "madmail dkim show chat.example.org --json | jq -r .dns_txt"],
+  run: ({ args }) => {
+    const domain = checkDomain(args.domain);
+    return withDb(args, async ({ dataDir }) => {
+      const key = await readDkimKey(dataDir, domain);
+      if (!key) throw notFound(`no DKIM key for "${domain}"; create one with madmail dkim generate ${domain}`);
+      if (args.json) return printJson(keyJson(key));
+      process.stdout.write(
+        [
+          `Domain:     ${key.domain}`,
+          `Selector:   ${key.selector}`,
+          `Key file:   ${key.keyPath}`,
+          `Bits:       ${key.bits}`,
+          `Created at: ${shownTime(key.createdAt)}`,
+          `DNS record:`,
+          formatTxtRecord(key),
+        ].join("\n") + "\n",
+      );
+    });
+  },
+});
+
+const list = command({
+  meta: { name: "list", description: "List the domains that have a DKIM key" },
+  args: readArgs,
+  examples: ["madmail dkim list", "madmail dkim list --json"],
+  run: ({ args }) =>
+    withDb(args, async ({ dataDir }) => {
+      const keys = await listDkimKeys(dataDir);
+      if (args.json) return printJson(keys.map(keyJson));
+      if (!keys.length) return say(args, "No DKIM keys. Create one with `madmail dkim generate DOMAIN`.");
+      printTable(
+        ["DOMAIN", "SELECTOR", "BITS", "CREATED AT", "DNS NAME"],
+        keys.map((k) => [k.domain, k.selector, String(k.bits), shownTime(k.createdAt), k.dnsName]),
+      );
+    }),
+});
+
+export default command({
+  meta: { name: "dkim", description: "Manage the DKIM keys outbound mail is signed with" },
+  subCommands: { generate, show, list },
+  examples: ["madmail dkim generate chat.example.org", "madmail dkim show chat.example.org", "madmail dkim list --json"],
+});

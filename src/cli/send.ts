@@ -1,0 +1,62 @@
+import { command } from "./_command.ts";
+import { commonArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { printJson } from "./_output.ts";
+import { MadmailError, usageError } from "../errors.ts";
+import { normaliseAddress } from "../util/names.ts";
+import { smtpReplyFor } from "../inbound/replies.ts";
+
+export default command({
+  meta: { name: "send", description: "Send a message from standard input through the accept pipeline (as a local user, no AUTH); prints the queue id" },
+  args: {
+    from: { type: "string", required: true, valueHint: "ADDRESS", description: "Envelope sender: an address at a local domain" },
+    to: { type: "string", required: true, valueHint: "ADDRESS", description: "Recipient; repeat --to or give a comma list for several" },
+    json: { type: "boolean", description: "Print the result as JSON" },
+    ...commonArgs,
+  },
+  examples: [
+    "madmail send --from alice@chat.example --to bob@other.example < message.eml",
+    "madmail send --from alice@chat.example --to a@x.example --to b@y.example --json < message.eml",
+  ],
+  async run({ args, rawArgs }) {
+    // citty keeps only the last of a repeated flag: collect every --to ourselves.
+    const to = collect(rawArgs, "--to").flatMap((v) => v.split(",")).map((s) => s.trim()).filter(Boolean);
+    const bad = [args.from, ...to].find((a) => !normaliseAddress(a));
+    if (bad !== undefined) throw usageError(`invalid address "${bad}": expected user@domain`);
+    const body = new Uint8Array(await new Response(process.stdin as unknown as ReadableStream).arrayBuffer());
+    if (!body.length) throw usageError("no message on standard input");
+    return withDb(args, async (state) => {
+      const { openCore } = await import("../server.ts");
+      const core = await openCore(state);
+      const snap = await core.snapshot.get();
+      const from = normaliseAddress(args.from)!;
+      if (!snap.localDomains.has(from.slice(from.lastIndexOf("@") + 1))) {
+        throw usageError(`--from ${from} is not at a local domain (see \`madmail domain list\`)`);
+      }
+      const result = await core.acceptor.accept({ door: "send", peer: "local", mailFrom: from, rcpts: to, body });
+      await core.writes.drain();
+      await core.store.dispose();
+      const rows = to.map((address, i) => ({ address, verdict: result.rcpts[i]!.verdict, reply: `${smtpReplyFor(result.rcpts[i]!).code} ${smtpReplyFor(result.rcpts[i]!).text}` }));
+      if (args.json) printJson({ queue_id: result.queueId ?? null, recipients: rows });
+      else {
+        if (result.queueId) process.stdout.write(`${result.queueId}\n`);
+        for (const r of rows) if (r.verdict !== "accept") process.stderr.write(`${r.address}: ${r.reply}\n`);
+      }
+      const refused = result.rcpts.filter((v) => v.verdict === "reject" || v.verdict === "tempfail");
+      if (refused.length === result.rcpts.length) {
+        const temp = result.rcpts.some((v) => v.verdict === "tempfail");
+        throw new MadmailError(temp ? "temporary" : "conflict", `message refused for every recipient`);
+      }
+    });
+  },
+});
+
+function collect(raw: string[], flag: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const a = raw[i]!;
+    if (a === flag && i + 1 < raw.length) out.push(raw[++i]!);
+    else if (a.startsWith(`${flag}=`)) out.push(a.slice(flag.length + 1));
+  }
+  return out;
+}

@@ -1,0 +1,142 @@
+// The ONE place that decides where mail for a recipient domain goes (DESIGN.md §5), first
+// match wins: outbound policy; endpoint rewrite (exact key, then the longest *. wildcard);
+// an enabled exchanger serving the domain; the smarthost; direct delivery (learned endpoint
+// first, then MX hosts: https://mx, https://domain, http://mx, smtp mx:25).
+import type { Db } from "../db/open.ts";
+import type { Config } from "../db/settings.ts";
+import type { ExchangerRow } from "../db/schema.ts";
+import { federationVerdict, type FederationRules } from "../policy/federation.ts";
+import { hostForUrl } from "../util/names.ts";
+import { lookupOverride, parseTarget } from "./endpoint-overrides.ts";
+import { findLearnedEndpoint } from "./endpoint-cache.ts";
+import { resolveMxHosts, type MxResult } from "./mx.ts";
+
+export type Candidate =
+  | { transport: "https" | "http"; url: string; verifyTls: boolean }
+  | { transport: "smtp"; host: string; port: number; tls: "required" | "opportunistic" | "implicit" | "none"; verifyTls: boolean; auth?: { user: string; pass: string } };
+
+export type Route =
+  | { kind: "reject"; reason: string }
+  | { kind: "dismiss"; reason: string }
+  /** Held for a pull exchanger (or an exchanger the router cannot use yet). */
+  | { kind: "hold"; exchanger: string; reason: string }
+  | { kind: "try"; via: "rewrite" | "exchanger" | "smarthost" | "direct"; candidates: Candidate[]; learn: boolean }
+  | { kind: "permanent"; reason: string }
+  | { kind: "temporary"; reason: string };
+
+export interface RouterContext {
+  db: Db;
+  config: Config;
+  rules: FederationRules;
+  localDomains: ReadonlySet<string>;
+  exchangers: readonly ExchangerRow[];
+  resolveMx?: (domain: string) => Promise<MxResult>;
+  now?: number;
+}
+
+export async function routeDomain(domain: string, ctx: RouterContext): Promise<Route> {
+  const policy = federationVerdict(ctx.rules, domain, (d) => ctx.localDomains.has(d));
+  if (policy === "reject") return { kind: "reject", reason: `${domain} is refused by the federation policy` };
+  if (policy === "dismiss") return { kind: "dismiss", reason: `${domain} is on the dismiss list` };
+
+  const override = await lookupOverride(ctx.db, domain);
+  if (override) {
+    const target = parseTarget(override.target_host);
+    if (target.kind === "exchanger") return exchangerRoute(ctx.exchangers.find((e) => e.name === target.name), target.name, ctx);
+    if (target.kind === "url") return { kind: "try", via: "rewrite", candidates: [urlCandidate(target.url, ctx.config)], learn: false };
+    return { kind: "try", via: "rewrite", candidates: hostCandidates(target.host, target.port, domain, ctx.config), learn: false };
+  }
+
+  const serving = ctx.exchangers.find((e) => e.enabled === 1 && e.fallback === 0 && servesDomain(e, domain));
+  if (serving) return exchangerRoute(serving, serving.name, ctx);
+
+  const smarthost = ctx.config["relay.smarthost"];
+  if (smarthost) {
+    const tlsMode = ctx.config["relay.smarthost_tls"];
+    const user = ctx.config["relay.smarthost_user"];
+    return {
+      kind: "try",
+      via: "smarthost",
+      learn: false,
+      candidates: [{
+        transport: "smtp", host: smarthost.host, port: smarthost.port,
+        tls: tlsMode === "tls" ? "implicit" : tlsMode === "starttls" ? "required" : "none",
+        verifyTls: verifyFor(smarthost.host, ctx.config),
+        auth: user ? { user, pass: ctx.config["relay.smarthost_password"] } : undefined,
+      }],
+    };
+  }
+
+  const mx = await (ctx.resolveMx ?? resolveMxHosts)(domain);
+  if (mx.kind === "none") return { kind: "permanent", reason: mx.reason };
+  if (mx.kind === "error") return { kind: "temporary", reason: mx.reason };
+  const candidates = directCandidates(domain, mx.hosts, ctx.config);
+  // What worked last time goes first, unless it is old enough to re-probe from the top.
+  const learned = await findLearnedEndpoint(ctx.db, domain);
+  const now = ctx.now ?? Date.now();
+  if (learned?.ok_at && now - learned.ok_at < ctx.config["delivery.reprobe_after"] * 1000) {
+    const i = candidates.findIndex((c) => candidateKey(c) === `${learned.transport}:${learned.endpoint}`);
+    if (i > 0) candidates.unshift(...candidates.splice(i, 1));
+  }
+  return { kind: "try", via: "direct", candidates, learn: true };
+}
+
+/** Identifies a candidate in endpoint_cache: transport + URL or host:port. */
+export function candidateKey(c: Candidate): string {
+  return c.transport === "smtp" ? `smtp:${hostForUrl(c.host)}:${c.port}` : `${c.transport}:${c.url}`;
+}
+
+export function servesDomain(e: Pick<ExchangerRow, "domains">, domain: string): boolean {
+  if (e.domains === "*") return true;
+  return e.domains.split(",").includes(domain);
+}
+
+function exchangerRoute(e: ExchangerRow | undefined, name: string, ctx: RouterContext): Route {
+  if (!e) return { kind: "temporary", reason: `endpoint rewrite points at exchanger "${name}", which does not exist` };
+  if (e.enabled !== 1) return { kind: "temporary", reason: `exchanger "${name}" is disabled` };
+  if (e.mode === "pull") return { kind: "hold", exchanger: name, reason: `held for exchanger "${name}" to pull` };
+  return { kind: "try", via: "exchanger", candidates: [urlCandidate(`${e.url}/mxdeliv`, ctx.config)], learn: false };
+}
+
+function urlCandidate(url: string, config: Config): Candidate {
+  const u = new URL(url);
+  return { transport: u.protocol === "https:" ? "https" : "http", url: u.toString(), verifyTls: verifyFor(u.hostname.replace(/^\[|\]$/g, ""), config) };
+}
+
+/** A rewrite to a host (optionally with a port) is treated like an MX host of the domain. */
+function hostCandidates(host: string, port: number | null, domain: string, config: Config): Candidate[] {
+  if (port === null) return directCandidates(domain, [host], config, false);
+  const h = hostForUrl(host);
+  return [
+    urlCandidate(`https://${h}:${port}/mxdeliv`, config),
+    urlCandidate(`http://${h}:${port}/mxdeliv`, config),
+    { transport: "smtp", host, port, tls: "opportunistic", verifyTls: verifyFor(host, config) },
+  ];
+}
+
+function directCandidates(domain: string, hosts: string[], config: Config, withDomainUrl = true): Candidate[] {
+  const out: Candidate[] = [];
+  const seen = new Set<string>();
+  const add = (c: Candidate) => {
+    const k = candidateKey(c);
+    if (!seen.has(k)) {
+      seen.add(k);
+      out.push(c);
+    }
+  };
+  for (const host of hosts) {
+    const h = hostForUrl(host);
+    add(urlCandidate(`https://${h}/mxdeliv`, config));
+    if (withDomainUrl) add(urlCandidate(`https://${hostForUrl(domain)}/mxdeliv`, config));
+    add(urlCandidate(`http://${h}/mxdeliv`, config));
+    add({ transport: "smtp", host, port: 25, tls: "opportunistic", verifyTls: verifyFor(host, config) });
+  }
+  return out;
+}
+
+/** delivery.tls_verify: auto checks certificates of names, not of IP literals. */
+function verifyFor(host: string, config: Config): boolean {
+  const mode = config["delivery.tls_verify"];
+  if (mode !== "auto") return mode === "always";
+  return !/^[\d.]+$/.test(host) && !host.includes(":");
+}

@@ -1,0 +1,70 @@
+// POST <url> in the /mxdeliv wire format: X-Mail-From, one X-Mail-To per recipient,
+// X-Madmail-Delivery-Id, raw body. 2xx delivered; 4xx permanent for this transport; 5xx,
+// timeouts and connection errors temporary. node:http(s) rather than fetch: it takes
+// per-request TLS verification and keeps connections alive per peer on every runtime.
+import http from "node:http";
+import https from "node:https";
+import type { OutboundMessage, TransportResult } from "./types.ts";
+
+const agents = {
+  "http:": new http.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000 }),
+  verified: new https.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000, rejectUnauthorized: true }),
+  unverified: new https.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000, rejectUnauthorized: false }),
+};
+
+export interface PostOptions {
+  url: string;
+  verifyTls: boolean;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export function postMxdeliv(msg: OutboundMessage, opts: PostOptions): Promise<TransportResult> {
+  const url = new URL(opts.url);
+  const isHttps = url.protocol === "https:";
+  const lib = isHttps ? https : http;
+  return new Promise((resolve) => {
+    let settled = false;
+    const done = (r: TransportResult) => {
+      if (!settled) {
+        settled = true;
+        resolve(r);
+      }
+    };
+    const req = lib.request(url, {
+      method: "POST",
+      agent: isHttps ? (opts.verifyTls ? agents.verified : agents.unverified) : agents["http:"],
+      headers: {
+        "X-Mail-From": msg.mailFrom,
+        "X-Mail-To": msg.rcpts,
+        "X-Madmail-Delivery-Id": msg.deliveryId,
+        "Content-Type": "application/octet-stream",
+        "Content-Length": String(msg.body.length),
+        "User-Agent": "madmail",
+      },
+      signal: opts.signal,
+      timeout: opts.timeoutMs,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (c: Buffer) => {
+        if (size < 4096) chunks.push(c);
+        size += c.length;
+      });
+      res.on("end", () => {
+        const status = res.statusCode ?? 0;
+        const text = Buffer.concat(chunks).toString("utf8").slice(0, 200).replace(/\s+/g, " ").trim();
+        const detail = `${status} ${text}`.trim();
+        if (status >= 200 && status < 300) done({ outcome: "delivered", detail, refused: [] });
+        else if (status >= 400 && status < 500) done({ outcome: "permanent", detail });
+        else done({ outcome: "temporary", detail });
+      });
+      res.on("error", (err) => done({ outcome: "temporary", detail: err.message }));
+    });
+    req.on("timeout", () => {
+      req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`));
+    });
+    req.on("error", (err: NodeJS.ErrnoException) => done({ outcome: "temporary", detail: err.code ? `${err.code}: ${err.message}` : err.message }));
+    req.end(msg.body);
+  });
+}

@@ -1,0 +1,175 @@
+// The delivery side of the queue: enqueue, claim with a lease, record outcomes. Every update
+// after a claim is conditioned on the lease, so a row that a crashed or slow worker lost (its
+// lease ran out and someone else claimed it), or that an admin changed, is never overwritten.
+import { sql, type Kysely } from "kysely";
+import type { Database, DeliveryRow, MessageRow } from "../db/schema.ts";
+import type { Db } from "../db/open.ts";
+import { newQueueId } from "./ids.ts";
+
+export interface NewQueuedMessage {
+  mailFrom: string;
+  body: Uint8Array;
+  door: string;
+  authUser: string | null;
+  /** Recipients grouped by destination domain. */
+  byDomain: Map<string, string[]>;
+}
+
+export interface Enqueued {
+  messageId: string;
+  deliveryIds: string[];
+}
+
+/** Stores the body once and one delivery row per domain; call inside the caller's transaction. */
+export async function enqueueMessage(trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, now = Date.now()): Promise<Enqueued> {
+  const messageId = newQueueId(now);
+  await trx.insertInto("messages").values({
+    id: messageId, mail_from: m.mailFrom, body: m.body, size: m.body.length, door: m.door, auth_user: m.authUser, received_at: now,
+  }).execute();
+  const deliveryIds: string[] = [];
+  for (const [domain, rcpts] of m.byDomain) {
+    const id = newQueueId(now);
+    deliveryIds.push(id);
+    await trx.insertInto("deliveries").values({
+      id, message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), state: "queued", route: null,
+      next_attempt_at: now, lease_until: null, last_error: null, created_at: now, updated_at: now, expires_at: now + lifetimeMs, rerouted_to: null,
+    }).execute();
+  }
+  return { messageId, deliveryIds };
+}
+
+export interface Claimed {
+  delivery: DeliveryRow;
+  /** The lease this worker holds; every later update must present it. */
+  lease: number;
+}
+
+/**
+ * Claims up to `limit` due rows (queued/deferred and due, or delivering with an expired lease)
+ * without taking more than `perDomain` rows in flight for one domain (`inFlight` counts what
+ * this worker already holds). Call in a write transaction.
+ */
+export async function claimDue(
+  trx: Kysely<Database>, limit: number, leaseMs: number, inFlight: ReadonlyMap<string, number>, perDomain: number, now = Date.now(),
+): Promise<Claimed[]> {
+  if (limit <= 0) return [];
+  const busy = [...inFlight].filter(([, n]) => n >= perDomain).map(([d]) => d);
+  const scan = limit * 4; // room for rows skipped by the per-domain cap
+  const due = (state: "queued" | "deferred") => {
+    let q = trx.selectFrom("deliveries").selectAll().where("state", "=", state).where("next_attempt_at", "<=", now);
+    if (busy.length) q = q.where("rcpt_domain", "not in", busy);
+    return q.orderBy("next_attempt_at").limit(scan).execute();
+  };
+  // Separate range scans on (state, next_attempt_at): an OR across states cannot use the index.
+  let expired = trx.selectFrom("deliveries").selectAll().where("state", "=", "delivering").where("lease_until", "<", now);
+  if (busy.length) expired = expired.where("rcpt_domain", "not in", busy);
+  const rows = [...(await due("queued")), ...(await due("deferred")), ...(await expired.limit(scan).execute())]
+    .sort((a, b) => a.next_attempt_at - b.next_attempt_at);
+  const counts = new Map(inFlight);
+  const lease = now + leaseMs;
+  const out: Claimed[] = [];
+  for (const row of rows) {
+    if (out.length >= limit) break;
+    const n = counts.get(row.rcpt_domain) ?? 0;
+    if (n >= perDomain) continue;
+    counts.set(row.rcpt_domain, n + 1);
+    await trx.updateTable("deliveries").set({ state: "delivering", lease_until: lease, updated_at: now }).where("id", "=", row.id).execute();
+    out.push({ delivery: { ...row, state: "delivering", lease_until: lease }, lease });
+  }
+  return out;
+}
+
+/** The earliest time a row becomes claimable (to sleep until then), or null when none waits. */
+export async function nextDueAt(db: Db): Promise<number | null> {
+  const waiting = await db.selectFrom("deliveries").select((eb) => eb.fn.min("next_attempt_at").as("at"))
+    .where("state", "in", ["queued", "deferred"]).executeTakeFirst();
+  const leased = await db.selectFrom("deliveries").select((eb) => eb.fn.min("lease_until").as("at"))
+    .where("state", "=", "delivering").executeTakeFirst();
+  const times = [waiting?.at, leased?.at].filter((t): t is number => typeof t === "number");
+  return times.length ? Math.min(...times) : null;
+}
+
+export async function loadMessage(db: Db, id: string): Promise<MessageRow | undefined> {
+  const row = await db.selectFrom("messages").selectAll().where("id", "=", id).executeTakeFirst();
+  // libsql hands BLOBs out as ArrayBuffer.
+  return row && { ...row, body: toBytes(row.body) };
+}
+
+function toBytes(v: unknown): Uint8Array {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  throw new TypeError(`unexpected BLOB value: ${Object.prototype.toString.call(v)}`);
+}
+
+export type Outcome =
+  | { state: "delivered"; route: string }
+  | { state: "deferred"; route: string | null; error: string; nextAttemptAt: number }
+  | { state: "dead"; route: string | null; error: string };
+
+/** Applies an outcome if the lease is still ours; returns false if the row was taken from us. */
+export async function settleDelivery(trx: Kysely<Database>, c: Claimed, outcome: Outcome, now = Date.now()): Promise<boolean> {
+  const r = await trx.updateTable("deliveries").set({
+    state: outcome.state,
+    route: outcome.route ?? c.delivery.route,
+    tries: sql`tries + 1`,
+    last_error: outcome.state === "delivered" ? null : outcome.error.slice(0, 1000),
+    next_attempt_at: outcome.state === "deferred" ? outcome.nextAttemptAt : c.delivery.next_attempt_at,
+    lease_until: null,
+    updated_at: now,
+  }).where("id", "=", c.delivery.id).where("state", "=", "delivering").where("lease_until", "=", c.lease).executeTakeFirst();
+  return r.numUpdatedRows > 0n;
+}
+
+export interface AttemptRecord {
+  deliveryId: string;
+  transport: string;
+  endpoint: string;
+  outcome: "delivered" | "temporary" | "permanent" | "note";
+  detail: string | null;
+  ms: number | null;
+  at?: number;
+}
+
+export async function recordAttempts(trx: Kysely<Database>, attempts: AttemptRecord[]): Promise<void> {
+  if (!attempts.length) return;
+  await trx.insertInto("delivery_attempts").values(attempts.map((a) => ({
+    delivery_id: a.deliveryId, at: a.at ?? Date.now(), transport: a.transport, endpoint: a.endpoint, outcome: a.outcome,
+    detail: a.detail?.slice(0, 1000) ?? null, ms: a.ms,
+  }))).execute();
+}
+
+/** On shutdown: give back our claims so that the next start retries them at once. */
+export async function releaseLeases(trx: Kysely<Database>, leases: Claimed[], now = Date.now()): Promise<void> {
+  for (const c of leases) {
+    await trx.updateTable("deliveries").set({ state: "deferred", lease_until: null, next_attempt_at: now, updated_at: now })
+      .where("id", "=", c.delivery.id).where("state", "=", "delivering").where("lease_until", "=", c.lease).execute();
+  }
+}
+
+/**
+ * A destination answered again: bring its other deferred rows forward, spaced `spacingMs`
+ * apart (capped at a minute), instead of leaving them to their own next attempt or
+ * releasing them all in the same second.
+ */
+export async function expediteDomain(trx: Kysely<Database>, domain: string, now: number, spacingMs: number): Promise<number> {
+  const rows = await trx.selectFrom("deliveries").select(["id", "next_attempt_at"])
+    .where("rcpt_domain", "=", domain).where("state", "=", "deferred").where("next_attempt_at", ">", now)
+    .orderBy("next_attempt_at").limit(1000).execute();
+  let i = 1;
+  for (const r of rows) {
+    const due = now + Math.min(i++ * spacingMs, 60_000);
+    if (due < r.next_attempt_at) {
+      await trx.updateTable("deliveries").set({ next_attempt_at: due }).where("id", "=", r.id).where("state", "=", "deferred").execute();
+    }
+  }
+  return rows.length;
+}
+
+/** Forgets delivered rows older than `before`, then messages no delivery refers to any more. */
+export async function pruneDelivered(trx: Kysely<Database>, before: number): Promise<number> {
+  const r = await trx.deleteFrom("deliveries").where("state", "=", "delivered").where("updated_at", "<", before).executeTakeFirst();
+  await trx.deleteFrom("messages")
+    .where((eb) => eb.not(eb.exists(eb.selectFrom("deliveries").select("id").whereRef("deliveries.message_id", "=", "messages.id"))))
+    .execute();
+  return Number(r.numDeletedRows);
+}

@@ -1,0 +1,271 @@
+// The queue worker: claims due deliveries with a lease (a crash means the lease runs out and
+// the row is retried, never lost), asks the router where they go, runs the transports in order
+// and records the outcome. Global and per-destination parallelism are settings. New rows wake
+// it at once; rows changed by the CLI are seen on the next pass (at most 2 s later).
+import type { EventEmitter } from "node:events";
+import { withWriteTransaction, type Db } from "../db/open.ts";
+import type { WriteBatcher } from "../db/write-batcher.ts";
+import { log } from "../log.ts";
+import type { SnapshotSource } from "../inbound/snapshot.ts";
+import { domainOf } from "../util/names.ts";
+import { candidateKey, routeDomain, type Candidate, type Route } from "../delivery/router.ts";
+import { learnEndpoint } from "../delivery/endpoint-cache.ts";
+import { postMxdeliv } from "../delivery/transports/mxdeliv-http.ts";
+import { sendSmtp } from "../delivery/transports/smtp.ts";
+import type { OutboundMessage, RecipientRefusal, TransportResult } from "../delivery/transports/types.ts";
+import type { MxResult } from "../delivery/mx.ts";
+import {
+  claimDue, expediteDomain, loadMessage, nextDueAt, recordAttempts, releaseLeases, settleDelivery,
+  type AttemptRecord, type Claimed, type Outcome,
+} from "./queue.repository.ts";
+import { nextAttemptAt } from "./schedule.ts";
+
+export interface Bounce {
+  /** Mail to the local sender that these recipients could not be reached. */
+  send(c: Claimed, mailFrom: string, body: Uint8Array, failed: { address: string; status: string; diagnostic: string; remoteMta?: string }[]): Promise<void>;
+}
+
+export interface WorkerDeps {
+  db: Db;
+  /** PRAGMA data_version of the state file: a CLI command (send, queue flush) changed it. */
+  dataVersion?: () => number;
+  writes: WriteBatcher;
+  snapshot: SnapshotSource;
+  events: EventEmitter;
+  sign(body: Uint8Array, senderDomain: string): Promise<Uint8Array>;
+  bounce: Bounce;
+  track?(domain: string, transport: "https" | "http" | "smtp", ok: boolean, ms: number, error?: string): void;
+  /** Tests point MX lookups at their own resolver. */
+  resolveMx?: (domain: string) => Promise<MxResult>;
+}
+
+export interface QueueWorker {
+  start(): void;
+  /** Stops claiming, lets in-flight deliveries finish for `graceMs`, then aborts them and releases their leases. */
+  stop(graceMs: number): Promise<void>;
+}
+
+const MAX_SLEEP_MS = 2000;
+
+export function createQueueWorker(deps: WorkerDeps): QueueWorker {
+  const inflight = new Map<string, { claimed: Claimed; done: Promise<void> }>();
+  const perDomain = new Map<string, number>();
+  const abort = new AbortController();
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  // A poke while the loop is busy (claiming) must not be lost: the next sleep returns at once.
+  let poked = false;
+  let loopDone: Promise<void> | null = null;
+  const poke = () => (wake ? wake() : (poked = true));
+
+  async function loop(): Promise<void> {
+    while (!stopping) {
+      const { config } = await deps.snapshot.get();
+      const free = config["queue.concurrency"] - inflight.size;
+      let claimed: Claimed[] = [];
+      if (free > 0) {
+        try {
+          claimed = await withWriteTransaction(deps.db, (trx) =>
+            claimDue(trx, free, config["queue.lease"] * 1000, perDomain, config["queue.per_destination"]));
+        } catch (err) {
+          log.withTag("queue").error(`claiming deliveries failed: ${(err as Error).message}`);
+        }
+      }
+      for (const c of claimed) launch(c);
+      if (claimed.length && claimed.length === free) continue;
+      // Everything claimable is claimed. Rows still due are held back by a concurrency cap:
+      // a finishing delivery pokes us. Otherwise sleep until the next row comes due.
+      const next = await nextDueAt(deps.db).catch(() => null);
+      const now = Date.now();
+      await sleep(next === null || next <= now ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, next - now));
+    }
+  }
+
+  function sleep(ms: number): Promise<void> {
+    if (poked) {
+      poked = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        wake = null;
+        poked = false;
+        resolve();
+      }
+      wake = done;
+    });
+  }
+
+  function launch(c: Claimed): void {
+    const domain = c.delivery.rcpt_domain;
+    perDomain.set(domain, (perDomain.get(domain) ?? 0) + 1);
+    const done = deliver(c)
+      .catch(async (err) => {
+        // A bug or a broken row must not sit leased for queue.lease: defer it with the error.
+        log.withTag("queue").error(`delivery ${c.delivery.id} failed: ${(err as Error).stack ?? err}`);
+        const { config } = await deps.snapshot.get();
+        await settle(c, defer(c, config["queue.retry_schedule"], `internal error: ${(err as Error).message}`, null), []).catch(() => {});
+      })
+      .finally(() => {
+        inflight.delete(c.delivery.id);
+        const n = (perDomain.get(domain) ?? 1) - 1;
+        if (n > 0) perDomain.set(domain, n);
+        else perDomain.delete(domain);
+        poke();
+      });
+    inflight.set(c.delivery.id, { claimed: c, done });
+  }
+
+  async function deliver(c: Claimed): Promise<void> {
+    const d = c.delivery;
+    const t0 = performance.now();
+    const snap = await deps.snapshot.get();
+    const msg = await loadMessage(deps.db, d.message_id);
+    const rcpts = JSON.parse(d.rcpts) as string[];
+    if (!msg) {
+      await settle(c, { state: "dead", route: null, error: "message body missing from the queue" }, []);
+      return;
+    }
+    const route = await routeDomain(d.rcpt_domain, {
+      db: deps.db, config: snap.config, rules: snap.rules, localDomains: snap.localDomains, exchangers: snap.exchangers, resolveMx: deps.resolveMx,
+    }).catch((err): Route => ({ kind: "temporary", reason: `routing failed: ${(err as Error).message}` }));
+    const attempts: AttemptRecord[] = [];
+    const note = (transport: string, endpoint: string, detail: string) =>
+      attempts.push({ deliveryId: d.id, transport, endpoint, outcome: "note", detail, ms: null });
+    let outcome: Outcome;
+    let failed: { address: string; status: string; diagnostic: string; remoteMta?: string }[] = [];
+
+    switch (route.kind) {
+      case "reject":
+      case "permanent":
+        note("router", d.rcpt_domain, route.reason);
+        outcome = { state: "dead", route: null, error: route.reason };
+        failed = rcpts.map((address) => ({ address, status: route.kind === "reject" ? "5.7.1" : "5.1.2", diagnostic: `x-madmail; ${route.reason}` }));
+        break;
+      case "dismiss":
+        note("policy", d.rcpt_domain, route.reason);
+        outcome = { state: "delivered", route: "dismissed" };
+        break;
+      case "hold":
+      case "temporary":
+        note(route.kind === "hold" ? "exchanger" : "router", d.rcpt_domain, route.reason);
+        outcome = defer(c, snap.config["queue.retry_schedule"], route.reason, null);
+        break;
+      case "try": {
+        const body = await deps.sign(msg.body, domainOf(msg.mail_from || "@" + d.rcpt_domain));
+        const out: OutboundMessage = { mailFrom: msg.mail_from, rcpts, body, deliveryId: d.id };
+        let lastPermanent: string | null = null;
+        let lastTemporary: string | null = null;
+        let delivered: { key: string; refused: RecipientRefusal[] } | null = null;
+        for (const cand of route.candidates) {
+          if (abort.signal.aborted) break;
+          const key = candidateKey(cand);
+          const t = performance.now();
+          const r = await send(cand, out, snap.config["delivery.timeout"] * 1000, snap.config.hostname);
+          const ms = Math.round(performance.now() - t);
+          attempts.push({ deliveryId: d.id, transport: route.via === "smarthost" ? "smarthost" : cand.transport, endpoint: key, outcome: r.outcome, detail: r.detail, ms });
+          deps.track?.(d.rcpt_domain, cand.transport, r.outcome === "delivered", ms, r.outcome === "delivered" ? undefined : r.detail);
+          if (r.outcome === "delivered") {
+            delivered = { key, refused: r.refused };
+            break;
+          }
+          if (r.outcome === "permanent") lastPermanent = `${key}: ${r.detail}`;
+          else lastTemporary = `${key}: ${r.detail}`;
+        }
+        if (abort.signal.aborted && !delivered) {
+          // Shutting down mid-delivery: hand the row back untouched, to be retried at start.
+          await withWriteTransaction(deps.db, (trx) => releaseLeases(trx, [c]));
+          return;
+        }
+        if (delivered) {
+          outcome = { state: "delivered", route: delivered.key };
+          failed = delivered.refused.map((r) => ({ address: r.address, status: `${Math.floor(r.code / 100)}.0.0`, diagnostic: `smtp; ${r.code} ${r.text}` }));
+        } else if (lastTemporary !== null) {
+          outcome = defer(c, snap.config["queue.retry_schedule"], lastTemporary, route.candidates[0] ? candidateKey(route.candidates[0]) : null);
+          if (outcome.state === "dead") failed = rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; gave up after ${d.tries + 1} tries: ${lastTemporary}` }));
+        } else {
+          outcome = { state: "dead", route: null, error: lastPermanent ?? "no route" };
+          failed = rcpts.map((address) => ({ address, status: "5.0.0", diagnostic: `x-madmail; ${lastPermanent}` }));
+        }
+        if (route.learn && delivered) {
+          const [transport, ...rest] = delivered.key.split(":");
+          await deps.writes.run((trx) => learnEndpoint(trx, d.rcpt_domain, transport!, rest.join(":"), true));
+        }
+        break;
+      }
+    }
+
+    const settled = await settle(c, outcome, attempts);
+    if (!settled) return;
+    if (outcome.state === "delivered" && d.tries > 0) {
+      // The destination answers again: bring its other deferred mail forward, spaced out.
+      await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)));
+    }
+    if (failed.length && msg.mail_from && snap.localDomains.has(domainOf(msg.mail_from))) {
+      await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
+        log.withTag("queue").error(`bounce for ${d.id} to ${msg.mail_from} failed: ${(err as Error).message}`));
+    }
+    log.withTag("queue").info(
+      `id=${d.id} to_domain=${d.rcpt_domain} rcpts=${rcpts.length} state=${outcome.state} route=${outcome.route ?? "-"} tries=${d.tries + 1} ms=${(performance.now() - t0).toFixed(1)}` +
+        (outcome.state !== "delivered" ? ` error=${JSON.stringify(outcome.error)}` : ""),
+    );
+  }
+
+  function defer(c: Claimed, schedule: readonly number[], error: string, route: string | null): Outcome {
+    const next = nextAttemptAt(schedule, c.delivery.tries + 1);
+    if (next > c.delivery.expires_at) return { state: "dead", route, error: `gave up (queue.lifetime reached): ${error}` };
+    return { state: "deferred", route, error, nextAttemptAt: next };
+  }
+
+  async function settle(c: Claimed, outcome: Outcome, attempts: AttemptRecord[]): Promise<boolean> {
+    let ok = false;
+    await deps.writes.run(async (trx) => {
+      ok = await settleDelivery(trx, c, outcome);
+      if (ok) await recordAttempts(trx, attempts);
+    });
+    if (!ok) log.withTag("queue").warn(`delivery ${c.delivery.id} was changed while being delivered; its outcome (${outcome.state}) was not recorded`);
+    return ok;
+  }
+
+  function send(cand: Candidate, msg: OutboundMessage, timeoutMs: number, hostname: string): Promise<TransportResult> {
+    if (cand.transport === "smtp") {
+      return sendSmtp(msg, { host: cand.host, port: cand.port, name: hostname, tls: cand.tls, verifyTls: cand.verifyTls, timeoutMs, auth: cand.auth, signal: abort.signal });
+    }
+    return postMxdeliv(msg, { url: cand.url, verifyTls: cand.verifyTls, timeoutMs, signal: abort.signal });
+  }
+
+  // Mail queued or rows changed by another process (`madmail send`, `queue flush`): look
+  // within a quarter second instead of at the next pass.
+  let seenVersion = deps.dataVersion?.() ?? 0;
+  const watch = setInterval(() => {
+    const v = deps.dataVersion?.() ?? 0;
+    if (v !== seenVersion) {
+      seenVersion = v;
+      poke();
+    }
+  }, 250);
+  watch.unref();
+
+  return {
+    start() {
+      deps.events.on("enqueued", poke);
+      loopDone = loop().catch((err) => log.withTag("queue").error(`queue worker stopped: ${(err as Error).stack ?? err}`));
+    },
+    async stop(graceMs) {
+      stopping = true;
+      clearInterval(watch);
+      deps.events.off("enqueued", poke);
+      poke();
+      await loopDone;
+      const all = Promise.all([...inflight.values()].map((f) => f.done));
+      const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs).unref());
+      if ((await Promise.race([all.then(() => "done" as const), timer])) === "timeout") {
+        log.withTag("queue").warn(`${inflight.size} deliveries still running after ${graceMs} ms; aborting them`);
+        abort.abort();
+        await all;
+      }
+    },
+  };
+}
