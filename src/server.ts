@@ -17,6 +17,7 @@ import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts"
 import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
 import { createQueueWorker, type Bounce } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
+import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
 import { log, setLogFormat, type LogFormat } from "./log.ts";
 import { MadmailError } from "./errors.ts";
 
@@ -46,7 +47,7 @@ export interface Core {
   acceptor: ReturnType<typeof createAcceptor>;
 }
 
-export async function openCore(state: OpenedDb): Promise<Core> {
+export async function openCore(state: OpenedDb, tracker?: FederationTracker): Promise<Core> {
   const snapshot = createSnapshotSource(state);
   const { config } = await snapshot.get();
   const store = createMaildirStore({ root: config.mail_root || join(state.dataDir, "mail"), uid: config["mail.uid"], gid: config["mail.gid"] });
@@ -62,13 +63,14 @@ export async function openCore(state: OpenedDb): Promise<Core> {
     events.emit("enqueued", id);
     return id;
   };
-  const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue });
+  const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });
   return { state, snapshot, store, writes, events, acceptor };
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const state = await openDb(opts.dbPath);
-  const core = await openCore(state);
+  const tracker = createFederationTracker(state.db);
+  const core = await openCore(state, tracker);
   const { snapshot, store, writes, events, acceptor } = core;
   const { config } = await snapshot.get();
   setLogFormat(opts.logFormat ?? config["log.format"]);
@@ -89,7 +91,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await store.deliver(mailFrom, dsn);
     },
   };
-  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: async (b) => b, bounce });
+  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: async (b) => b, bounce,
+    track: (domain, transport, ok, ms, error) => tracker.recordOutbound(domain, transport, ok, ms, error),
+  });
 
   const running: RunningServer = { http: null, doors: {}, stop };
   const stops: (() => Promise<void>)[] = [];
@@ -100,6 +104,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // Listeners first (no new mail), then the worker (in-flight deliveries), then the files.
     for (const s of stops.reverse()) await s().catch((err) => log.warn(err));
     await worker.stop((await snapshot.get()).config["delivery.shutdown_grace"] * 1000);
+    await tracker.stop().catch((err) => log.warn(`federation stats: ${(err as Error).message}`));
     await writes.drain();
     await store.dispose();
     await state.close();
@@ -138,6 +143,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     throw err;
   }
   worker.start();
+  tracker.start();
 
   // Housekeeping, hourly: forget old delivery ids and delivered queue rows.
   const housekeeping = setInterval(() => {

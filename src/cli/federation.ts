@@ -72,6 +72,27 @@ const list = command({
     }),
 });
 
+const status = command({
+  meta: { name: "status", description: "Per peer domain: deliveries out (by transport) and in, latency, last error" },
+  args: readArgs,
+  examples: ["madmail federation status", "madmail federation status --json | jq '.[] | select(.failures > 0)'"],
+  run: ({ args }) =>
+    withDb(args, async ({ db }) => {
+      const { readFederationStats } = await import("../stats/federation-tracker.ts");
+      const rows = await readFederationStats(db);
+      if (args.json) return printJson(rows);
+      if (!rows.length) return say(args, "No federation traffic recorded yet (a running server writes its counters every 30 s).");
+      printTable(
+        ["DOMAIN", "OUT OK", "OUT FAIL", "HTTPS", "HTTP", "SMTP", "IN", "MEAN MS", "LAST MS", "LAST ACTIVE", "LAST ERROR"],
+        rows.map((r) => [
+          r.domain, String(r.successes), String(r.failures), `${r.https_ok}/${r.https_fail}`, `${r.http_ok}/${r.http_fail}`, `${r.smtp_ok}/${r.smtp_fail}`,
+          String(r.inbound), r.mean_latency_ms === null ? "-" : String(r.mean_latency_ms), r.last_latency_ms === null ? "-" : String(r.last_latency_ms),
+          r.last_active_at ? r.last_active_at.slice(0, 19).replace("T", " ") : "never", (r.last_error ?? "").slice(0, 60),
+        ]),
+      );
+    }),
+});
+
 export default command({
   meta: { name: "federation", description: "Federation policy: which peer domains may deliver here" },
   subCommands: {
@@ -82,6 +103,7 @@ export default command({
     dismiss: addCommand("dismiss", "dismiss", "Answer success to a domain's mail but keep nothing", "Dismissed"),
     undismiss: removeCommand("undismiss", ["dismiss"], "Stop dismissing a domain's mail", "dismiss"),
     list,
+    status,
   },
   examples: ["madmail federation policy reject", "madmail federation allow friend.example", "madmail federation dismiss noisy.example"],
 });

@@ -22,7 +22,12 @@ export interface AcceptDeps {
   events: EventEmitter;
   /** Durably queues mail for remote recipients (one delivery row per domain); absent = no relaying. */
   enqueue?: (env: Envelope, byDomain: Map<string, string[]>) => Promise<string>;
+  /** Counts mail that arrived from a peer domain (federation stats). */
+  onInbound?: (senderDomain: string) => void;
 }
+
+/** Doors through which other servers deliver to us. */
+const PEER_DOORS: ReadonlySet<Envelope["door"]> = new Set(["mxdeliv", "smtp", "lmtp", "pull"]);
 
 /** Doors whose senders may send to other domains: authenticated users and the local CLI. */
 const RELAY_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send"]);
@@ -115,6 +120,10 @@ export function createAcceptor(deps: AcceptDeps) {
     }
     const ms = performance.now() - t0;
     logResult(env, verdicts, ms);
+    if (stored > 0 && PEER_DOORS.has(env.door)) {
+      const d = senderDomainOf(env);
+      if (d) deps.onInbound?.(d);
+    }
     for (const [i, v] of verdicts.entries()) {
       if (v.verdict === "accept" && v.stored) deps.events.emit("delivered", normaliseAddress(env.rcpts[i]!));
     }
