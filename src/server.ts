@@ -21,7 +21,7 @@ import { createFederationTracker, type FederationTracker } from "./stats/federat
 import { log, setLogFormat, type LogFormat } from "./log.ts";
 import { MadmailError } from "./errors.ts";
 
-export type ListenerName = "http" | "smtp" | "lmtp" | "submission" | "submissions";
+export type ListenerName = "http" | "https" | "smtp" | "lmtp" | "submission" | "submissions";
 
 export interface ServeOptions {
   dbPath: string;
@@ -111,16 +111,25 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   try {
-    const httpAddr = addr("http");
-    if (httpAddr) {
+    const httpAddrs = (["http", "https"] as const).filter((n) => addr(n));
+    if (httpAddrs.length) {
       const app = createHttpApp({ startedAt: Date.now() });
       mountMxdeliv(app, acceptor, snapshot);
-      const http = await listenOrExplain("http", httpAddr, () =>
-        serveHttp({ fetch: app.fetch, hostname: httpAddr.host, port: httpAddr.port, gracefulShutdown: false, silent: true }).ready(),
-      );
-      running.http = http;
-      stops.push(() => http.close(true));
-      log.withTag("http").info(`listening on ${http.url ?? `${httpAddr.host}:${httpAddr.port}`}`);
+      for (const name of httpAddrs) {
+        const a = addr(name)!;
+        if (name === "https" && !tls) {
+          throw new MadmailError("config", "listen.https needs a certificate: set tls.cert and tls.key, or `madmail config set listen.https off`");
+        }
+        const server = await listenOrExplain(name, a, () =>
+          serveHttp({
+            fetch: app.fetch, hostname: a.host, port: a.port, gracefulShutdown: false, silent: true,
+            ...(name === "https" ? { tls: { cert: tls!.cert, key: tls!.key } } : {}),
+          }).ready(),
+        );
+        if (name === "http") running.http = server;
+        stops.push(() => server.close(true));
+        log.withTag(name).info(`listening on ${server.url ?? `${a.host}:${a.port}`}`);
+      }
     }
     for (const name of ["smtp", "lmtp", "submission", "submissions"] as const) {
       const a = addr(name);

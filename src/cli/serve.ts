@@ -18,6 +18,7 @@ export default command({
   meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX), LMTP, submission and the delivery queue (listeners from settings; flags override for this run)" },
   args: {
     http: { type: "string", valueHint: "ADDR", description: "HTTP listener HOST:PORT or off (setting listen.http)" },
+    https: { type: "string", valueHint: "ADDR", description: "HTTPS listener HOST:PORT or off (setting listen.https; needs tls.cert/tls.key)" },
     smtp: { type: "string", valueHint: "ADDR", description: "SMTP MX listener HOST:PORT or off (setting listen.smtp)" },
     lmtp: { type: "string", valueHint: "ADDR", description: "LMTP listener HOST:PORT or off (setting listen.lmtp)" },
     submission: { type: "string", valueHint: "ADDR", description: "Submission (STARTTLS, AUTH) HOST:PORT or off (setting listen.submission)" },
@@ -30,6 +31,7 @@ export default command({
   async run({ args }) {
     const listen = {
       http: listenFlag("http", args.http),
+      https: listenFlag("https", args.https),
       smtp: listenFlag("smtp", args.smtp),
       lmtp: listenFlag("lmtp", args.lmtp),
       submission: listenFlag("submission", args.submission),

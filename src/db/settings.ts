@@ -172,6 +172,7 @@ export const settingsRegistry = {
     normalise: (t) => normaliseDomain(t) ?? t,
   }),
   "listen.http": listen("127.0.0.1:8080", "HTTP listener: POST /mxdeliv, /healthz, exchanger pull, admin API"),
+  "listen.https": listen("off", "HTTPS listener (needs tls.cert and tls.key): the same routes as listen.http, port 443 in production"),
   "listen.smtp": listen("127.0.0.1:2525", "SMTP MX listener for other servers (port 25 in production)"),
   "listen.submission": listen("127.0.0.1:2587", "SMTP submission for local users (STARTTLS when a certificate is set)"),
   "listen.submissions": listen("off", "SMTP submission with implicit TLS (port 465 in production)"),

@@ -50,7 +50,7 @@ const { values } = parseArgs({
     duration: { type: "string", default: "10" },
     connections: { type: "string", default: "32" },
     threads: { type: "string", default: "2" },
-    messages: { type: "string", default: "10000" },
+    messages: { type: "string", default: "8000" },
     sessions: { type: "string", default: "20" },
     "no-results": { type: "boolean", default: false },
   },
@@ -99,6 +99,8 @@ function sh(cmd: string[]): string {
 interface ProcSample {
   /** utime+stime+cutime+cstime in seconds */
   cpu: number;
+  /** utime+stime: its own time, without children it reaped */
+  own: number;
   comm: string;
   /** a kernel thread (kthreadd's child): jbd2, kworker, ksoftirqd, ... */
   kthread: boolean;
@@ -111,6 +113,7 @@ function readProc(pid: number): ProcSample | undefined {
     const f = s.slice(close + 2).split(" ");
     return {
       cpu: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK,
+      own: (Number(f[11]) + Number(f[12])) / CLK_TCK,
       comm: s.slice(s.indexOf("(") + 1, close),
       kthread: pid === 2 || Number(f[1]) === 2,
     };
@@ -170,7 +173,7 @@ interface OtherCpu {
   total: number;
   /** kernel threads (jbd2 journal commits, kworkers doing the fsyncs' I/O, ksoftirqd) */
   kernel: number;
-  /** hard and soft interrupts (loopback TCP is mostly softirq) */
+  /** hard and soft interrupts (loopback TCP is mostly softirq); mostly already inside the processes' system time, not subtracted */
   irq: number;
   /** this script (polling /proc, reading Maildirs) */
   harness: number;
@@ -193,22 +196,26 @@ function otherCpu(s0: Snapshot, s1: Snapshot, serverPids: Iterable<number>, serv
   let kernel = 0;
   let visible = 0;
   let harness = -client; // the load generator, reaped by this process, lands in our cutime
-  const byComm = new Map<string, number>();
   for (const [snap, sign] of [[s1, 1], [s0, -1]] as const) {
     for (const [pid, p] of snap.procs) {
       if (skip.has(pid)) continue;
       const v = sign * p.cpu;
       if (pid === process.pid) harness += v;
       else if (p.kthread) kernel += v;
-      else {
-        visible += v;
-        byComm.set(p.comm, (byComm.get(p.comm) ?? 0) + v);
-      }
+      else visible += v;
     }
+  }
+  // who: processes' own time (no cutime, which may bring in a child's whole life at once)
+  const byComm = new Map<string, number>();
+  for (const [pid, p] of s1.procs) {
+    if (skip.has(pid) || pid === process.pid || p.kthread) continue;
+    const p0 = s0.procs.get(pid);
+    const v = p.own - (p0 ? p0.own : 0);
+    if (v > 0) byComm.set(p.comm, (byComm.get(p.comm) ?? 0) + v);
   }
   const irq = d(5) + d(6);
   const top = [...byComm].filter(([, v]) => v >= 0.01).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([c, v]) => `${c}=${v.toFixed(2)}`).join(",");
-  return { total, kernel, irq, harness, visible, top, unseen: total - kernel - irq - harness - visible, steal: d(7) };
+  return { total, kernel, irq, harness, visible, top, unseen: total - kernel - harness - visible, steal: d(7) };
 }
 
 function status(pid: number): { rssMb: number; hwmMb: number } {
@@ -427,7 +434,7 @@ function runLine(m: Measurement): string {
   const lat = m.p99 !== undefined ? ` p50=${dec(m.p50!)}ms p99=${dec(m.p99)}ms` : "";
   const deliv = m.deliveredSeconds !== undefined ? ` in_maildir_after=${dec(m.deliveredSeconds)}s cpu_until_in_maildir=${dec(m.serverCpuTotal!)}s` : "";
   const o = m.other;
-  const other = `other_cpu=${dec(o.total)}s(kernel_threads=${dec(o.kernel)} irq=${dec(o.irq)} harness=${dec(o.harness)} other_procs=${dec(o.visible)}${o.top ? `[${o.top}]` : ""} unseen=${dec(o.unseen)}) steal=${dec(o.steal)}s`;
+  const other = `other_cpu=${dec(o.total)}s(kernel_threads=${dec(o.kernel)} harness=${dec(o.harness)} other_procs=${dec(o.visible)}${o.top ? `[${o.top}]` : ""} unseen=${dec(o.unseen)}) irq+softirq=${dec(o.irq)}s steal=${dec(o.steal)}s`;
   return `r${m.round} ${m.key.padEnd(17)} ${int(m.rate).padStart(6)} msg/s n=${m.messages} t=${dec(m.seconds)}s${lat} server_cpu=${dec(m.serverCpu)}s client_cpu=${dec(m.clientCpu)}s ${other}${deliv} loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
 }
 
@@ -721,7 +728,7 @@ function report(): string {
   out.push("");
   out.push(`Validity: ${problems.length ? `**${problems.length} problem(s)**, see below` : "every /mxdeliv answer was 2xx, no socket errors, every Maildir count matched (wrk completed requests ≤ files ≤ completed + in flight; SMTP: exactly N per run, Postfix after delivery)"}.`);
   out.push("");
-  out.push("Per run: load average read just before the run; server and load generator (client) CPU seconds during the timed part; \"other_cpu\" = busy CPU of the whole machine in that time that was neither (kernel threads such as jbd2/kworker doing the fsync I/O, irq+softirq, this script, other visible processes, and \"unseen\": processes in other PID namespaces, e.g. other developers' containers):");
+  out.push("Per run: load average read just before the run; server and load generator (client) CPU seconds during the timed part; \"other_cpu\" = busy CPU of the whole machine in that time that was neither (kernel threads such as jbd2/kworker doing the fsync I/O, this script, other visible processes — other developers' tests — and \"unseen\": the rest, e.g. interrupt time not charged to any process, processes in other PID namespaces). irq+softirq is shown apart: most of it is already inside the processes' system time (loopback TCP). A run with large other_procs/unseen was disturbed; the medians over rounds are meant to absorb that:");
   out.push("");
   out.push("```");
   for (const m of measurements) out.push(runLine(m));

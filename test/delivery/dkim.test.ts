@@ -21,7 +21,7 @@ beforeEach(() => {
 afterEach(() => rmSync(dataDir, { recursive: true, force: true }));
 
 /** The TXT value a resolver would return for a record in the form the CLI prints. */
-export function parsePrintedRecord(line: string): { name: string; txt: string } {
+function parsePrintedRecord(line: string): { name: string; txt: string } {
   const m = /^(\S+)\. IN TXT \( ((?:"[^"]{0,255}" )+)\)$/.exec(line.trim());
   if (!m) throw new Error(`not a TXT record line: ${line}`);
   return { name: m[1]!, txt: [...m[2]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]).join("") };
