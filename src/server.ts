@@ -17,6 +17,7 @@ import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts"
 import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
 import { createQueueWorker, type Bounce } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
+import { loadDkimSigner } from "./delivery/dkim.ts";
 import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
 import { log, setLogFormat, type LogFormat } from "./log.ts";
 import { MadmailError } from "./errors.ts";
@@ -91,7 +92,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await store.deliver(mailFrom, dsn);
     },
   };
-  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: async (b) => b, bounce,
+  const signer = loadDkimSigner(state.dataDir);
+  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: (body, domain) => signer.sign(body, domain), bounce,
     track: (domain, transport, ok, ms, error) => tracker.recordOutbound(domain, transport, ok, ms, error),
   });
 

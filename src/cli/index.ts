@@ -18,6 +18,7 @@ export const subCommands: Record<string, Loader> = {
   mta: () => load(import("./mta.ts")),
   send: () => load(import("./send.ts")),
   "admin-token": () => load(import("./admin-token.ts")),
+  queue: () => load(import("./queue/index.ts")),
   dkim: () => load(import("./dkim.ts")),
 };
 

@@ -146,6 +146,13 @@ export async function releaseLeases(trx: Kysely<Database>, leases: Claimed[], no
   }
 }
 
+/** At start: every row left in state delivering by a dead predecessor becomes due now. */
+export async function reclaimOrphans(db: Db, now = Date.now()): Promise<number> {
+  const r = await db.updateTable("deliveries").set({ state: "deferred", lease_until: null, next_attempt_at: now, updated_at: now })
+    .where("state", "=", "delivering").executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
 /**
  * A destination answered again: bring its other deferred rows forward, spaced `spacingMs`
  * apart (capped at a minute), instead of leaving them to their own next attempt or

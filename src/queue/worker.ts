@@ -15,7 +15,7 @@ import { sendSmtp } from "../delivery/transports/smtp.ts";
 import type { OutboundMessage, RecipientRefusal, TransportResult } from "../delivery/transports/types.ts";
 import type { MxResult } from "../delivery/mx.ts";
 import {
-  claimDue, expediteDomain, loadMessage, nextDueAt, recordAttempts, releaseLeases, settleDelivery,
+  claimDue, expediteDomain, reclaimOrphans, loadMessage, nextDueAt, recordAttempts, releaseLeases, settleDelivery,
   type AttemptRecord, type Claimed, type Outcome,
 } from "./queue.repository.ts";
 import { nextAttemptAt } from "./schedule.ts";
@@ -251,7 +251,11 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   return {
     start() {
       deps.events.on("enqueued", poke);
-      loopDone = loop().catch((err) => log.withTag("queue").error(`queue worker stopped: ${(err as Error).stack ?? err}`));
+      // One server per state file: rows still marked delivering were claimed by a process
+      // that died (kill -9, power loss). Retry them now instead of waiting out their lease.
+      loopDone = reclaimOrphans(deps.db)
+        .then((n) => n && log.withTag("queue").warn(`${n} deliveries were in flight when the previous server stopped; retrying them now`))
+        .then(loop).catch((err) => log.withTag("queue").error(`queue worker stopped: ${(err as Error).stack ?? err}`));
     },
     async stop(graceMs) {
       stopping = true;

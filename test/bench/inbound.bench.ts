@@ -52,6 +52,8 @@ const { values } = parseArgs({
     threads: { type: "string", default: "2" },
     messages: { type: "string", default: "8000" },
     sessions: { type: "string", default: "20" },
+    // before each run, wait (up to this many seconds) until the machine is nearly idle
+    "quiet-wait": { type: "string", default: "60" },
     "no-results": { type: "boolean", default: false },
   },
 });
@@ -61,6 +63,9 @@ const CONNS = Number(values.connections);
 const THREADS = Number(values.threads);
 const N = Number(values.messages);
 const SESSIONS = Number(values.sessions);
+const QUIET_WAIT = Number(values["quiet-wait"]);
+/** "nearly idle": busy CPU of the whole machine over 1 s, in cores */
+const QUIET_CORES = 0.2;
 const COMMAND = ["./node_modules/.bin/bun", "test/bench/inbound.bench.ts", ...process.argv.slice(2)].join(" ");
 
 // ---------------------------------------------------------------------------------------------
@@ -216,6 +221,26 @@ function otherCpu(s0: Snapshot, s1: Snapshot, serverPids: Iterable<number>, serv
   const irq = d(5) + d(6);
   const top = [...byComm].filter(([, v]) => v >= 0.01).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([c, v]) => `${c}=${v.toFixed(2)}`).join(",");
   return { total, kernel, irq, harness, visible, top, unseen: total - kernel - harness - visible, steal: d(7) };
+}
+
+/** Busy CPU seconds of the whole machine so far (user+nice+system+irq+softirq, all CPUs). */
+function machineBusy(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
+}
+
+/**
+ * Waits until the machine is nearly idle (this benchmark's servers are idle between runs, so what
+ * is busy is someone else), at most QUIET_WAIT seconds; returns the busy cores of the last second.
+ */
+async function waitQuiet(): Promise<number> {
+  const end = Date.now() + QUIET_WAIT * 1000;
+  for (;;) {
+    const a = machineBusy();
+    await sleep(1000);
+    const busy = machineBusy() - a;
+    if (busy < QUIET_CORES || Date.now() >= end) return busy;
+  }
 }
 
 function status(pid: number): { rssMb: number; hwmMb: number } {
@@ -410,6 +435,8 @@ interface Measurement {
   key: Key;
   round: number;
   load: string;
+  /** busy cores of the machine in the second before the run (our servers idle) */
+  background: number;
   rate: number;
   messages: number;
   seconds: number;
@@ -435,7 +462,7 @@ function runLine(m: Measurement): string {
   const deliv = m.deliveredSeconds !== undefined ? ` in_maildir_after=${dec(m.deliveredSeconds)}s cpu_until_in_maildir=${dec(m.serverCpuTotal!)}s` : "";
   const o = m.other;
   const other = `other_cpu=${dec(o.total)}s(kernel_threads=${dec(o.kernel)} harness=${dec(o.harness)} other_procs=${dec(o.visible)}${o.top ? `[${o.top}]` : ""} unseen=${dec(o.unseen)}) irq+softirq=${dec(o.irq)}s steal=${dec(o.steal)}s`;
-  return `r${m.round} ${m.key.padEnd(17)} ${int(m.rate).padStart(6)} msg/s n=${m.messages} t=${dec(m.seconds)}s${lat} server_cpu=${dec(m.serverCpu)}s client_cpu=${dec(m.clientCpu)}s ${other}${deliv} loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
+  return `r${m.round} ${m.key.padEnd(17)} ${int(m.rate).padStart(6)} msg/s n=${m.messages} t=${dec(m.seconds)}s${lat} server_cpu=${dec(m.serverCpu)}s client_cpu=${dec(m.clientCpu)}s ${other}${deliv} busy_before=${dec(m.background)}cores loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
 }
 
 function logRun(m: Measurement): void {
@@ -513,7 +540,7 @@ try {
   const pfNew = join(vmail, "chat.test", "bob", "new");
   const pf = postfix;
 
-  async function mxdeliv(round: number): Promise<Measurement> {
+  async function mxdeliv(round: number, background: number): Promise<Measurement> {
     const load = loadText();
     const before = countFiles(mmNew);
     const s0 = snapshot();
@@ -533,6 +560,7 @@ try {
       key: "mm_mxdeliv",
       round,
       load,
+      background,
       rate: w.rate,
       messages: w.requests,
       seconds: DURATION,
@@ -545,7 +573,7 @@ try {
     };
   }
 
-  async function madmailSmtp(round: number, mode: SmtpMode): Promise<Measurement> {
+  async function madmailSmtp(round: number, mode: SmtpMode, background: number): Promise<Measurement> {
     const load = loadText();
     const before = countFiles(mmNew);
     const s0 = snapshot();
@@ -560,6 +588,7 @@ try {
       key: mode === "generated" ? "mm_smtp_generated" : "mm_smtp_sample",
       round,
       load,
+      background,
       rate: N / r.seconds,
       messages: N,
       seconds: r.seconds,
@@ -569,7 +598,7 @@ try {
     };
   }
 
-  async function postfixSmtp(round: number, mode: SmtpMode): Promise<Measurement> {
+  async function postfixSmtp(round: number, mode: SmtpMode, background: number): Promise<Measurement> {
     const load = loadText();
     const before = countFiles(pfNew);
     const pids0 = pidsWithCwdUnder(pfSpool);
@@ -594,6 +623,7 @@ try {
       key: mode === "generated" ? "pf_smtp_generated" : "pf_smtp_sample",
       round,
       load,
+      background,
       rate: N / r.seconds,
       messages: N,
       seconds: r.seconds,
@@ -605,19 +635,16 @@ try {
     };
   }
 
-  const settle = () => sleep(1500);
   const madmailSet = async (round: number) => {
-    for (const f of [() => mxdeliv(round), () => madmailSmtp(round, "generated"), () => madmailSmtp(round, "sample")]) {
-      await settle();
-      const m = await f();
+    for (const f of [(bg: number) => mxdeliv(round, bg), (bg: number) => madmailSmtp(round, "generated", bg), (bg: number) => madmailSmtp(round, "sample", bg)]) {
+      const m = await f(await waitQuiet());
       measurements.push(m);
       logRun(m);
     }
   };
   const postfixSet = async (round: number) => {
     for (const mode of ["generated", "sample"] as const) {
-      await settle();
-      const m = await postfixSmtp(round, mode);
+      const m = await postfixSmtp(round, mode, await waitQuiet());
       measurements.push(m);
       logRun(m);
     }
@@ -691,7 +718,7 @@ function report(): string {
   out.push(`Command: \`${COMMAND}\` (from the repository root; dist/madmail built from the working tree)  `);
   out.push(`Machine: ${machine}  `);
   out.push(`Versions: ${versions}  `);
-  out.push(`Settings: ${ROUNDS} rounds, madmail and Postfix alternating which goes first; wrk -t${THREADS} -c${CONNS} -d${DURATION}s --latency; smtp-source -s ${SESSIONS} -m ${N} -d (connections reused); medians over the rounds.`);
+  out.push(`Settings: ${ROUNDS} rounds, madmail and Postfix alternating which goes first; wrk -t${THREADS} -c${CONNS} -d${DURATION}s --latency; smtp-source -s ${SESSIONS} -m ${N} -d (connections reused); before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s: other developers share it); medians over the rounds.`);
   out.push("");
   out.push("| Benchmark | msg/s (median) | per round | p50 / p99 ms | server CPU-s per 1000 msgs | load generator CPU-s per 1000 msgs |");
   out.push("| --- | ---: | --- | --- | ---: | ---: |");
@@ -721,6 +748,10 @@ function report(): string {
   out.push(`| madmail SMTP door ÷ Postfix SMTP accept (both -l ${GENERATED_LEN}) (reported; goal ${MIN_RATIO}x) | ${dec(mmSmtp / pf)}x | ${verdict(mmSmtp / pf >= MIN_RATIO)} |`);
   out.push(`| same message both sides: madmail SMTP ÷ Postfix SMTP (both -F sample; informational) | ${dec(mmSmtpF / pfF)}x | |`);
   out.push(`| same message: madmail /mxdeliv ÷ Postfix SMTP (-F sample; informational) | ${dec(mx / pfF)}x | |`);
+  // CPU per message is much less sensitive to other load on the machine than msg/s
+  const pfCost = perK("pf_smtp_generated", (m) => m.serverCpuTotal ?? NaN);
+  out.push(`| CPU cost (informational): Postfix CPU-s per 1000 msgs accepted + delivered (-l ${GENERATED_LEN}) ÷ madmail's, /mxdeliv | ${dec(pfCost / perK("mm_mxdeliv", (m) => m.serverCpu))}x | |`);
+  out.push(`| CPU cost (informational): the same ÷ madmail SMTP door (-l ${GENERATED_LEN}) | ${dec(pfCost / perK("mm_smtp_generated", (m) => m.serverCpu))}x | |`);
   if (finalStatus) {
     out.push(`| RSS of serve after the run < ${MAX_RSS_MB} MB | VmRSS ${dec(finalStatus.rssMb, 1)} MB (peak VmHWM ${dec(finalStatus.hwmMb, 1)} MB; after each round: ${rssAfterRound.map((x) => x.toFixed(1)).join(", ")}) | ${verdict(finalStatus.rssMb < MAX_RSS_MB)} |`);
   }

@@ -80,11 +80,20 @@ export default command({
   },
 });
 
-/** The header block: everything before the first empty line (RFC 5322 section 2.1), CRLF as LF. */
+/**
+ * The header block: the header fields before the first empty line (RFC 5322 section 2.1), CRLF
+ * as LF. It also ends at the first line that is neither a field nor a folded continuation, so
+ * that a message without the empty line never shows its body.
+ */
 function headerBlock(head: Uint8Array, size: number): { text: string; truncated: boolean } {
-  const text = new TextDecoder().decode(head).replace(/\r\n/g, "\n");
-  const end = text.indexOf("\n\n");
-  if (end >= 0) return { text: text.slice(0, end), truncated: false };
-  // No empty line: a message without a body, or a header block longer than what was read.
-  return { text: text.replace(/\n$/, ""), truncated: size > head.length };
+  const lines = new TextDecoder().decode(head).split(/\r?\n/);
+  const complete = size <= head.length;
+  // The last line of a partial read may be cut: leave it out.
+  if (!complete) lines.pop();
+  const out: string[] = [];
+  for (const line of lines) {
+    if (!/^[!-9;-~]+:/.test(line) && !(out.length && /^[ \t]/.test(line))) return { text: out.join("\n"), truncated: false };
+    out.push(line);
+  }
+  return { text: out.join("\n"), truncated: !complete };
 }
