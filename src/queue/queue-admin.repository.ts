@@ -1,8 +1,10 @@
 // The sysadmin side of the queue (postqueue, postsuper, qshape): look at entries, hold,
 // release, retry, flush, delete. The delivery worker (queue.repository.ts) only takes rows that
 // are queued/deferred and due, or delivering with a lapsed lease, and its own updates apply
-// only while the row is still delivering under its lease; so the writes here never touch a
-// row under a live lease, and a worker that loses a row to them simply finds it gone.
+// only while the row is still delivering under its lease. So the writes here never touch a row
+// under a live lease; a delivering row whose lease lapsed (its worker died) may be held or
+// deleted, as the worker itself would take it again, and a late worker's update then matches
+// nothing.
 import { sql, type Expression, type SqlBool } from "kysely";
 import type { Db } from "../db/open.ts";
 import type { DeliveryAttemptRow, DeliveryRow, DeliveryState, MessageRow } from "../db/schema.ts";
@@ -49,12 +51,8 @@ export interface QueueStats {
   domains: DomainShape[];
 }
 
-/** What `queue show` needs besides the delivery row. */
-export interface QueueEntryDetail {
-  delivery: DeliveryRow;
-  message: Pick<MessageRow, "mail_from" | "size" | "door" | "auth_user" | "received_at"> & { head: Uint8Array };
-  attempts: DeliveryAttemptRow[];
-}
+/** A message's envelope and the start of its text, for `queue show`. */
+export type MessageHead = Pick<MessageRow, "mail_from" | "size" | "door" | "auth_user" | "received_at"> & { head: Uint8Array };
 
 /** Rows counted per state, in the whole queue or for one destination domain. */
 export async function countByState(db: Db, domain?: string): Promise<StateCounts> {
@@ -141,7 +139,7 @@ export async function findByIdPrefix(db: Db, prefix: string, limit: number): Pro
 }
 
 /** The message's envelope and the first HEADER_READ_LIMIT bytes of it (never the whole body). */
-export async function findMessageHead(db: Db, messageId: string): Promise<QueueEntryDetail["message"] | undefined> {
+export async function findMessageHead(db: Db, messageId: string): Promise<MessageHead | undefined> {
   const row = await db.selectFrom("messages")
     .select(["mail_from", "size", "door", "auth_user", "received_at", sql<Uint8Array>`substr(body, 1, ${HEADER_READ_LIMIT})`.as("head")])
     .where("id", "=", messageId).executeTakeFirst();
@@ -201,11 +199,12 @@ export async function flushDeferred(db: Db, now: number): Promise<string[]> {
  * else whether the message went too.
  */
 export async function deleteDelivery(trx: Db, row: Pick<DeliveryRow, "id" | "message_id">, now: number): Promise<{ messageDeleted: boolean } | null> {
-  await trx.deleteFrom("delivery_attempts").where("delivery_id", "=", row.id).execute();
   const r = await trx.deleteFrom("deliveries").where("id", "=", row.id)
     .where((eb) => eb.or([eb("state", "!=", "delivering"), lapsedLease(now)]))
     .executeTakeFirst();
   if (r.numDeletedRows === 0n) return null;
+  // The foreign key cascades already; this covers a connection without foreign_keys = ON.
+  await trx.deleteFrom("delivery_attempts").where("delivery_id", "=", row.id).execute();
   return { messageDeleted: await deleteOrphanMessage(trx, row.message_id) };
 }
 

@@ -308,6 +308,28 @@ describe("show", () => {
     expect(await ok(["queue", "show", "0jm7ggggggggh001"])).toEndWith("\n(header block longer than 64 KiB; cut there)\n");
   });
 
+  test("without the empty line, the header block ends at the first line that is no header field", async () => {
+    const binary = new Uint8Array(3000).map((_, i) => (i * 7919) % 256);
+    insert(
+      [
+        { id: "0jm7hhhhhhhhhhhh", from: "a@chat.test", body: "Subject: x\r\n Folded\r\n-----BEGIN PGP MESSAGE-----\r\nSECRET-BODY-TEXT\r\n", door: "smtp", received: T },
+        { id: "0jm7jjjjjjjjjjjj", from: "a@chat.test", body: binary, door: "smtp", received: T },
+      ],
+      [
+        { id: "0jm7hhhhhhhhk001", msg: "0jm7hhhhhhhhhhhh", domain: "b.example", rcpts: ["b@b.example"], state: "queued", next: T, created: T },
+        { id: "0jm7jjjjjjjjk001", msg: "0jm7jjjjjjjjjjjj", domain: "b.example", rcpts: ["b@b.example"], state: "queued", next: T, created: T,
+          error: "550 \x1b]0;owned\x07 bad" },
+      ],
+    );
+    expect(await json(["queue", "show", "0jm7hhhhhhhhk001"])).toMatchObject({ headers: "Subject: x\n Folded", headers_truncated: false });
+    expect(await ok(["queue", "show", "0jm7hhhhhhhhk001"])).toEndWith("\nHEADERS\nSubject: x\n Folded\n");
+    expect(await json(["queue", "show", "0jm7jjjjjjjjk001"])).toMatchObject({ headers: "", headers_truncated: false, last_error: "550 \x1b]0;owned\x07 bad" });
+    const shown = await ok(["queue", "show", "0jm7jjjjjjjjk001"]);
+    expect(shown).toContain("\nLast error:   550 ]0;owned bad\n");
+    expect(shown).toEndWith("\nHEADERS\n\n");
+    expect(await ok(["queue", "list", "--state", "queued"])).not.toContain("\x1b");
+  });
+
   test("a unique prefix is enough; an exact ID wins", async () => {
     expect((await json(["queue", "show", "0jm2"])).id).toBe(ID.d2);
     expect((await json(["queue", "show", "0jm1aaaaaaaab002"])).id).toBe(ID.d1b);
@@ -390,7 +412,7 @@ describe("retry", () => {
   });
 
   test.each([
-    [[ID.d2], 1, `queue entry ${ID.d2} is queued and due now; only deferred and dead entries can be retried`],
+    [[ID.d2], 1, `queue entry ${ID.d2} is queued, due now; only deferred and dead entries can be retried`],
     [[ID.d3], 1, `queue entry ${ID.d3} is held (release it with \`madmail queue release ${ID.d3}\`); only deferred and dead entries can be retried`],
     [[ID.d4], 1, `queue entry ${ID.d4} is being delivered right now; only deferred and dead entries can be retried`],
     [[ID.d6], 1, `queue entry ${ID.d6} is delivered already; only deferred and dead entries can be retried`],
@@ -420,6 +442,15 @@ describe("hold and release", () => {
     expect(r.next_attempt_at).toBeLessThanOrEqual(Date.now());
   });
 
+  test("releasing an entry past its lifetime says that one failure is final", async () => {
+    insert([], [{ id: "0jm3ccccccccd002", msg: "0jm3cccccccccccc", domain: "f.example", rcpts: ["y@f.example"], state: "held", next: T,
+      created: T - 6 * DAY, expires: T - DAY }]);
+    const expired = new Date(T - DAY).toISOString().slice(0, 19).replace("T", " ");
+    expect(await ok(["queue", "release", "0jm3ccccccccd002"]))
+      .toBe(`Released: 0jm3ccccccccd002 (queued, due now; its lifetime ended ${expired}, so if this attempt fails it is given up)\n`);
+    expect(row("0jm3ccccccccd002")).toMatchObject({ state: "queued", expires_at: T - DAY });
+  });
+
   test("a queued entry can be held; --quiet prints nothing", async () => {
     expect(await ok(["queue", "hold", ID.d2, "--quiet"])).toBe("");
     expect(row(ID.d2)!.state).toBe("held");
@@ -437,7 +468,7 @@ describe("hold and release", () => {
     ["hold", ID.d6, 1, `queue entry ${ID.d6} is delivered already; only queued and deferred entries can be held`],
     ["hold", "0jm9zzzzzzzzzzzz", 1, 'no queue entry "0jm9zzzzzzzzzzzz"'],
     ["release", ID.d1a, 1, `queue entry ${ID.d1a} is deferred, next attempt in 20m, not held`],
-    ["release", ID.d2, 1, `queue entry ${ID.d2} is queued and due now, not held`],
+    ["release", ID.d2, 1, `queue entry ${ID.d2} is queued, due now, not held`],
     ["release", ID.d4, 1, `queue entry ${ID.d4} is being delivered right now, not held`],
     ["release", "0jm9zzzzzzzzzzzz", 1, 'no queue entry "0jm9zzzzzzzzzzzz"'],
     ["release", "0jm", 2, 'queue ID prefix "0jm" is too short: give at least 4 characters'],

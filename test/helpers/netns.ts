@@ -14,7 +14,11 @@
 //   await net.exec("a", ["getent", "hosts", "mx.b.test"]);
 //   const p = net.spawn("a", ["/path/madmail", "serve", ...], { env, log: "/tmp/x/serve.log" });
 //   await net.waitTcp("a", "10.99.0.1", 25);
-//   await net.down();   // also run at process exit if forgotten
+//   await net.down();
+// If down() is never reached (the test process is killed; `bun test` emits no "exit" event), a
+// watchdog process started by netnsUp removes everything once the test process is gone, and the
+// next netnsUp removes namespaces of dead test processes (mmt-<pid>-*) too.
+// All hosts must be in one /24 (the switch is a plain bridge, there is no router).
 //
 // Also here: startPostfixIn(), a throw-away Postfix on <ip>:25 inside a namespace that stores mail
 // for its domains in Maildirs (virtual(8)), built from the same templates as peers.ts' startPostfix
@@ -173,6 +177,46 @@ export function reapStaleNamespaces(): string[] {
   return gone;
 }
 
+/** Start time of a process (field 22 of /proc/<pid>/stat), to tell it from a later one with the same PID. */
+function startTime(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
+}
+
+const WATCHDOG = `
+const fs = require("node:fs");
+const cfg = JSON.parse(process.env.MMT_NETNS_WATCH);
+const same = () => { try { const st = fs.readFileSync("/proc/" + cfg.pid + "/stat", "utf8"); const f = st.slice(st.lastIndexOf(")") + 2).split(" "); return f[0] !== "Z" && f[19] === cfg.start; } catch { return false; } };
+while (same()) await Bun.sleep(500);
+for (const ns of cfg.namespaces) {
+  const r = Bun.spawnSync([cfg.ip, "netns", "pids", ns], { stderr: "ignore" });
+  for (const p of r.stdout.toString().split(/\\s+/).filter(Boolean)) { try { process.kill(Number(p), "SIGKILL"); } catch {} }
+}
+for (const ns of cfg.namespaces) {
+  Bun.spawnSync([cfg.ip, "netns", "del", ns], { stderr: "ignore" });
+  fs.rmSync("/etc/netns/" + ns, { recursive: true, force: true });
+}
+try { fs.rmdirSync("/etc/netns"); } catch {}
+let adopted = [];
+try { adopted = JSON.parse(fs.readFileSync(cfg.dir + "/adopted.json", "utf8")); } catch {}
+for (const p of adopted) fs.rmSync(p, { recursive: true, force: true });
+fs.rmSync(cfg.dir, { recursive: true, force: true });
+`;
+
+function startWatchdog(ip: string, namespaces: string[], dir: string): Bun.Subprocess {
+  const cfg = { pid: process.pid, start: startTime(process.pid), ip, namespaces, dir };
+  const setsid = which("setsid");
+  // setsid: not in our process group, so a Ctrl-C to the test run does not end it too.
+  const proc = Bun.spawn([...(setsid ? [setsid] : []), process.execPath, "-e", WATCHDOG], {
+    env: { ...ENV, MMT_NETNS_WATCH: JSON.stringify(cfg) },
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "ignore",
+  });
+  proc.unref();
+  return proc;
+}
+
 // ---------------------------------------------------------------------------------------------
 // netnsUp
 
@@ -219,7 +263,12 @@ export interface Netns {
   waitTcp(host: string, addr: string, port: number, timeoutMs?: number): Promise<void>;
   /** dnsmasq's query log. */
   dnsLog(): string;
-  /** Ends every process inside (SIGTERM, SIGKILL after graceMs), deletes the namespaces, /etc/netns/<ns> and dir. Idempotent. */
+  /**
+   * Hands a scratch path (instance directory, sandbox) to this set: removed by down() after the
+   * processes inside have ended, or by the watchdog if the test process dies first.
+   */
+  adopt(path: string): void;
+  /** Ends every process inside (SIGTERM, SIGKILL after graceMs), deletes the namespaces, /etc/netns/<ns>, dir and adopted paths. Idempotent. */
   down(graceMs?: number): Promise<void>;
 }
 
@@ -254,6 +303,7 @@ export async function netnsUp(opts: NetnsOptions): Promise<Netns> {
   const dir = mkdtempSync(join(tmpdir(), "mm-netns-"));
   chmodSync(dir, 0o755);
   const procs: Bun.Subprocess[] = [];
+  const adopted: string[] = [];
   let isDown = false;
 
   // Our spawned processes that still run (exitCode is null until Bun has seen the exit; the
@@ -266,6 +316,8 @@ export async function netnsUp(opts: NetnsOptions): Promise<Netns> {
     killAll(ours(), "SIGKILL");
     for (const ns of created) killAll(nsPids(ip, ns), "SIGKILL");
     for (const ns of created.reverse()) removeNamespace(ip, ns);
+    if (watchdog.exitCode === null) watchdog.kill("SIGKILL");
+    for (const p of adopted) rmSync(p, { recursive: true, force: true });
     try {
       rmdirSync("/etc/netns"); // only when empty: another run may still use it
     } catch {
@@ -275,6 +327,9 @@ export async function netnsUp(opts: NetnsOptions): Promise<Netns> {
   };
   const handle = { downSync };
   live.add(handle);
+  // `bun test` emits no "exit" event, and a killed test process runs no hook at all: a watchdog in
+  // its own session removes everything once this process is gone. down() ends it.
+  const watchdog = startWatchdog(ip, [sw, ...all.map((h) => nsName(h.name))], dir);
 
   const ipc = async (...args: string[]) => must(await run([ip, ...args]), `ip ${args.join(" ")}`);
   const nsArgv = (host: string, cmd: string[]) => {
@@ -318,6 +373,12 @@ export async function netnsUp(opts: NetnsOptions): Promise<Netns> {
       const r = await run(nsArgv(host, [process.execPath, "-e", script]), { timeoutMs: timeoutMs + 5_000, env: ENV });
       if (r.code !== 0) throw new Error(`nothing accepts connections on ${addr}:${port} (seen from ${host}) after ${timeoutMs} ms ${r.stderr}`);
     },
+    adopt(path) {
+      const p = resolve(path);
+      if (p === "/" || !p.startsWith(tmpdir() + "/")) throw new Error(`adopt: only paths below ${tmpdir()}, not ${p}`);
+      adopted.push(p);
+      writeFileSync(join(dir, "adopted.json"), JSON.stringify(adopted));
+    },
     dnsLog() {
       const f = join(dir, "dnsmasq.log");
       return existsSync(f) ? readFileSync(f, "utf8") : "";
@@ -329,6 +390,8 @@ export async function netnsUp(opts: NetnsOptions): Promise<Netns> {
       const end = Date.now() + graceMs;
       while (pids().length && Date.now() < end) await sleep(50);
       downSync();
+      // Let Bun collect its children's exit status (no zombies left behind).
+      await Promise.race([Promise.all(procs.map((p) => p.exited)), sleep(1_000)]);
     },
   };
 

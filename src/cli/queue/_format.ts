@@ -37,9 +37,9 @@ export async function resolveEntry(db: Db, input: string): Promise<DeliveryRow> 
 export function describeState(row: DeliveryRow, now: number): string {
   switch (row.state) {
     case "queued":
-      return row.next_attempt_at <= now ? "queued and due now" : `queued, due in ${formatAge(row.next_attempt_at - now)}`;
+      return `queued, due ${nextAttempt(row, now)}`;
     case "deferred":
-      return `deferred, next attempt ${row.next_attempt_at <= now ? "now" : `in ${formatAge(row.next_attempt_at - now)}`}`;
+      return `deferred, next attempt ${nextAttempt(row, now)}`;
     case "held":
       return `held (release it with \`madmail queue release ${row.id}\`)`;
     case "delivering":
@@ -47,7 +47,7 @@ export function describeState(row: DeliveryRow, now: number): string {
     case "delivered":
       return "delivered already";
     case "dead":
-      return "dead (retry it with `madmail queue retry " + row.id + "`)";
+      return `dead (retry it with \`madmail queue retry ${row.id}\`)`;
   }
 }
 
@@ -107,19 +107,15 @@ export function parseRcpts(json: string): string[] {
   return [json];
 }
 
-/** Two most significant units: 45s, 12m, 3h5m, 2d4h. */
+/** 45s, 12m, 3h5m, 2d4h: the largest unit, and from hours up the next one too. */
 export function formatAge(ms: number): string {
   const s = Math.max(0, Math.floor(ms / 1000));
-  const units: [string, number][] = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
-  for (let i = 0; i < units.length; i++) {
-    const [name, size] = units[i]!;
-    if (s < size && i < units.length - 1) continue;
-    const big = Math.floor(s / size);
-    const next = units[i + 1];
-    const small = next && name !== "m" ? Math.floor((s % size) / next[1]) : 0;
-    return `${big}${name}${small ? `${small}${next![0]}` : ""}`;
-  }
-  return "0s";
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  const [big, bigUnit, small, smallUnit] = s < 86400
+    ? [Math.floor(s / 3600), "h", Math.floor((s % 3600) / 60), "m"]
+    : [Math.floor(s / 86400), "d", Math.floor((s % 86400) / 3600), "h"];
+  return `${big}${bigUnit}${small ? `${small}${smallUnit}` : ""}`;
 }
 
 /** 812, 4.2K, 13K, 1.5M: bytes in binary multiples, compact for a table column. */

@@ -15,7 +15,8 @@ export default command({
     return withDb(args, async ({ db }) => {
       const now = Date.now();
       const d = await resolveEntry(db, input);
-      const [m, attempts] = [await findMessageHead(db, d.message_id), await listAttempts(db, d.id)];
+      const m = await findMessageHead(db, d.message_id);
+      const attempts = await listAttempts(db, d.id);
       const headers = m ? headerBlock(m.head, m.size) : { text: "", truncated: false };
       const rcpts = parseRcpts(d.rcpts);
       if (args.json) {

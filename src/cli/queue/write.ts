@@ -15,6 +15,7 @@ import {
 import { withWriteTransaction, type Db } from "../../db/open.ts";
 import { loadConfig } from "../../db/settings.ts";
 import { conflict, usageError } from "../../errors.ts";
+import { tableTime } from "../../util/time.ts";
 
 const retry = command({
   meta: { name: "retry", description: "Requeue deferred and dead entries for delivery now (dead ones get a new lifetime)" },
@@ -76,13 +77,15 @@ const release = command({
   run: ({ args }) => {
     const input = checkId(args.id);
     return withDb(args, async ({ db }) => {
-      const id = await withWriteTransaction(db, async (trx) => {
+      const { row, now } = await withWriteTransaction(db, async (trx) => {
         const now = Date.now();
         const row = await resolveEntry(trx, input);
         if (!(await releaseDelivery(trx, row.id, now))) throw conflict(`queue entry ${row.id} is ${describeState(row, now)}, not held`);
-        return row.id;
+        return { row, now };
       });
-      say(args, `Released: ${id} (queued, due now)`);
+      // Holding does not stop the clock (as in Postfix): past its lifetime, one failure is final.
+      const expired = row.expires_at <= now ? `; its lifetime ended ${tableTime(row.expires_at)}, so if this attempt fails it is given up` : "";
+      say(args, `Released: ${row.id} (queued, due now${expired})`);
     });
   },
 });
