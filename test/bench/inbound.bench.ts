@@ -155,6 +155,21 @@ function postfixCpu(spool: string): number {
   return pidsWithCwdUnder(spool).reduce((sum, pid) => sum + procCpu(pid), 0);
 }
 
+/** stime+cstime of one process in seconds: the kernel part of procCpu. */
+function procSys(pid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[12]) + Number(f[14])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+
+function postfixSys(spool: string): number {
+  return pidsWithCwdUnder(spool).reduce((sum, pid) => sum + procSys(pid), 0);
+}
+
 /** The machine's CPU counters (first line of /proc/stat: user nice system idle iowait irq softirq steal) and every visible process. */
 interface Snapshot {
   machine: number[];
@@ -442,6 +457,8 @@ interface Measurement {
   seconds: number;
   /** CPU seconds of the server (madmail serve, or the whole Postfix instance) during the timed part. */
   serverCpu: number;
+  /** the part of serverCpu spent in the kernel (system time: syscalls, fsync, loopback TCP) */
+  serverSys: number;
   /** Postfix: CPU seconds from the start until every message is in the Maildir. */
   serverCpuTotal?: number;
   /** Postfix: seconds from the start until every message is in the Maildir. */
@@ -462,7 +479,7 @@ function runLine(m: Measurement): string {
   const deliv = m.deliveredSeconds !== undefined ? ` in_maildir_after=${dec(m.deliveredSeconds)}s cpu_until_in_maildir=${dec(m.serverCpuTotal!)}s` : "";
   const o = m.other;
   const other = `other_cpu=${dec(o.total)}s(kernel_threads=${dec(o.kernel)} harness=${dec(o.harness)} other_procs=${dec(o.visible)}${o.top ? `[${o.top}]` : ""} unseen=${dec(o.unseen)}) irq+softirq=${dec(o.irq)}s steal=${dec(o.steal)}s`;
-  return `r${m.round} ${m.key.padEnd(17)} ${int(m.rate).padStart(6)} msg/s n=${m.messages} t=${dec(m.seconds)}s${lat} server_cpu=${dec(m.serverCpu)}s client_cpu=${dec(m.clientCpu)}s ${other}${deliv} busy_before=${dec(m.background)}cores loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
+  return `r${m.round} ${m.key.padEnd(17)} ${int(m.rate).padStart(6)} msg/s n=${m.messages} t=${dec(m.seconds)}s${lat} server_cpu=${dec(m.serverCpu)}s(sys=${dec(m.serverSys)}) client_cpu=${dec(m.clientCpu)}s ${other}${deliv} busy_before=${dec(m.background)}cores loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
 }
 
 function logRun(m: Measurement): void {
@@ -545,8 +562,10 @@ try {
     const before = countFiles(mmNew);
     const s0 = snapshot();
     const cpu0 = procCpu(servePid);
+    const sys0 = procSys(servePid);
     const w = await runWrk(mxdelivUrl);
     const cpu1 = procCpu(servePid);
+    const sys1 = procSys(servePid);
     const s1 = snapshot();
     const delivered = (await settledCount(() => countFiles(mmNew))) - before;
     if (w.non2xx > 0) problems.push(`round ${round} /mxdeliv: ${w.non2xx} non-2xx responses: the run is INVALID\n${w.out}`);
@@ -565,6 +584,7 @@ try {
       messages: w.requests,
       seconds: DURATION,
       serverCpu: cpu1 - cpu0,
+      serverSys: sys1 - sys0,
       clientCpu: w.clientCpu,
       other: otherCpu(s0, s1, [servePid], cpu1 - cpu0, w.clientCpu),
       p50: w.p50,
@@ -578,8 +598,10 @@ try {
     const before = countFiles(mmNew);
     const s0 = snapshot();
     const cpu0 = procCpu(servePid);
+    const sys0 = procSys(servePid);
     const r = await spawnClient(smtpSourceArgs(mmSmtp, mode));
     const cpu1 = procCpu(servePid);
+    const sys1 = procSys(servePid);
     const s1 = snapshot();
     const delivered = countFiles(mmNew) - before;
     if (r.code !== 0 || r.out.trim()) problems.push(`round ${round} madmail SMTP ${mode}: smtp-source exited ${r.code}: ${r.out.trim().slice(0, 2000)}`);
@@ -593,6 +615,7 @@ try {
       messages: N,
       seconds: r.seconds,
       serverCpu: cpu1 - cpu0,
+      serverSys: sys1 - sys0,
       clientCpu: r.clientCpu,
       other: otherCpu(s0, s1, [servePid], cpu1 - cpu0, r.clientCpu),
     };
@@ -604,9 +627,11 @@ try {
     const pids0 = pidsWithCwdUnder(pfSpool);
     const s0 = snapshot();
     const cpu0 = postfixCpu(pfSpool);
+    const sys0 = postfixSys(pfSpool);
     const t0 = performance.now();
     const r = await spawnClient(smtpSourceArgs(pfPort, mode));
     const cpu1 = postfixCpu(pfSpool);
+    const sys1 = postfixSys(pfSpool);
     const s1 = snapshot();
     const pids1 = pidsWithCwdUnder(pfSpool);
     if (r.code !== 0 || r.out.trim()) problems.push(`round ${round} Postfix SMTP ${mode}: smtp-source exited ${r.code}: ${r.out.trim().slice(0, 2000)}`);
@@ -628,6 +653,7 @@ try {
       messages: N,
       seconds: r.seconds,
       serverCpu: cpu1 - cpu0,
+      serverSys: sys1 - sys0,
       serverCpuTotal: cpu2 - cpu0,
       deliveredSeconds,
       clientCpu: r.clientCpu,
@@ -652,17 +678,22 @@ try {
 
   console.log(`# inbound benchmark: ${ROUNDS} rounds; wrk -t${THREADS} -c${CONNS} -d${DURATION}s; smtp-source -s ${SESSIONS} -m ${N} -d`);
   console.log(`# madmail serve pid ${servePid} http 127.0.0.1:${mmHttp} smtp 127.0.0.1:${mmSmtp}; Postfix smtpd 127.0.0.1:${pfPort} (${pfDir})`);
-  // Warm-up, not measured: JIT, connection pools, the Maildirs, Postfix's daemons.
+  // Warm-up, not measured: the JIT (madmail's first 10 s of load cost ~1.5x the CPU per message
+  // of later ones), the Maildirs, Postfix's daemons. Both sides get every kind of message.
   {
-    const w = await spawnClient([WRK!, "-t1", "-c4", "-d2s", "-s", LUA, mxdelivUrl], { BODY: SAMPLE, MAIL_FROM: GATED_SENDER, MAIL_TO: RCPT });
+    console.log("# warm-up (not measured)");
+    const w = await spawnClient([WRK!, `-t${THREADS}`, `-c${CONNS}`, "-d5s", "-s", LUA, mxdelivUrl], { BODY: SAMPLE, MAIL_FROM: GATED_SENDER, MAIL_TO: RCPT });
     if (w.code !== 0 || /Non-2xx/.test(w.out)) throw new Error(`warm-up against /mxdeliv failed:\n${w.out}`);
+    const WARM = 1000;
     for (const port of [mmSmtp, pfPort]) {
-      const r = await spawnClient([SMTP_SOURCE!, "-s", "4", "-m", "400", "-d", "-F", SAMPLE, "-f", GATED_SENDER, "-t", RCPT, `127.0.0.1:${port}`]);
-      if (r.code !== 0 || r.out.trim()) throw new Error(`warm-up smtp-source against ${port} failed: ${r.out}`);
+      for (const body of [["-l", String(GENERATED_LEN), "-f", PASSTHROUGH_SENDER], ["-F", SAMPLE, "-f", GATED_SENDER]]) {
+        const r = await spawnClient([SMTP_SOURCE!, "-s", String(SESSIONS), "-m", String(WARM), "-d", ...body, "-t", RCPT, `127.0.0.1:${port}`]);
+        if (r.code !== 0 || r.out.trim()) throw new Error(`warm-up smtp-source against ${port} failed: ${r.out}`);
+      }
     }
-    const deadline = Date.now() + 60_000;
-    while (countFiles(pfNew) < 400 && Date.now() < deadline) await sleep(50);
-    if (countFiles(pfNew) < 400) throw new Error(`Postfix did not deliver the warm-up messages to ${pfNew}\n${pf.queue()}\n${pf.logs().slice(-3000)}`);
+    const deadline = Date.now() + 120_000;
+    while (countFiles(pfNew) < 2 * WARM && Date.now() < deadline) await sleep(50);
+    if (countFiles(pfNew) < 2 * WARM) throw new Error(`Postfix did not deliver the warm-up messages to ${pfNew}\n${pf.queue()}\n${pf.logs().slice(-3000)}`);
   }
   for (let round = 1; round <= ROUNDS; round++) {
     if (round % 2) {
@@ -725,7 +756,7 @@ function report(): string {
   for (const k of Object.keys(LABELS) as Key[]) {
     if (!by(k).length) continue;
     const lat = k === "mm_mxdeliv" ? `${dec(med(k, (m) => m.p50))} / ${dec(med(k, (m) => m.p99))}` : "";
-    out.push(`| ${LABELS[k]} | ${int(med(k, (m) => m.rate))} | ${by(k).map((m) => int(m.rate)).join(", ")} | ${lat} | ${dec(perK(k, (m) => m.serverCpu), 3)} | ${dec(perK(k, (m) => m.clientCpu), 3)} |`);
+    out.push(`| ${LABELS[k]} | ${int(med(k, (m) => m.rate))} | ${by(k).map((m) => int(m.rate)).join(", ")} | ${lat} | ${dec(perK(k, (m) => m.serverCpu), 3)} (kernel ${dec(100 * median(by(k).map((m) => m.serverSys / m.serverCpu)), 0)}%) | ${dec(perK(k, (m) => m.clientCpu), 3)} |`);
   }
   for (const k of ["pf_smtp_generated", "pf_smtp_sample"] as const) {
     if (!by(k).length) continue;

@@ -125,3 +125,25 @@ describe.skipIf(!have.dovecot)("Dovecot reads what madmail delivered", () => {
     expect(got.message).toBe(new TextDecoder().decode(body).replace(/\r?\n/g, "\r\n"));
   }, 60_000);
 });
+
+describe.skipIf(!have.swaks)("swaks submits through madmail's submission door", () => {
+  test("AUTH PLAIN and LOGIN over STARTTLS; mail for a remote domain is queued", async () => {
+    const { s } = await startMadmail();
+    await s.box.run(["user", "add", "alice@chat.test", "--password-stdin"], { stdin: "alicepw\n" });
+    // Keep the queued mail on this machine: no MX lookup for remote.test, a closed local port.
+    await s.box.run(["endpoint-cache", "set", "remote.test", "http://127.0.0.1:9/mxdeliv"]);
+    for (const method of ["PLAIN", "LOGIN"]) {
+      const r = await swaks(["--server", `127.0.0.1:${s.submissionPort}`, "--tls", "--auth", method, "--auth-user", "alice@chat.test", "--auth-password", "alicepw",
+        "--from", "alice@chat.test", "--to", "someone@remote.test", "--data", `@${SAMPLE}`]);
+      expect(r.out).toContain("=== TLS started with cipher");
+      expect(r.out).toMatch(/<~ {2}235 /);
+      expect(r.code).toBe(0);
+    }
+    const bad = await swaks(["--server", `127.0.0.1:${s.submissionPort}`, "--tls", "--auth", "PLAIN", "--auth-user", "alice@chat.test", "--auth-password", "nope",
+      "--from", "alice@chat.test", "--to", "someone@remote.test", "--data", `@${SAMPLE}`]);
+    expect(bad.out).toContain("535 5.7.8");
+    const rows = JSON.parse((await s.box.run(["queue", "list", "--json"])).stdout);
+    expect(rows.length).toBe(2);
+    expect(rows.every((r: { rcpt_domain: string }) => r.rcpt_domain === "remote.test")).toBe(true);
+  });
+});

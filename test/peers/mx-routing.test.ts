@@ -192,6 +192,9 @@ describe.skipIf(why.length > 0)("outbound delivery by MX records (network namesp
 
   afterAll(async () => {
     await Promise.allSettled([a?.stop(), c?.stop(), postfix?.stop()]);
+    if (process.env.MX_ROUTING_LOGS) {
+      console.log(`--- madmail A ---\n${a?.logs()}\n--- madmail C ---\n${c?.logs()}\n--- Postfix ---\n${postfix?.logs()}\n--- dnsmasq ---\n${net?.dnsLog()}`);
+    }
     await net?.down();
     a?.box.cleanup();
     c?.box.cleanup();
