@@ -47,6 +47,20 @@ export interface QueueWorker {
 
 const MAX_SLEEP_MS = 2000;
 
+function candidateHost(c: Candidate): string {
+  return c.transport === "smtp" ? c.host : new URL(c.url).hostname;
+}
+
+/**
+ * Connection-level failures that say the host, not just this port, is out of reach. Bun
+ * reports "no route to host" as ECONNREFUSED, so a refusal that took seconds counts too
+ * (a real refusal comes back within milliseconds).
+ */
+function hostUnreachable(detail: string, ms: number): boolean {
+  if (/EHOSTUNREACH|ENETUNREACH|EHOSTDOWN|ETIMEDOUT|timed out|ENOTFOUND|EAI_AGAIN/.test(detail)) return true;
+  return /ECONNREFUSED/.test(detail) && ms > 1500;
+}
+
 export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   const inflight = new Map<string, { claimed: Claimed; done: Promise<void> }>();
   const perDomain = new Map<string, number>();
@@ -159,12 +173,21 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         let lastPermanent: string | null = null;
         let lastTemporary: string | null = null;
         let delivered: { key: string; refused: RecipientRefusal[] } | null = null;
+        // A host that cannot be reached at all (no route, connect timeout) is skipped for its
+        // other transports: three more waits would only delay the next MX.
+        const unreachable = new Set<string>();
         for (const cand of route.candidates) {
           if (abort.signal.aborted) break;
           const key = candidateKey(cand);
+          const host = candidateHost(cand);
+          if (unreachable.has(host)) {
+            attempts.push({ deliveryId: d.id, transport: cand.transport, endpoint: key, outcome: "note", detail: `skipped: ${host} unreachable`, ms: null });
+            continue;
+          }
           const t = performance.now();
           const r = await send(cand, out, snap.config["delivery.timeout"] * 1000, snap.config.hostname);
           const ms = Math.round(performance.now() - t);
+          if (r.outcome === "temporary" && hostUnreachable(r.detail, ms)) unreachable.add(host);
           attempts.push({ deliveryId: d.id, transport: route.via === "smarthost" ? "smarthost" : cand.transport, endpoint: key, outcome: r.outcome, detail: r.detail, ms });
           deps.track?.(d.rcpt_domain, cand.transport, r.outcome === "delivered", ms, r.outcome === "delivered" ? undefined : r.detail);
           if (r.outcome === "delivered") {

@@ -1,7 +1,8 @@
 // Inbound throughput benchmark (not a test: bun test ignores *.bench.ts).
 //
 //   ./node_modules/.bin/bun test/bench/inbound.bench.ts [--rounds 3] [--duration 10]
-//       [--connections 32] [--threads 2] [--messages 10000] [--sessions 20] [--no-results]
+//       [--connections 32] [--threads 2] [--messages 8000] [--sessions 20] [--quiet-wait 60]
+//       [--no-results]
 //
 // Needs dist/madmail (./node_modules/.bin/bun build.ts), wrk, smtp-source and postfix, and root
 // (the Postfix master starts as root). Everything listens on 127.0.0.1 and lives in temp dirs that
@@ -20,7 +21,8 @@
 // as requests completed (plus at most the requests in flight when wrk stopped); every SMTP run must
 // put exactly N files in the Maildir. CPU time of the server processes (madmail serve; every process
 // of the Postfix instance) and of the load generator is sampled around each run, as is the machine's
-// total busy CPU (to see other load on a shared machine). Prints a markdown report and writes it into
+// total busy CPU (to see other load on a shared machine); before each run it waits (up to
+// --quiet-wait seconds) for the machine to be nearly idle. Prints a markdown report and writes it into
 // test/bench/RESULTS.md (section between the inbound.bench.ts markers; --no-results skips that).
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -830,7 +832,13 @@ What each benchmark measures:
     and delivers afterwards. The accept rate (-l 4800) is the reference of both ratios; the rate until
     the last message is in the Maildir is shown too.
   - RSS (VmRSS, and VmHWM = peak) of serve after the runs; CPU seconds per 1000 messages of the server
-    processes (madmail serve; every process of the Postfix instance) and of the load generator.
+    processes (madmail serve; every process of the Postfix instance, whose accept-window figure
+    includes the delivery work that runs concurrently) and of the load generator (wrk/smtp-source).
+    CPU per message moves much less than msg/s when other work shares the machine.
+
+  The machine is shared with other developers: before each run the script waits until the machine is
+  nearly idle, and every run line records the load average, the busy CPU just before, and the CPU
+  that was neither server nor load generator during the run, so disturbed runs can be recognised.
 
   smtp-source's generated body is plaintext, which madmail's PGP gate refuses (523 Encryption
   Needed); the generated-body runs therefore use the sender bench@remote.test, which the benchmark

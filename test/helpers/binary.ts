@@ -1,6 +1,6 @@
 // Runs the compiled binary (dist/madmail) the way a sysadmin would: copied to a temporary
 // directory with no node_modules beside it, against a fresh state file.
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -21,19 +21,32 @@ export interface Sandbox {
   cleanup(): void;
 }
 
-let sharedCopy: { dir: string; bin: string } | undefined;
+let sharedCopy: string | undefined;
 
-/** One copy of the binary per test process, outside the repository. */
+/**
+ * One copy of the binary per build, outside the repository, shared by every test process
+ * (bun test never emits "exit", so a per-process copy could not be cleaned up). Copies of
+ * older builds are removed.
+ */
 export function binaryCopy(): string {
-  if (!sharedCopy) {
-    const dir = mkdtempSync(join(tmpdir(), "madmail-bin-"));
-    const bin = join(dir, "madmail");
-    copyFileSync(SOURCE_BINARY, bin);
-    Bun.spawnSync(["chmod", "+x", bin]);
-    sharedCopy = { dir, bin };
-    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  if (sharedCopy) return sharedCopy;
+  const st = statSync(SOURCE_BINARY);
+  const key = `madmail-bin-${st.size}-${Math.floor(st.mtimeMs)}`;
+  const dir = join(tmpdir(), key);
+  const bin = join(dir, "madmail");
+  for (const old of readdirSync(tmpdir())) {
+    if (old.startsWith("madmail-bin-") && old !== key) rmSync(join(tmpdir(), old), { recursive: true, force: true });
   }
-  return sharedCopy.bin;
+  if (!existsSync(bin)) {
+    mkdirSync(dir, { recursive: true });
+    // Copy then rename: a parallel test process never runs a half-written file.
+    const tmp = `${bin}.${process.pid}.tmp`;
+    copyFileSync(SOURCE_BINARY, tmp);
+    chmodSync(tmp, 0o755);
+    renameSync(tmp, bin);
+  }
+  sharedCopy = bin;
+  return bin;
 }
 
 export function sandbox(): Sandbox {
