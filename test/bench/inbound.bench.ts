@@ -24,8 +24,8 @@
 // total busy CPU (to see other load on a shared machine); before each run it waits (up to
 // --quiet-wait seconds) for the machine to be nearly idle. Prints a markdown report and writes it into
 // test/bench/RESULTS.md (section between the inbound.bench.ts markers; --no-results skips that).
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort, havePeers, mailOwner, peerDir, startPostfix, type PostfixInstance } from "../helpers/peers.ts";
@@ -492,6 +492,8 @@ function logRun(m: Measurement): void {
 // main
 
 const startedAt = new Date();
+const binaryBuilt = statSync(BIN).mtime.toISOString();
+const gitHead = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) || "?";
 let exitCode = 0;
 let finalStatus: { rssMb: number; hwmMb: number } | undefined;
 const rssAfterRound: number[] = [];
@@ -742,7 +744,7 @@ function report(): string {
     `temp dirs on ${sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", tmpdir()]).replace(/\s+/, " on ") || "?"} (${tmpdir()})`,
   ].join("; ");
   const versions = [
-    `madmail ${sh([BIN, "--version"]) || "?"}`,
+    `madmail ${sh([BIN, "--version"]) || "?"} (dist/madmail built ${binaryBuilt}, repository HEAD ${gitHead})`,
     `bun ${Bun.version}`,
     `Postfix ${sh(["postconf", "-d", "-h", "mail_version"]) || "?"}`,
     `${(sh(["wrk", "--version"]).split("\n")[0] ?? "").replace(/ Copyright.*/, "") || "wrk ?"}`,

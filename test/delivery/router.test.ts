@@ -1,0 +1,122 @@
+// The router's decisions, table by table, against a real state file and a fake MX resolver.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openDb, type OpenedDb } from "../../src/db/open.ts";
+import { loadConfig } from "../../src/db/settings.ts";
+import { candidateKey, routeDomain, type RouterContext } from "../../src/delivery/router.ts";
+import { upsertOverride } from "../../src/delivery/endpoint-overrides.ts";
+import { learnEndpoint } from "../../src/delivery/endpoint-cache.ts";
+import { toRules } from "../../src/policy/federation.ts";
+import { nextAttemptAt } from "../../src/queue/schedule.ts";
+import type { MxResult } from "../../src/delivery/mx.ts";
+import type { ExchangerRow } from "../../src/db/schema.ts";
+
+let dir: string;
+let state: OpenedDb;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "madmail-router-"));
+  state = await openDb(join(dir, "db"));
+  await upsertOverride(state.db, "rewritten.test", "https://relay.test:8443/mxdeliv", null);
+  await upsertOverride(state.db, "*.wild.test", "10.0.0.9", null);
+  await upsertOverride(state.db, "deep.x.wild.test", "exact.test:2525", null);
+  await upsertOverride(state.db, "via-pull.test", "exchanger:hub", null);
+});
+afterAll(async () => {
+  await state.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const mxTable: Record<string, MxResult> = {
+  "two.test": { kind: "hosts", hosts: ["mx1.two.test", "mx2.two.test"], implicit: false },
+  "learned.test": { kind: "hosts", hosts: ["mx.learned.test"], implicit: false },
+  "nullmx.test": { kind: "none", reason: "nullmx.test publishes a null MX: it accepts no mail" },
+  "flaky.test": { kind: "error", reason: "MX lookup for flaky.test failed: ESERVFAIL" },
+};
+
+const exchanger = (o: Partial<ExchangerRow>): ExchangerRow => ({
+  name: "x", url: "https://x.test", enabled: 1, mode: "push", poll_interval: 60, domains: "", fallback: 0, token_hash: null, remote_token: null,
+  last_poll_at: null, last_pull_at: null, last_error: null, created_at: 0, updated_at: 0, ...o,
+});
+
+async function ctx(over: Partial<RouterContext> = {}): Promise<RouterContext> {
+  return {
+    db: state.db, config: await loadConfig(state.db), rules: toRules("accept", [{ domain: "blocked.test", kind: "block" }, { domain: "quiet.test", kind: "dismiss" }]),
+    localDomains: new Set(["a.test"]), exchangers: [
+      exchanger({ name: "hub", mode: "pull", domains: "" }),
+      exchanger({ name: "pusher", url: "https://push.test", domains: "pushed.test" }),
+      exchanger({ name: "spare", url: "https://spare.test", domains: "*", fallback: 1 }),
+    ],
+    resolveMx: async (d) => mxTable[d] ?? { kind: "none", reason: `${d} has no MX and no address (ENOTFOUND)` },
+    ...over,
+  };
+}
+
+const keys = async (domain: string, over?: Partial<RouterContext>) => {
+  const r = await routeDomain(domain, await ctx(over));
+  return r.kind === "try" ? { via: r.via, keys: r.candidates.map(candidateKey) } : r;
+};
+
+describe("routeDomain", () => {
+  test.each([
+    ["blocked.test", { kind: "reject", reason: "blocked.test is refused by the federation policy" }],
+    ["sub.blocked.test", { kind: "reject", reason: "sub.blocked.test is refused by the federation policy" }],
+    ["quiet.test", { kind: "dismiss", reason: "quiet.test is on the dismiss list" }],
+    ["via-pull.test", { kind: "hold", exchanger: "hub", reason: 'held for exchanger "hub" to pull' }],
+    ["nullmx.test", { kind: "permanent", reason: "nullmx.test publishes a null MX: it accepts no mail" }],
+    ["flaky.test", { kind: "temporary", reason: "MX lookup for flaky.test failed: ESERVFAIL" }],
+  ])("%s -> %o", async (domain, expected) => {
+    expect(await routeDomain(domain, await ctx())).toEqual(expected as never);
+  });
+
+  test("endpoint rewrites: URL, wildcard host, exact beats wildcard", async () => {
+    expect(await keys("rewritten.test")).toEqual({ via: "rewrite", keys: ["https:https://relay.test:8443/mxdeliv"] });
+    expect(await keys("a.wild.test")).toEqual({ via: "rewrite", keys: ["https:https://10.0.0.9/mxdeliv", "http:http://10.0.0.9/mxdeliv", "smtp:10.0.0.9:25"] });
+    expect(await keys("deep.x.wild.test")).toEqual({
+      via: "rewrite", keys: ["https:https://exact.test:2525/mxdeliv", "http:http://exact.test:2525/mxdeliv", "smtp:exact.test:2525"],
+    });
+    // The wildcard does not match the bare parent domain.
+    expect((await keys("wild.test")).kind).toBe("permanent");
+  });
+
+  test("a push exchanger serving the domain; a fallback exchanger is not used for routing", async () => {
+    expect(await keys("pushed.test")).toEqual({ via: "exchanger", keys: ["https:https://push.test/mxdeliv"] });
+    expect(await keys("two.test")).toMatchObject({ via: "direct" });
+  });
+
+  test("smarthost takes all remote mail that no rewrite or exchanger claims", async () => {
+    const config = { ...(await loadConfig(state.db)), "relay.smarthost": { host: "smart.test", port: 587 } };
+    expect(await keys("two.test", { config })).toEqual({ via: "smarthost", keys: ["smtp:smart.test:587"] });
+    expect(await keys("rewritten.test", { config })).toMatchObject({ via: "rewrite" });
+  });
+
+  test("direct: per MX host https, https://domain once, http, smtp:25, in preference order", async () => {
+    expect(await keys("two.test")).toEqual({
+      via: "direct",
+      keys: [
+        "https:https://mx1.two.test/mxdeliv", "https:https://two.test/mxdeliv", "http:http://mx1.two.test/mxdeliv", "smtp:mx1.two.test:25",
+        "https:https://mx2.two.test/mxdeliv", "http:http://mx2.two.test/mxdeliv", "smtp:mx2.two.test:25",
+      ],
+    });
+  });
+
+  test("a learned endpoint goes first until it is old enough to re-probe", async () => {
+    await learnEndpoint(state.db, "learned.test", "smtp", "mx.learned.test:25", true, Date.now());
+    expect((await keys("learned.test")) as { keys: string[] }).toMatchObject({ keys: ["smtp:mx.learned.test:25", "https:https://mx.learned.test/mxdeliv", "https:https://learned.test/mxdeliv", "http:http://mx.learned.test/mxdeliv"] });
+    const later = Date.now() + 2 * 3600_000;
+    expect((await keys("learned.test", { now: later })) as { keys: string[] }).toMatchObject({ keys: ["https:https://mx.learned.test/mxdeliv", "https:https://learned.test/mxdeliv", "http:http://mx.learned.test/mxdeliv", "smtp:mx.learned.test:25"] });
+  });
+});
+
+describe("retry schedule", () => {
+  const schedule = [60, 300, 900, 1800, 3600, 7200];
+  test.each([[1, 60], [2, 300], [6, 7200], [7, 7200], [50, 7200]])("try %d waits about %d s, within ±10%%", (tries, wait) => {
+    for (const r of [0, 0.5, 0.999]) {
+      const dt = (nextAttemptAt(schedule, tries, 0, () => r)) / 1000;
+      expect(dt).toBeGreaterThanOrEqual(wait * 0.9);
+      expect(dt).toBeLessThanOrEqual(wait * 1.1);
+    }
+    expect(nextAttemptAt(schedule, tries, 0, () => 0)).not.toBe(nextAttemptAt(schedule, tries, 0, () => 0.99));
+  });
+});
