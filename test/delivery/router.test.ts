@@ -77,7 +77,7 @@ describe("routeDomain", () => {
       via: "rewrite", keys: ["https:https://exact.test:2525/mxdeliv", "http:http://exact.test:2525/mxdeliv", "smtp:exact.test:2525"],
     });
     // The wildcard does not match the bare parent domain.
-    expect((await keys("wild.test")).kind).toBe("permanent");
+    expect(await keys("wild.test")).toMatchObject({ kind: "permanent" });
   });
 
   test("a push exchanger serving the domain; a fallback exchanger is not used for routing", async () => {
