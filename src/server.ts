@@ -10,6 +10,7 @@ import { createWriteBatcher, type WriteBatcher } from "./db/write-batcher.ts";
 import { createHttpApp } from "./http.ts";
 import { createAcceptor } from "./inbound/accept.ts";
 import { mountMxdeliv } from "./inbound/mxdeliv.ts";
+import { mountExchangerPull } from "./exchanger/pull-endpoint.ts";
 import { startSmtpDoor, type SmtpDoor, type SmtpDoorKind } from "./inbound/smtp.ts";
 import { createSnapshotSource, type SnapshotSource } from "./inbound/snapshot.ts";
 import type { Envelope } from "./inbound/types.ts";
@@ -98,11 +99,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
 
   const running: RunningServer = { http: null, doors: {}, stop };
+  // Aborted first on stop: long-polling pulls answer at once.
+  const shutdown = new AbortController();
   const stops: (() => Promise<void>)[] = [];
   let stopped = false;
   async function stop(): Promise<void> {
     if (stopped) return;
     stopped = true;
+    shutdown.abort();
     // Listeners first (no new mail), then the worker (in-flight deliveries), then the files.
     for (const s of stops.reverse()) await s().catch((err) => log.warn(err));
     await worker.stop((await snapshot.get()).config["delivery.shutdown_grace"] * 1000);
@@ -116,7 +120,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const httpAddrs = (["http", "https"] as const).filter((n) => addr(n));
     if (httpAddrs.length) {
       const app = createHttpApp({ startedAt: Date.now() });
-      mountMxdeliv(app, acceptor, snapshot);
+      mountMxdeliv(app, acceptor, snapshot, state.db);
+      mountExchangerPull(app, { db: state.db, snapshot, events, signal: shutdown.signal });
       for (const name of httpAddrs) {
         const a = addr(name)!;
         if (name === "https" && !tls) {

@@ -144,6 +144,22 @@ const hostPort = (description: string, defaultPort: number) =>
     normalise: (t) => t.trim().toLowerCase(),
   });
 
+const domainList = (description: string) =>
+  def<string[]>({
+    type: "list",
+    default: "",
+    description,
+    expected: "a comma-separated list of domains (a.example,b.example)",
+    parse: (t) => {
+      const items = t.split(",").map((s) => s.trim()).filter(Boolean);
+      const out = items.map((d) => normaliseDomain(d));
+      const bad = items.find((_, i) => !out[i]);
+      if (bad !== undefined) throw new Error(`"${bad}" is not a domain`);
+      return out as string[];
+    },
+    normalise: (t) => t.split(",").map((s) => normaliseDomain(s.trim()) ?? s.trim()).filter(Boolean).join(","),
+  });
+
 const addressList = (description: string) =>
   def<string[]>({
     type: "list",
@@ -202,6 +218,9 @@ export const settingsRegistry = {
   "relay.smarthost_tls": choice(["starttls", "tls", "none"] as const, "starttls", "Smarthost connection: starttls (required), tls (implicit, port 465) or none"),
   "relay.smarthost_user": text("", "Smarthost AUTH user name (empty: no AUTH)"),
   "relay.smarthost_password": text("", "Smarthost AUTH password"),
+  "delivery.reroute_after": duration("10m", "Mail still deferred this long moves to the fallback exchanger (0 = never)", 0),
+  "relay.domains": domainList("Recipient domains this server accepts on /mxdeliv and SMTP to pass on (as an exchanger relaying for others)"),
+  "exchanger.pull_lease": duration("5m", "How long pulled messages stay handed out before they are offered again unless acknowledged", 10),
   "log.format": choice(["human", "json"] as const, "human", "Log format of serve (human or json lines on stderr)"),
 } as const;
 

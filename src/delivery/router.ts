@@ -12,15 +12,16 @@ import { findLearnedEndpoint } from "./endpoint-cache.ts";
 import { resolveMxHosts, type MxResult } from "./mx.ts";
 
 export type Candidate =
-  | { transport: "https" | "http"; url: string; verifyTls: boolean }
+  /** `bearer`: our token at an exchanger partner, so that it passes our mail on. */
+  | { transport: "https" | "http"; url: string; verifyTls: boolean; bearer?: string }
   | { transport: "smtp"; host: string; port: number; tls: "required" | "opportunistic" | "implicit" | "none"; verifyTls: boolean; auth?: { user: string; pass: string } };
 
 export type Route =
   | { kind: "reject"; reason: string }
   | { kind: "dismiss"; reason: string }
   /** Held for a pull exchanger (or an exchanger the router cannot use yet). */
-  | { kind: "hold"; exchanger: string; reason: string }
-  | { kind: "try"; via: "rewrite" | "exchanger" | "smarthost" | "direct"; candidates: Candidate[]; learn: boolean }
+  | { kind: "hold"; exchanger: string; reason: string; reroutedTo?: string }
+  | { kind: "try"; via: "rewrite" | "exchanger" | "smarthost" | "direct"; candidates: Candidate[]; learn: boolean; reroutedTo?: string }
   | { kind: "permanent"; reason: string }
   | { kind: "temporary"; reason: string };
 
@@ -32,12 +33,22 @@ export interface RouterContext {
   exchangers: readonly ExchangerRow[];
   resolveMx?: (domain: string) => Promise<MxResult>;
   now?: number;
+  /** The queue row being routed: for delayed reroute to the fallback exchanger. */
+  delivery?: { created_at: number; tries: number; rerouted_to: string | null };
 }
 
 export async function routeDomain(domain: string, ctx: RouterContext): Promise<Route> {
   const policy = federationVerdict(ctx.rules, domain, (d) => ctx.localDomains.has(d));
   if (policy === "reject") return { kind: "reject", reason: `${domain} is refused by the federation policy` };
   if (policy === "dismiss") return { kind: "dismiss", reason: `${domain} is on the dismiss list` };
+
+  // Delayed reroute (Momentum's XFER): mail that keeps failing for delivery.reroute_after goes
+  // to the enabled fallback exchanger, and stays with it once moved.
+  const rerouted = reroute(ctx);
+  if (rerouted) {
+    const r = exchangerRoute(rerouted, rerouted.name, ctx);
+    if (r.kind === "try" || r.kind === "hold") return { ...r, reroutedTo: rerouted.name };
+  }
 
   const override = await lookupOverride(ctx.db, domain);
   if (override) {
@@ -95,7 +106,18 @@ function exchangerRoute(e: ExchangerRow | undefined, name: string, ctx: RouterCo
   if (!e) return { kind: "temporary", reason: `endpoint rewrite points at exchanger "${name}", which does not exist` };
   if (e.enabled !== 1) return { kind: "temporary", reason: `exchanger "${name}" is disabled` };
   if (e.mode === "pull") return { kind: "hold", exchanger: name, reason: `held for exchanger "${name}" to pull` };
-  return { kind: "try", via: "exchanger", candidates: [urlCandidate(`${e.url}/mxdeliv`, ctx.config)], learn: false };
+  const candidate = urlCandidate(`${e.url}/mxdeliv`, ctx.config);
+  if (candidate.transport !== "smtp" && e.remote_token) candidate.bearer = e.remote_token;
+  return { kind: "try", via: "exchanger", candidates: [candidate], learn: false };
+}
+
+function reroute(ctx: RouterContext): ExchangerRow | undefined {
+  const d = ctx.delivery;
+  const after = ctx.config["delivery.reroute_after"] * 1000;
+  if (!d) return undefined;
+  if (d.rerouted_to) return ctx.exchangers.find((e) => e.name === d.rerouted_to && e.enabled === 1);
+  if (after <= 0 || d.tries < 1 || (ctx.now ?? Date.now()) - d.created_at < after) return undefined;
+  return ctx.exchangers.find((e) => e.enabled === 1 && e.fallback === 1);
 }
 
 function urlCandidate(url: string, config: Config): Candidate {

@@ -29,8 +29,11 @@ export interface AcceptDeps {
 /** Doors through which other servers deliver to us. */
 const PEER_DOORS: ReadonlySet<Envelope["door"]> = new Set(["mxdeliv", "smtp", "lmtp", "pull"]);
 
-/** Doors whose senders may send to other domains: authenticated users and the local CLI. */
-const RELAY_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send"]);
+/**
+ * Doors whose senders may send to other domains: authenticated users, the local CLI, and mail
+ * pulled from a configured exchanger partner (which may be passed on).
+ */
+const RELAY_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send", "pull"]);
 
 type Planned =
   | { kind: "local"; address: string; quota: number; used: number }
@@ -149,7 +152,10 @@ export function createAcceptor(deps: AcceptDeps) {
     if (!address) return { kind: "done", verdict: { verdict: "reject", reason: "bad_address", detail: `bad address ${rcpt}` } };
     const domain = domainOf(address);
     if (!snap.localDomains.has(domain)) {
-      if (RELAY_DOORS.has(env.door) && deps.enqueue) return { kind: "remote", address, domain };
+      // Relaying: trusted doors, an authenticated exchanger partner, or a domain this server
+      // passes on for others (relay.domains, as an exchanger).
+      const relay = RELAY_DOORS.has(env.door) || env.trustedPeer !== undefined || snap.config["relay.domains"].includes(domain);
+      if (relay && deps.enqueue) return { kind: "remote", address, domain };
       // /mxdeliv answers foreign domains like unknown users (no relaying, no tell).
       if (env.door === "mxdeliv") return { kind: "drop", note: "unknown_user" };
       return { kind: "done", verdict: { verdict: "reject", reason: "relay_denied", detail: `${domain} is not local` } };

@@ -7,10 +7,12 @@ import { normaliseAddress } from "../util/names.ts";
 import type { Acceptor } from "./accept.ts";
 import { HTTP_ERROR, toHttpReply, type HttpReply } from "./replies.ts";
 import type { SnapshotSource } from "./snapshot.ts";
+import type { Db } from "../db/open.ts";
+import { bearerToken, exchangerByToken } from "../exchanger/auth.ts";
 
 const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
-export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource): void {
+export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource, db: Db): void {
   app.post("/mxdeliv", async (event) => {
     const req = event.req;
     try {
@@ -27,6 +29,9 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       const body = await readLimited(req, limit);
       if (!body) return reply({ status: 413, body: "message too large" });
       const deliveryId = req.headers.get("x-madmail-delivery-id")?.trim();
+      // An exchanger partner identifies itself with its token: its mail may be passed on.
+      const token = bearerToken(req.headers.get("authorization"));
+      const partner = token ? await exchangerByToken(db, token) : null;
       const result = await acceptor.accept({
         door: "mxdeliv",
         peer: remoteIp(event) ?? "unknown",
@@ -34,6 +39,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
         rcpts,
         body,
         deliveryId: deliveryId && DELIVERY_ID_RE.test(deliveryId) ? deliveryId : undefined,
+        trustedPeer: partner?.name,
       });
       return reply(toHttpReply(result.rcpts));
     } catch (err) {

@@ -142,7 +142,10 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     // Authenticated users may write to anyone; the pipeline decides the rest after DATA.
     if (submission) return null;
     const snap = await snapshot.get();
-    if (!snap.localDomains.has(domainOf(address))) return kind === "lmtp" ? "unknown_user" : "relay_denied";
+    if (!snap.localDomains.has(domainOf(address))) {
+      if (kind === "smtp" && snap.config["relay.domains"].includes(domainOf(address))) return null;
+      return kind === "lmtp" ? "unknown_user" : "relay_denied";
+    }
     if (kind !== "lmtp") return null;
     if (isReservedLocalPart(address)) return "unknown_user";
     const user = await findUser(db, address);

@@ -14,6 +14,8 @@ export interface Envelope {
   deliveryId?: string;
   /** The authenticated local user (submission). */
   authUser?: string;
+  /** The exchanger partner that authenticated this /mxdeliv request with its token. */
+  trustedPeer?: string;
 }
 
 /** Why a recipient is refused; each door maps these to its own replies (replies.ts). */

@@ -101,10 +101,11 @@ function toBytes(v: unknown): Uint8Array {
   throw new TypeError(`unexpected BLOB value: ${Object.prototype.toString.call(v)}`);
 }
 
-export type Outcome =
+export type Outcome = (
   | { state: "delivered"; route: string }
   | { state: "deferred"; route: string | null; error: string; nextAttemptAt: number }
-  | { state: "dead"; route: string | null; error: string };
+  | { state: "dead"; route: string | null; error: string }
+) & { /** Delayed reroute: the fallback exchanger this row now goes through. */ reroutedTo?: string };
 
 /** Applies an outcome if the lease is still ours; returns false if the row was taken from us. */
 export async function settleDelivery(trx: Kysely<Database>, c: Claimed, outcome: Outcome, now = Date.now()): Promise<boolean> {
@@ -116,6 +117,7 @@ export async function settleDelivery(trx: Kysely<Database>, c: Claimed, outcome:
     next_attempt_at: outcome.state === "deferred" ? outcome.nextAttemptAt : c.delivery.next_attempt_at,
     lease_until: null,
     updated_at: now,
+    ...(outcome.reroutedTo ? { rerouted_to: outcome.reroutedTo } : {}),
   }).where("id", "=", c.delivery.id).where("state", "=", "delivering").where("lease_until", "=", c.lease).executeTakeFirst();
   return r.numUpdatedRows > 0n;
 }

@@ -144,6 +144,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     }
     const route = await routeDomain(d.rcpt_domain, {
       db: deps.db, config: snap.config, rules: snap.rules, localDomains: snap.localDomains, exchangers: snap.exchangers, resolveMx: deps.resolveMx,
+      delivery: d,
     }).catch((err): Route => ({ kind: "temporary", reason: `routing failed: ${(err as Error).message}` }));
     const attempts: AttemptRecord[] = [];
     const note = (transport: string, endpoint: string, detail: string) =>
@@ -163,11 +164,18 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         outcome = { state: "delivered", route: "dismissed" };
         break;
       case "hold":
+        // Waits for the exchanger's pull (route exchanger:NAME marks it for the pull endpoint);
+        // re-routed on the retry schedule in case the configuration changes.
+        if (route.reroutedTo && !d.rerouted_to) note("reroute", `exchanger:${route.reroutedTo}`, `rerouted to fallback exchanger ${route.reroutedTo}`);
+        outcome = { ...defer(c, snap.config["queue.retry_schedule"], route.reason, `exchanger:${route.exchanger}`), reroutedTo: route.reroutedTo };
+        if (outcome.state === "dead") failed = rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; never pulled by exchanger ${route.exchanger}` }));
+        break;
       case "temporary":
-        note(route.kind === "hold" ? "exchanger" : "router", d.rcpt_domain, route.reason);
+        note("router", d.rcpt_domain, route.reason);
         outcome = defer(c, snap.config["queue.retry_schedule"], route.reason, null);
         break;
       case "try": {
+        if (route.reroutedTo && !d.rerouted_to) note("reroute", `exchanger:${route.reroutedTo}`, `rerouted to fallback exchanger ${route.reroutedTo}`);
         const body = await deps.sign(msg.body, domainOf(msg.mail_from || "@" + d.rcpt_domain));
         const out: OutboundMessage = { mailFrom: msg.mail_from, rcpts, body, deliveryId: d.id };
         let lastPermanent: string | null = null;
@@ -212,6 +220,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           outcome = { state: "dead", route: null, error: lastPermanent ?? "no route" };
           failed = rcpts.map((address) => ({ address, status: "5.0.0", diagnostic: `x-madmail; ${lastPermanent}` }));
         }
+        if (route.reroutedTo) outcome = { ...outcome, reroutedTo: route.reroutedTo };
         if (route.learn && delivered) {
           const [transport, ...rest] = delivered.key.split(":");
           await deps.writes.run((trx) => learnEndpoint(trx, d.rcpt_domain, transport!, rest.join(":"), true));
@@ -222,6 +231,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
 
     const settled = await settle(c, outcome, attempts);
     if (!settled) return;
+    if (route.kind === "hold") deps.events.emit("held", route.exchanger);
     if (outcome.state === "delivered" && d.tries > 0) {
       // The destination answers again: bring its other deferred mail forward, spaced out.
       await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)));
@@ -256,7 +266,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     if (cand.transport === "smtp") {
       return sendSmtp(msg, { host: cand.host, port: cand.port, name: hostname, tls: cand.tls, verifyTls: cand.verifyTls, timeoutMs, auth: cand.auth, signal: abort.signal });
     }
-    return postMxdeliv(msg, { url: cand.url, verifyTls: cand.verifyTls, timeoutMs, signal: abort.signal });
+    return postMxdeliv(msg, { url: cand.url, verifyTls: cand.verifyTls, timeoutMs, signal: abort.signal, bearer: cand.bearer });
   }
 
   // Mail queued or rows changed by another process (`madmail send`, `queue flush`): look

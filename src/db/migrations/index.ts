@@ -3,6 +3,7 @@ import type { Kysely } from "kysely";
 import * as m0001 from "./0001_foundation.ts";
 import * as m0002 from "./0002_inbound.ts";
 import * as m0003 from "./0003_queue.ts";
+import * as m0004 from "./0004_exchanger_pull.ts";
 
 export interface Migration {
   name: string;
@@ -13,4 +14,5 @@ export const migrations: readonly Migration[] = [
   { name: "0001_foundation", up: m0001.up },
   { name: "0002_inbound", up: m0002.up },
   { name: "0003_queue", up: m0003.up },
+  { name: "0004_exchanger_pull", up: m0004.up },
 ];

@@ -14,6 +14,8 @@ const agents = {
 
 export interface PostOptions {
   url: string;
+  /** Our token at an exchanger partner. */
+  bearer?: string;
   verifyTls: boolean;
   timeoutMs: number;
   signal?: AbortSignal;
@@ -41,6 +43,7 @@ export function postMxdeliv(msg: OutboundMessage, opts: PostOptions): Promise<Tr
         "Content-Type": "application/octet-stream",
         "Content-Length": String(msg.body.length),
         "User-Agent": "madmail",
+        ...(opts.bearer ? { Authorization: `Bearer ${opts.bearer}` } : {}),
       },
       signal: opts.signal,
       timeout: opts.timeoutMs,

@@ -1,0 +1,156 @@
+// The pull endpoint: an exchanger partner fetches the mail held for it (route exchanger:NAME)
+// by long polling, and acknowledges what it stored. Handed-out messages are leased
+// (exchanger.pull_lease) and offered again if no ack comes in time; ack is idempotent.
+//
+//   GET  /exchanger/pull?wait=SECONDS&max=N   Authorization: Bearer TOKEN
+//        -> {"messages":[{"id","mail_from","rcpt_to":[..],"size","queued_at","body_base64"}],"more":bool}
+//   POST /exchanger/ack {"ids":[...]}          Authorization: Bearer TOKEN  -> {"acked":N}
+import type { EventEmitter } from "node:events";
+import type { H3, H3Event } from "h3";
+import { sql } from "kysely";
+import { withWriteTransaction, type Db } from "../db/open.ts";
+import type { SnapshotSource } from "../inbound/snapshot.ts";
+import { log } from "../log.ts";
+import { loadMessage } from "../queue/queue.repository.ts";
+import { bearerToken, createFailureLimiter, exchangerByToken } from "./auth.ts";
+
+const MAX_WAIT_S = 60;
+const MAX_BATCH = 500;
+const MAX_BATCH_BYTES = 64 * 1024 * 1024;
+
+export interface PullDeps {
+  db: Db;
+  snapshot: SnapshotSource;
+  /** Emits "held" (exchanger name) when the worker puts mail aside for a pull. */
+  events: EventEmitter;
+  /** Aborted on shutdown: waiting pulls answer at once. */
+  signal: AbortSignal;
+}
+
+export function mountExchangerPull(app: H3, deps: PullDeps): void {
+  const limiter = createFailureLimiter();
+
+  async function authenticate(event: H3Event): Promise<{ name: string } | Response> {
+    const peer = (event.req as Request & { ip?: string }).ip ?? "unknown";
+    if (limiter.blocked(peer)) return json({ error: "too many failed attempts, try again later" }, 429);
+    const row = await exchangerByToken(deps.db, bearerToken(event.req.headers.get("authorization")));
+    if (!row) {
+      limiter.fail(peer);
+      log.withTag("exchanger").warn(`refused pull from ${peer}: wrong, unknown or disabled token`);
+      return json({ error: "unauthorized" }, 401);
+    }
+    limiter.succeed(peer);
+    return { name: row.name };
+  }
+
+  app.get("/exchanger/pull", async (event) => {
+    const who = await authenticate(event);
+    if (who instanceof Response) return who;
+    const url = new URL(event.req.url);
+    const wait = clampInt(url.searchParams.get("wait"), 0, MAX_WAIT_S, 0);
+    const max = clampInt(url.searchParams.get("max"), 1, MAX_BATCH, 50);
+    const route = `exchanger:${who.name}`;
+    const deadline = Date.now() + wait * 1000;
+    let batch = await leaseHeld(deps, route, max);
+    while (!batch.ids.length && Date.now() < deadline && !deps.signal.aborted) {
+      await waitForHeld(deps, who.name, deadline - Date.now());
+      batch = await leaseHeld(deps, route, max);
+    }
+    await deps.db.updateTable("exchangers").set({ last_pull_at: Date.now() }).where("name", "=", who.name).execute();
+    const messages = [];
+    let bytes = 0;
+    for (const row of batch.rows) {
+      const msg = await loadMessage(deps.db, row.message_id);
+      if (!msg) continue;
+      bytes += msg.size;
+      messages.push({
+        id: row.id,
+        mail_from: msg.mail_from,
+        rcpt_to: JSON.parse(row.rcpts) as string[],
+        size: msg.size,
+        queued_at: new Date(msg.received_at).toISOString(),
+        body_base64: Buffer.from(msg.body).toString("base64"),
+      });
+      if (bytes > MAX_BATCH_BYTES) break;
+    }
+    if (messages.length) log.withTag("exchanger").info(`exchanger=${who.name} pulled=${messages.length} bytes=${bytes}`);
+    return json({ messages, more: batch.more || messages.length < batch.rows.length });
+  });
+
+  app.post("/exchanger/ack", async (event) => {
+    const who = await authenticate(event);
+    if (who instanceof Response) return who;
+    let ids: unknown;
+    try {
+      ids = ((await event.req.json()) as { ids?: unknown }).ids;
+    } catch {
+      return json({ error: 'expected JSON {"ids":[...]}' }, 400);
+    }
+    if (!Array.isArray(ids) || ids.length > 10_000 || !ids.every((i) => typeof i === "string" && i.length <= 64)) {
+      return json({ error: 'expected JSON {"ids":[...]} with at most 10000 string ids' }, 400);
+    }
+    const acked = await ackPulled(deps.db, `exchanger:${who.name}`, ids as string[]);
+    if (acked) log.withTag("exchanger").info(`exchanger=${who.name} acked=${acked}`);
+    return json({ acked });
+  });
+}
+
+/** Leases up to `max` held rows (and rows whose pull lease ran out) for this exchanger. */
+async function leaseHeld(deps: PullDeps, route: string, max: number) {
+  const leaseMs = (await deps.snapshot.get()).config["exchanger.pull_lease"] * 1000;
+  const now = Date.now();
+  return withWriteTransaction(deps.db, async (trx) => {
+    const rows = await trx.selectFrom("deliveries").select(["id", "message_id", "rcpts", "state", "lease_until"])
+      .where("route", "=", route)
+      .where((eb) => eb.or([eb("state", "=", "deferred"), eb.and([eb("state", "=", "delivering"), eb("lease_until", "<", now)])]))
+      .orderBy("created_at").limit(max + 1).execute();
+    const take = rows.slice(0, max);
+    for (const r of take) {
+      await trx.updateTable("deliveries").set({ state: "delivering", lease_until: now + leaseMs, updated_at: now }).where("id", "=", r.id).execute();
+    }
+    return { rows: take, ids: take.map((r) => r.id), more: rows.length > max };
+  });
+}
+
+async function ackPulled(db: Db, route: string, ids: string[]): Promise<number> {
+  if (!ids.length) return 0;
+  const now = Date.now();
+  return withWriteTransaction(db, async (trx) => {
+    const r = await trx.updateTable("deliveries")
+      .set({ state: "delivered", lease_until: null, last_error: null, updated_at: now, tries: sql`tries + 1` })
+      .where("id", "in", ids).where("route", "=", route).where("state", "=", "delivering")
+      .executeTakeFirst();
+    const n = Number(r.numUpdatedRows);
+    if (n) {
+      const acked = await trx.selectFrom("deliveries").select("id").where("id", "in", ids).where("state", "=", "delivered").where("updated_at", "=", now).execute();
+      await trx.insertInto("delivery_attempts").values(acked.map((a) => ({
+        delivery_id: a.id, at: now, transport: "exchanger", endpoint: route, outcome: "delivered" as const, detail: "pulled and acknowledged", ms: null,
+      }))).execute();
+    }
+    return n;
+  });
+}
+
+function waitForHeld(deps: PullDeps, name: string, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      deps.events.off("held", onHeld);
+      deps.signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const onHeld = (n: string) => n === name && done();
+    const timer = setTimeout(done, Math.max(0, ms));
+    deps.events.on("held", onHeld);
+    deps.signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function clampInt(v: string | null, min: number, max: number, dflt: number): number {
+  const n = v === null || !/^\d+$/.test(v) ? dflt : Number(v);
+  return Math.min(max, Math.max(min, n));
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+}
