@@ -33,11 +33,11 @@ describe("add", () => {
     const x = await one("relay1");
     expect(Object.keys(x)).toEqual([
       "name", "url", "mode", "domains", "poll_interval", "enabled", "fallback", "has_token",
-      "last_poll_at", "last_pull_at", "last_error", "created_at", "updated_at",
+      "last_poll_at", "last_pull_at", "last_error", "has_remote_token", "stale", "created_at", "updated_at",
     ]);
     expect(x).toMatchObject({
       name: "relay1", url: "https://relay1.example", mode: "push", domains: [], poll_interval: 60, enabled: true,
-      fallback: false, has_token: false, last_poll_at: null, last_pull_at: null, last_error: null,
+      fallback: false, has_token: false, last_poll_at: null, last_pull_at: null, last_error: null, has_remote_token: false, stale: false,
     });
     expect(x.created_at).toMatch(ISO);
   });

@@ -6,6 +6,7 @@ export default command({
   meta: { name: "exchanger", description: "Manage exchangers: trusted servers that carry mail for us (push or pull)" },
   subCommands: {
     list: () => import("./list.ts").then((m) => m.default),
+    status: () => import("./status.ts").then((m) => m.default),
     add: leaf("add"),
     set: leaf("set"),
     enable: leaf("enable"),

@@ -5,6 +5,7 @@ import { printJson, printTable, say } from "../_output.ts";
 import { listExchangers } from "../../exchanger/exchangers.ts";
 import type { ExchangerRow } from "../../db/schema.ts";
 import { isoTime, tableTime } from "../../util/time.ts";
+import { isStale } from "../../exchanger/exchanger-status.ts";
 
 export const exchangerJson = (r: ExchangerRow) => ({
   name: r.name,
@@ -18,6 +19,8 @@ export const exchangerJson = (r: ExchangerRow) => ({
   last_poll_at: isoTime(r.last_poll_at),
   last_pull_at: isoTime(r.last_pull_at),
   last_error: r.last_error,
+  has_remote_token: r.remote_token !== null,
+  stale: isStale(r),
   created_at: isoTime(r.created_at),
   updated_at: isoTime(r.updated_at),
 });
@@ -39,7 +42,7 @@ export default command({
           r.mode,
           r.domains || "-",
           `${r.poll_interval}s`,
-          r.enabled ? "yes" : "no",
+          r.enabled ? (isStale(r) ? "STALE" : "yes") : "no",
           tableTime(r.last_poll_at),
           tableTime(r.last_pull_at),
         ]),
