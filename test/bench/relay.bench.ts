@@ -1,0 +1,1450 @@
+// Outbound relay benchmark (not a test: bun test ignores *.bench.ts).
+//
+//   ./node_modules/.bin/bun test/bench/relay.bench.ts [--rounds 3] [--messages 8000] [--sessions 20]
+//       [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
+//       [--quiet-wait 30] [--only throughput,latency,backlog,profile] [--no-results]
+//
+// Needs dist/madmail (./node_modules/.bin/bun build.ts), postfix + smtp-source + smtp-sink, hyperfine
+// (optional; else timed runs), and root (the Postfix master starts as root). Everything listens on
+// 127.0.0.1 and lives in temp dirs that are removed at the end; every process started here is
+// stopped by PID (madmail, smtp-sink) or by its instance's own stop (Postfix), also on failure.
+//
+// 1. Throughput, end to end. madmail: A (sender; alice@a.test; submission with AUTH PLAIN, DKIM key
+//    for a.test, `endpoint-cache set b.test http://127.0.0.1:B/mxdeliv`) relays to B (bob@b.test,
+//    durable Maildir) over POST /mxdeliv. Postfix: a throw-away Postfix relays b.test to an
+//    smtp-sink. One load generator for both (below): SESSIONS parallel SMTP sessions, each sends
+//    MESSAGES/SESSIONS messages over the same connection (PIPELINING of MAIL/RCPT/DATA); bodies are
+//    real PGP/MIME (SKESK + SEIPD made with openpgp) of 1,024 and 4,096 bytes. accepted/s = N / time
+//    until the last 250 after DATA; delivered/s = N / time until the last message reached the far end
+//    (madmail: file in B's Maildir new/, counted with inotify and checked with readdir; Postfix:
+//    smtp-sink's message counter). Informational, in the same rounds: `smtp-source -s SESSIONS -d -F`
+//    against the same Postfix (the tool the issue's 630 msg/s came from), and Postfix relaying to a
+//    second Postfix that stores in a virtual(8) Maildir (receiver doing durable storage like B).
+//    ROUNDS rounds, the systems alternating which goes first; medians.
+// 2. Latency: one session, one message at a time, the next only after the file is in the Maildir;
+//    LATENCY messages of 1 KB (after 20 unmeasured ones). Measured from writing the end-of-data dot
+//    to (a) the 250 reply and (b) the inotify event of the file in B's Maildir new/. The same for
+//    Postfix -> Postfix (the relay instance, route c.test to the second instance's virtual Maildir).
+// 3. Backlog: a fresh A whose state file holds BACKLOG deferred deliveries (bun:sqlite, one
+//    transaction), times `madmail queue list` (first page) and `madmail queue stats`, then runs
+//    `madmail serve` on it: RSS after 10 s idle, then `madmail queue flush` with the peer unreachable
+//    (every domain rewritten to a closed port) and RSS while the worker churns through retries.
+// 4. Profile: A and B run from source under `bun --cpu-prof` for one 1 KB throughput run; the top
+//    self-time functions are summarised (this run is slower: the profiler samples every 1 ms).
+// Prints a markdown report and writes it into test/bench/RESULTS.md between the relay.bench.ts
+// markers (--no-results skips that).
+import { Database } from "bun:sqlite";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, watch, writeFileSync, type FSWatcher } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import * as openpgp from "openpgp";
+import { freePort, havePeers, mailOwner, peerDir, startPostfix, type PostfixInstance } from "../helpers/peers.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+const BIN = join(ROOT, "dist/madmail");
+const SOURCE_ENTRY = join(ROOT, "bin/madmail.ts");
+const RESULTS = join(import.meta.dir, "RESULTS.md");
+const PATH = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].filter(Boolean).join(":");
+const ENV = { ...process.env, PATH, LANG: "C", LC_ALL: "C" };
+const SENDER = "alice@a.test";
+const SENDER_PASS = "bench-pw";
+const RCPT = "bob@b.test";
+/** Postfix -> Postfix path: the relay instance routes c.test to the second instance's Maildir. */
+const RCPT_PF2 = "bob@c.test";
+const SIZES = [1024, 4096] as const;
+type Size = (typeof SIZES)[number];
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    messages: { type: "string", default: "8000" },
+    sessions: { type: "string", default: "20" },
+    latency: { type: "string", default: "500" },
+    backlog: { type: "string", default: "100000" },
+    concurrency: { type: "string", default: "32" },
+    "per-destination": { type: "string", default: "32" },
+    "quiet-wait": { type: "string", default: "30" },
+    only: { type: "string", default: "throughput,latency,backlog,profile" },
+    "no-results": { type: "boolean", default: false },
+  },
+});
+const ROUNDS = Number(values.rounds);
+const N = Number(values.messages);
+const SESSIONS = Number(values.sessions);
+const LAT_N = Number(values.latency);
+const BACKLOG = Number(values.backlog);
+const CONCURRENCY = Number(values.concurrency);
+const PER_DEST = Number(values["per-destination"]);
+const QUIET_WAIT = Number(values["quiet-wait"]);
+const PARTS = new Set(values.only!.split(",").map((s) => s.trim()));
+/** "nearly idle": busy CPU of the whole machine over 1 s, in cores */
+const QUIET_CORES = 0.3;
+const COMMAND = ["./node_modules/.bin/bun", "test/bench/relay.bench.ts", ...process.argv.slice(2)].join(" ");
+const GOAL_RATIO = 2;
+const GOAL_P50 = 5;
+const GOAL_P99 = 25;
+const GOAL_LIST_S = 0.5;
+const GOAL_STATS_S = 1;
+const GOAL_RSS_MB = 200;
+
+function die(msg: string): never {
+  console.error(`relay.bench: ${msg}`);
+  process.exit(2);
+}
+const SMTP_SOURCE = Bun.which("smtp-source", { PATH });
+const SMTP_SINK = Bun.which("smtp-sink", { PATH });
+const HYPERFINE = Bun.which("hyperfine", { PATH });
+if (!existsSync(BIN)) die(`${BIN} is missing: build it first with ./node_modules/.bin/bun build.ts`);
+if (!SMTP_SOURCE || !SMTP_SINK) die("smtp-source/smtp-sink are not installed (apt-get install -y postfix)");
+if (!havePeers().postfix) die(`cannot run a throw-away Postfix here: ${havePeers().missing.join("; ")}`);
+for (const [k, v] of Object.entries({ rounds: ROUNDS, messages: N, sessions: SESSIONS, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST })) {
+  if (!Number.isInteger(v) || v < 1) die(`--${k} must be a positive integer`);
+}
+if (N % SESSIONS) die("--messages must be a multiple of --sessions");
+for (const p of PARTS) if (!["throughput", "latency", "backlog", "profile"].includes(p)) die(`--only: unknown part ${p}`);
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
+const now = () => performance.now();
+
+function sh(cmd: string[]): string {
+  try {
+    return Bun.spawnSync(cmd, { env: ENV, stdout: "pipe", stderr: "pipe" }).stdout.toString().trim();
+  } catch {
+    return "";
+  }
+}
+
+/** utime+stime+cutime+cstime of one process in seconds (0 when gone). */
+function procCpu(pid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+
+/** Every process whose working directory is `dir` or below (each Postfix daemon chdirs to its queue). */
+function pidsWithCwdUnder(dir: string): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cwd = readlinkSync(`/proc/${e}/cwd`);
+      if (cwd === dir || cwd.startsWith(dir + "/")) out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** CPU of a whole Postfix instance: live daemons plus what the master reaped (cutime/cstime). */
+function postfixCpu(spool: string): number {
+  return pidsWithCwdUnder(spool).reduce((sum, pid) => sum + procCpu(pid), 0);
+}
+
+/** This process (load generator + harness), in seconds. */
+function selfCpu(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+function machineBusy(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
+}
+
+/** Waits (at most QUIET_WAIT s) until the machine is nearly idle; returns the busy cores of the last second. */
+async function waitQuiet(): Promise<number> {
+  const end = Date.now() + QUIET_WAIT * 1000;
+  for (;;) {
+    const a = machineBusy();
+    await sleep(1000);
+    const busy = machineBusy() - a;
+    if (busy < QUIET_CORES || Date.now() >= end) return busy;
+  }
+}
+
+function memStatus(pid: number): { rssMb: number; hwmMb: number } {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? NaN);
+    return { rssMb: kb("VmRSS") / 1024, hwmMb: kb("VmHWM") / 1024 };
+  } catch {
+    return { rssMb: NaN, hwmMb: NaN };
+  }
+}
+
+const loadText = () => readFileSync("/proc/loadavg", "utf8").trim().split(" ").slice(0, 3).join(" ");
+
+function countFiles(dir: string): number {
+  try {
+    return readdirSync(dir).length;
+  } catch {
+    return 0;
+  }
+}
+
+function clearDir(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir)) unlinkSync(join(dir, f));
+}
+
+const median = (xs: number[]) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+/** Nearest-rank percentile. */
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+const int = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
+const dec = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
+
+// ---------------------------------------------------------------------------------------------
+// clean-up of everything started here
+
+const stoppers = new Map<string, () => Promise<void>>();
+const tempDirs: string[] = [];
+let cleaned: Promise<void> | undefined;
+function cleanup(): Promise<void> {
+  cleaned ??= (async () => {
+    for (const [name, stop] of [...stoppers].reverse()) {
+      await stop().catch((e) => console.error(`stopping ${name}: ${e}`));
+    }
+    stoppers.clear();
+    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  })();
+  return cleaned;
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    console.error(`\n${sig}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function stopProc(p: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals = "SIGTERM", graceMs = 20_000): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  p.kill(signal);
+  await Promise.race([p.exited, sleep(graceMs)]);
+  if (p.exitCode === null && p.signalCode === null) {
+    p.kill("SIGKILL");
+    await p.exited;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// message bodies: real PGP/MIME (password-encrypted: SKESK v4 + SEIPD v1, as GnuPG's -c writes)
+
+const MSGID_LEN = 24;
+const MSGID_PLACEHOLDER = "#".repeat(MSGID_LEN);
+
+interface Body {
+  size: number;
+  /** dot-stuffed, CRLF; the message is pre + id (MSGID_LEN chars) + post, then ".\r\n" */
+  pre: Buffer;
+  post: Buffer;
+  /** the same message with a fixed Message-ID, as a file for smtp-source -F */
+  file: string;
+}
+
+async function makeBody(target: number, dir: string): Promise<Body> {
+  const boundary = "=-=mm-relay-bench-boundary=-=";
+  const build = async (textLen: number) => {
+    const text = Buffer.from(crypto.getRandomValues(new Uint8Array(Math.ceil((textLen * 3) / 4)))).toString("base64").slice(0, textLen);
+    const armored = (await openpgp.encrypt({
+      message: await openpgp.createMessage({ text }),
+      passwords: ["relay-bench"],
+      format: "armored",
+      config: { preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed },
+    })) as string;
+    const lines = [
+      `From: <${SENDER}>`,
+      `To: <${RCPT}>`,
+      "Subject: [...]",
+      "Date: Sat, 21 Nov 2026 12:00:00 +0000",
+      `Message-ID: <${MSGID_PLACEHOLDER}@a.test>`,
+      "MIME-Version: 1.0",
+      "Chat-Version: 1.0",
+      `Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";`,
+      ` boundary="${boundary}"`,
+      "",
+      "This is an OpenPGP/MIME encrypted message (RFC 3156).",
+      `--${boundary}`,
+      "Content-Type: application/pgp-encrypted",
+      "Content-Description: PGP/MIME version identification",
+      "",
+      "Version: 1",
+      "",
+      `--${boundary}`,
+      `Content-Type: application/octet-stream; name="encrypted.asc"`,
+      "Content-Description: OpenPGP encrypted message",
+      `Content-Disposition: inline; filename="encrypted.asc"`,
+      "",
+      ...armored.replace(/\r?\n$/, "").split(/\r?\n/),
+      "",
+      `--${boundary}--`,
+      "",
+    ];
+    return lines.join("\r\n");
+  };
+  let len = Math.max(16, target - 900);
+  let msg = await build(len);
+  for (let i = 0; i < 20 && Math.abs(msg.length - target) > 4; i++) {
+    len = Math.max(1, len + Math.round(((target - msg.length) * 3) / 4));
+    msg = await build(len);
+  }
+  const stuffed = msg.replace(/^\./gm, "..");
+  const [pre, post] = stuffed.split(MSGID_PLACEHOLDER) as [string, string];
+  const file = join(dir, `body-${target}.eml`);
+  writeFileSync(file, msg.replace(MSGID_PLACEHOLDER, "fixed-id-for-smtp-source".padEnd(MSGID_LEN, "x").slice(0, MSGID_LEN)));
+  return { size: msg.length, pre: Buffer.from(pre, "latin1"), post: Buffer.from(post, "latin1"), file };
+}
+
+const DOT = Buffer.from(".\r\n");
+function messageBytes(body: Body, id: string): Buffer {
+  return Buffer.concat([body.pre, Buffer.from(id.padEnd(MSGID_LEN, "x").slice(0, MSGID_LEN), "latin1"), body.post, DOT]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the load generator: a small SMTP client (node:net), PIPELINING of MAIL/RCPT/DATA
+
+interface Reply {
+  code: number;
+  text: string;
+}
+
+class SmtpConn {
+  private readonly sock: Socket;
+  private buf = "";
+  private partial: string[] = [];
+  private readonly ready: Reply[] = [];
+  private readonly waiters: { resolve: (r: Reply) => void; reject: (e: Error) => void }[] = [];
+  private failure: Error | null = null;
+  pipelining = false;
+
+  constructor(port: number) {
+    this.sock = connect({ port, host: "127.0.0.1" });
+    this.sock.setNoDelay(true);
+    this.sock.on("data", (d: Buffer) => this.onData(d));
+    const fail = (e: Error) => {
+      this.failure ??= e;
+      for (const w of this.waiters.splice(0)) w.reject(this.failure);
+    };
+    this.sock.on("error", fail);
+    this.sock.on("close", () => fail(new Error("connection closed by the server")));
+  }
+
+  private onData(d: Buffer): void {
+    this.buf += d.toString("latin1");
+    for (;;) {
+      const i = this.buf.indexOf("\r\n");
+      if (i < 0) break;
+      const line = this.buf.slice(0, i);
+      this.buf = this.buf.slice(i + 2);
+      if (line.length >= 4 && line[3] === "-") {
+        this.partial.push(line);
+        continue;
+      }
+      const r = { code: Number(line.slice(0, 3)), text: [...this.partial, line].join("\n") };
+      this.partial = [];
+      const w = this.waiters.shift();
+      if (w) w.resolve(r);
+      else this.ready.push(r);
+    }
+  }
+
+  reply(): Promise<Reply> {
+    const r = this.ready.shift();
+    if (r) return Promise.resolve(r);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  async expect(code: number, what: string): Promise<Reply> {
+    const r = await this.reply();
+    if (r.code !== code) throw new Error(`${what}: expected ${code}, got ${r.text}`);
+    return r;
+  }
+
+  write(data: string | Buffer): void {
+    this.sock.write(data);
+  }
+
+  static async open(port: number, auth?: { user: string; pass: string }): Promise<SmtpConn> {
+    const c = new SmtpConn(port);
+    await c.expect(220, "greeting");
+    c.write("EHLO loadgen.bench.test\r\n");
+    const ehlo = await c.expect(250, "EHLO");
+    c.pipelining = /^250[- ]PIPELINING/im.test(ehlo.text);
+    if (auth) {
+      c.write(`AUTH PLAIN ${Buffer.from(`\0${auth.user}\0${auth.pass}`).toString("base64")}\r\n`);
+      await c.expect(235, "AUTH PLAIN");
+    }
+    return c;
+  }
+
+  /** One transaction; returns when the 250 after the final dot arrived. `onDot` runs right after the dot is written. */
+  async send(from: string, to: string, message: Buffer, onDot?: () => void): Promise<void> {
+    if (this.pipelining) {
+      this.write(`MAIL FROM:<${from}>\r\nRCPT TO:<${to}>\r\nDATA\r\n`);
+      const [m, r, d] = [await this.reply(), await this.reply(), await this.reply()];
+      if (m.code !== 250 || r.code !== 250 || d.code !== 354) throw new Error(`MAIL/RCPT/DATA: ${m.text} / ${r.text} / ${d.text}`);
+    } else {
+      this.write(`MAIL FROM:<${from}>\r\n`);
+      await this.expect(250, "MAIL FROM");
+      this.write(`RCPT TO:<${to}>\r\n`);
+      await this.expect(250, "RCPT TO");
+      this.write("DATA\r\n");
+      await this.expect(354, "DATA");
+    }
+    this.write(message);
+    onDot?.();
+    await this.expect(250, "end of data");
+  }
+
+  async quit(): Promise<void> {
+    this.write("QUIT\r\n");
+    await this.reply().catch(() => undefined);
+    this.sock.end();
+  }
+}
+
+interface LoadResult {
+  /** ms from start to the last 250 after DATA */
+  acceptMs: number;
+  sent: number;
+  errors: string[];
+}
+
+/** SESSIONS sessions, each sending `perSession` messages over one connection. */
+async function runLoad(port: number, auth: { user: string; pass: string } | undefined, to: string, body: Body, perSession: number, tag: string, t0: number): Promise<LoadResult> {
+  let last = t0;
+  let sent = 0;
+  const errors: string[] = [];
+  await Promise.all(
+    Array.from({ length: SESSIONS }, async (_x, s) => {
+      let conn: SmtpConn | undefined;
+      try {
+        conn = await SmtpConn.open(port, auth);
+        for (let i = 0; i < perSession; i++) {
+          await conn.send(SENDER, to, messageBytes(body, `${tag}.${s}.${i}.`));
+          sent++;
+          last = now();
+        }
+        await conn.quit();
+      } catch (e) {
+        errors.push(`session ${s}: ${(e as Error).message}`);
+        conn?.write("QUIT\r\n");
+      }
+    }),
+  );
+  return { acceptMs: last - t0, sent, errors };
+}
+
+// ---------------------------------------------------------------------------------------------
+// counting arrivals in a Maildir new/: inotify (fs.watch) for the time, readdir to check
+
+class Arrivals {
+  private readonly watcher: FSWatcher;
+  count = 0;
+  lastAt = 0;
+  private waiters: { n: number; resolve: (t: number) => void }[] = [];
+
+  constructor(readonly dir: string) {
+    this.watcher = watch(dir, (ev, name) => {
+      if (ev !== "rename" || !name) return;
+      this.count++;
+      this.lastAt = now();
+      if (this.waiters.length) {
+        const t = this.lastAt;
+        this.waiters = this.waiters.filter((w) => {
+          if (this.count >= w.n) w.resolve(t);
+          return this.count < w.n;
+        });
+      }
+    });
+  }
+
+  /** Resolves with the time the n-th file arrived; falls back to readdir every 500 ms (missed events). */
+  async waitFor(n: number, timeoutMs: number): Promise<number> {
+    const end = Date.now() + timeoutMs;
+    let done: number | null = null;
+    const p = new Promise<number>((resolve) => {
+      if (this.count >= n) resolve(this.lastAt);
+      else this.waiters.push({ n, resolve });
+    }).then((t) => (done = t));
+    while (done === null) {
+      await Promise.race([p, sleep(500)]);
+      if (done !== null) break;
+      if (countFiles(this.dir) >= n) return now();
+      if (Date.now() > end) throw new Error(`${countFiles(this.dir)} of ${n} files in ${this.dir} after ${timeoutMs} ms`);
+    }
+    return done;
+  }
+
+  close(): void {
+    this.watcher.close();
+  }
+}
+
+/** Waits for the next file in `dir` (fs.watch), resolving with its arrival time. */
+function nextArrival(a: Arrivals): Promise<number> {
+  return a.waitFor(a.count + 1, 30_000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// madmail instances
+
+interface MmState {
+  name: string;
+  dir: string;
+  db: string;
+  mailRoot: string;
+}
+
+function mmCli(m: MmState, args: string[], stdin?: string): string {
+  const p = Bun.spawnSync([BIN, ...args], {
+    cwd: m.dir,
+    env: { PATH, HOME: m.dir, NO_COLOR: "1", MADMAIL_DB: m.db },
+    stdin: stdin === undefined ? "ignore" : Buffer.from(stdin),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  if (p.exitCode !== 0) throw new Error(`madmail ${args.join(" ")} (${m.name}) failed (${p.exitCode}): ${p.stderr.toString()}${p.stdout.toString()}`);
+  return p.stdout.toString();
+}
+
+function mmState(name: string): MmState {
+  const dir = mkdtempSync(join(tmpdir(), `mm-relay-${name}-`));
+  tempDirs.push(dir);
+  return { name, dir, db: join(dir, "data", "madmail.db"), mailRoot: join(dir, "mail") };
+}
+
+interface MmServer {
+  state: MmState;
+  pid: number;
+  httpPort: number;
+  submissionPort: number | null;
+  proc: ReturnType<typeof Bun.spawn>;
+  log: string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+async function waitPort(port: number, alive: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 20_000;
+  for (;;) {
+    try {
+      const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      s.end();
+      return;
+    } catch {
+      if (!alive()) throw new Error(`${what} exited during start-up`);
+      if (Date.now() > end) throw new Error(`${what}: nothing listens on 127.0.0.1:${port}`);
+      await sleep(50);
+    }
+  }
+}
+
+async function mmServe(m: MmState, opts: { submission: boolean; profileDir?: string }): Promise<MmServer> {
+  const httpPort = await freePort();
+  const submissionPort = opts.submission ? await freePort() : null;
+  const log = join(m.dir, `serve-${Date.now()}.log`);
+  const head = opts.profileDir ? [process.execPath, "--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`, SOURCE_ENTRY] : [BIN];
+  const proc = Bun.spawn(
+    [
+      ...head, "serve", "--http", `127.0.0.1:${httpPort}`, "--https", "off", "--smtp", "off", "--lmtp", "off",
+      "--submission", submissionPort ? `127.0.0.1:${submissionPort}` : "off", "--submissions", "off",
+    ],
+    { cwd: m.dir, env: { PATH, HOME: m.dir, NO_COLOR: "1", MADMAIL_DB: m.db }, stdin: "ignore", stdout: "ignore", stderr: Bun.file(log) },
+  );
+  const key = `madmail ${m.name} pid ${proc.pid}`;
+  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
+    stoppers.delete(key);
+    await stopProc(proc, signal);
+  };
+  stoppers.set(key, () => stop());
+  const alive = () => proc.exitCode === null && proc.signalCode === null;
+  try {
+    await waitPort(httpPort, alive, `madmail ${m.name}`);
+    if (submissionPort) await waitPort(submissionPort, alive, `madmail ${m.name}`);
+    const end = Date.now() + 10_000;
+    while (!(await fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok, () => false))) {
+      if (Date.now() > end) throw new Error(`madmail ${m.name}: /healthz does not answer`);
+      await sleep(50);
+    }
+  } catch (e) {
+    await stop("SIGKILL");
+    throw new Error(`${(e as Error).message}\n--- ${log} ---\n${existsSync(log) ? readFileSync(log, "utf8").slice(-3000) : ""}`);
+  }
+  return { state: m, pid: proc.pid, httpPort, submissionPort, proc, log, stop };
+}
+
+function queueStates(db: string): Record<string, number> {
+  const d = new Database(db, { readonly: true });
+  try {
+    const rows = d.query("SELECT state, count(*) AS n FROM deliveries GROUP BY state").all() as { state: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+  } finally {
+    d.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postfix: the relay (b.test -> smtp-sink, c.test -> the second Postfix) and the final stop
+
+interface Sink {
+  pid: number;
+  port: number;
+  /** smtp-sink's running message counter (-c) */
+  count(): number;
+  waitFor(n: number, timeoutMs: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function startSink(): Promise<Sink> {
+  const port = await freePort();
+  const proc = Bun.spawn([SMTP_SINK!, "-u", "nobody", "-c", `127.0.0.1:${port}`, "256"], { env: ENV, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const key = `smtp-sink pid ${proc.pid}`;
+  const stop = async () => {
+    stoppers.delete(key);
+    await stopProc(proc, "SIGTERM", 3000);
+  };
+  stoppers.set(key, stop);
+  let count = 0;
+  let waiters: { n: number; resolve: (t: number) => void }[] = [];
+  (async () => {
+    const dec = new TextDecoder();
+    let tail = "";
+    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
+      tail = (tail + dec.decode(chunk)).slice(-200);
+      const all = [...tail.matchAll(/mesg=(\d+)/g)];
+      const m = all[all.length - 1];
+      if (m) {
+        count = Number(m[1]);
+        const t = now();
+        waiters = waiters.filter((w) => {
+          if (count >= w.n) w.resolve(t);
+          return count < w.n;
+        });
+      }
+    }
+  })().catch(() => undefined);
+  await waitPort(port, () => proc.exitCode === null, "smtp-sink");
+  return {
+    pid: proc.pid,
+    port,
+    count: () => count,
+    waitFor(n, timeoutMs) {
+      if (count >= n) return Promise.resolve(now());
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`smtp-sink counted ${count} of ${n} messages after ${timeoutMs} ms`)), timeoutMs);
+        waiters.push({ n, resolve: (x) => (clearTimeout(t), resolve(x)) });
+      });
+    },
+    stop,
+  };
+}
+
+async function startPostfixPair(sink: Sink): Promise<{ relay: PostfixInstance; final: PostfixInstance; finalNew: string }> {
+  // The final stop: c.test delivered by virtual(8) into Maildirs owned by nobody.
+  const finalDir = peerDir("relayfin");
+  tempDirs.push(finalDir);
+  const owner = mailOwner();
+  const vmail = join(finalDir, "vmail");
+  mkdirSync(vmail, { mode: 0o755 });
+  chownSync(vmail, owner.uid, owner.gid);
+  mkdirSync(join(finalDir, "etc"), { recursive: true });
+  writeFileSync(join(finalDir, "etc", "vmailbox"), `${RCPT_PF2}\tc.test/bob/\n`);
+  const finalPort = await freePort();
+  const final = await startPostfix({
+    dir: finalDir,
+    smtpPort: finalPort,
+    relayDomains: {},
+    hostname: "mx.c.test",
+    extra: {
+      virtual_mailbox_domains: "c.test",
+      virtual_mailbox_base: "@DIR@/vmail",
+      virtual_mailbox_maps: "texthash:@DIR@/etc/vmailbox",
+      virtual_uid_maps: `static:${owner.uid}`,
+      virtual_gid_maps: `static:${owner.gid}`,
+      virtual_mailbox_limit: "0",
+    },
+    masterAppend: "virtual   unix  -       n       n       -       -       virtual",
+  });
+  stoppers.set(`postfix ${finalDir}`, () => final.stop());
+  const relayDir = peerDir("relaypf");
+  tempDirs.push(relayDir);
+  const relay = await startPostfix({
+    dir: relayDir,
+    smtpPort: await freePort(),
+    relayDomains: { "b.test": `smtp:[127.0.0.1]:${sink.port}`, "c.test": `smtp:[127.0.0.1]:${finalPort}` },
+    hostname: "mx.a.test",
+  });
+  stoppers.set(`postfix ${relayDir}`, () => relay.stop());
+  return { relay, final, finalNew: join(vmail, "c.test", "bob", "new") };
+}
+
+function queueEmpty(pf: PostfixInstance): boolean {
+  return /Mail queue is empty/.test(pf.queue());
+}
+
+// ---------------------------------------------------------------------------------------------
+// measurements
+
+type System = "madmail" | "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir";
+
+interface ThroughputRun {
+  system: System;
+  size: Size;
+  round: number;
+  n: number;
+  acceptS: number;
+  deliverS: number;
+  /** CPU seconds in the run (start to last delivery) */
+  cpu: Record<string, number>;
+  /** busy CPU of the whole machine during the run, all cores, seconds */
+  busy: number;
+  load: string;
+  before: number;
+  note?: string;
+  profiled?: boolean;
+}
+
+const runs: ThroughputRun[] = [];
+const problems: string[] = [];
+const partLoad: Record<string, string> = {};
+const settingsNotes: string[] = [];
+
+function runLine(r: ThroughputRun): string {
+  const cpu = Object.entries(r.cpu).map(([k, v]) => `${k}=${dec(v)}s`).join(" ");
+  return `r${r.round} ${r.system.padEnd(24)} ${String(r.size).padStart(4)} B n=${r.n} accepted=${int(r.n / r.acceptS).padStart(6)}/s (${dec(r.acceptS)}s) delivered=${int(r.n / r.deliverS).padStart(6)}/s (${dec(r.deliverS)}s) cpu: ${cpu} machine_busy=${dec(r.busy)}s busy_before=${dec(r.before)}cores loadavg_before="${r.load}"${r.note ? ` ${r.note}` : ""}`;
+}
+
+interface Latency {
+  label: string;
+  accept: number[];
+  deliver: number[];
+  load: string;
+}
+const latencies: Latency[] = [];
+
+interface Timing {
+  label: string;
+  mean: number;
+  median: number;
+  min: number;
+  max: number;
+  runs: number;
+  tool: string;
+}
+const timings: Timing[] = [];
+const backlogNotes: string[] = [];
+const memRows: { label: string; rssMb: number; hwmMb: number; note?: string }[] = [];
+let profileText = "";
+const startedAt = new Date();
+let exitCode = 0;
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+const work = mkdtempSync(join(tmpdir(), "mm-relay-bench-"));
+tempDirs.push(work);
+chmodSync(work, 0o755);
+
+try {
+  console.log("# building the 1 KB and 4 KB PGP/MIME bodies");
+  const bodies = new Map<Size, Body>();
+  for (const s of SIZES) bodies.set(s, await makeBody(s, work));
+  console.log(`# bodies: ${[...bodies.values()].map((b) => `${b.size} bytes`).join(", ")}`);
+
+  // --- madmail B (receiver) and A (sender)
+  const B = mmState("b");
+  mmCli(B, ["init", "--domain", "b.test", "--quiet"]);
+  mmCli(B, ["user", "add", RCPT, "--quota", "100G"]);
+  mmCli(B, ["config", "set", "mail_root", B.mailRoot]);
+  const A = mmState("a");
+  mmCli(A, ["init", "--domain", "a.test", "--quiet"]);
+  mmCli(A, ["user", "add", SENDER, "--password-stdin"], `${SENDER_PASS}\n`);
+  mmCli(A, ["dkim", "generate", "a.test"]);
+  mmCli(A, ["config", "set", "queue.concurrency", String(CONCURRENCY)]);
+  mmCli(A, ["config", "set", "queue.per_destination", String(PER_DEST)]);
+  settingsNotes.push(
+    `A: queue.concurrency ${CONCURRENCY}, queue.per_destination ${PER_DEST} (defaults 20 / 4), DKIM key for a.test (rsa-sha256 2048, every message signed), ` +
+      "route `endpoint-cache set b.test http://127.0.0.1:PORT/mxdeliv` (plain HTTP, keep-alive agent of at most 16 sockets per host); B: bob@b.test, durable Maildir (fsync before the 200); " +
+      "both log one line per message to a file (default log level)",
+  );
+
+  let b = await mmServe(B, { submission: false });
+  mmCli(A, ["endpoint-cache", "set", "b.test", `http://127.0.0.1:${b.httpPort}/mxdeliv`]);
+  let a = await mmServe(A, { submission: true });
+  const bNew = join(B.mailRoot, RCPT, "new");
+  const auth = { user: SENDER, pass: SENDER_PASS };
+
+  // --- Postfix relay + final Postfix + smtp-sink
+  const sink = await startSink();
+  const { relay, final, finalNew } = await startPostfixPair(sink);
+  const relaySpool = join(relay.dir, "spool");
+  const finalSpool = join(final.dir, "spool");
+  settingsNotes.push(
+    `Postfix ${sh(["postconf", "-d", "-h", "mail_version"])}: relay instance (test/helpers/peers.ts template: defaults for concurrency, smtp connection cache on demand, fsync'd queue) with transport b.test -> smtp:[127.0.0.1]:<smtp-sink -c>, c.test -> smtp:[127.0.0.1]:<final Postfix>; the final Postfix stores c.test with virtual(8) in Maildirs. No AUTH, no DKIM on the Postfix side (127.0.0.0/8 relays by mynetworks/relay_domains)`,
+  );
+  console.log(`# A pid ${a.pid} submission ${a.submissionPort}, B pid ${b.pid} http ${b.httpPort}; Postfix relay :${relay.smtpPort}, final :${final.smtpPort}, smtp-sink :${sink.port} pid ${sink.pid}`);
+
+  // Delivery checks (first message through each path), then warm-up: JIT, Maildirs, Postfix daemons.
+  {
+    const body = bodies.get(1024)!;
+    const c = await SmtpConn.open(a.submissionPort!, auth);
+    await c.send(SENDER, RCPT, messageBytes(body, "check"));
+    await c.quit();
+    const end = Date.now() + 30_000;
+    while (countFiles(bNew) < 1) {
+      if (Date.now() > end) throw new Error(`the first message did not reach B's Maildir\nA queue: ${JSON.stringify(queueStates(A.db))}\n${readFileSync(a.log, "utf8").slice(-3000)}`);
+      await sleep(50);
+    }
+    const pc = await SmtpConn.open(relay.smtpPort);
+    await pc.send(SENDER, RCPT_PF2, messageBytes(body, "check"));
+    await pc.quit();
+    const end2 = Date.now() + 30_000;
+    while (countFiles(finalNew) < 1) {
+      if (Date.now() > end2) throw new Error(`the first message did not reach the final Postfix's Maildir\n${relay.logs().slice(-2000)}\n${final.logs().slice(-2000)}`);
+      await sleep(50);
+    }
+    console.log("# warm-up (not measured)");
+    const W = Math.min(N, 2000 - (2000 % SESSIONS));
+    for (const s of SIZES) {
+      const t0 = now();
+      const r = await runLoad(a.submissionPort!, auth, RCPT, bodies.get(s)!, W / SESSIONS, `warm${s}`, t0);
+      if (r.errors.length) throw new Error(`warm-up against madmail failed: ${r.errors.slice(0, 3).join("; ")}`);
+      const r2 = await runLoad(relay.smtpPort, undefined, RCPT, bodies.get(s)!, W / SESSIONS, `warm${s}`, now());
+      if (r2.errors.length) throw new Error(`warm-up against Postfix failed: ${r2.errors.slice(0, 3).join("; ")}`);
+    }
+    const end3 = Date.now() + 120_000;
+    while ((countFiles(bNew) < 1 + 2 * W || sink.count() < 2 * W || !queueEmpty(relay)) && Date.now() < end3) await sleep(200);
+    if (countFiles(bNew) < 1 + 2 * W) throw new Error(`warm-up: ${countFiles(bNew)} files in B's Maildir, expected ${1 + 2 * W}`);
+    clearDir(bNew);
+    clearDir(finalNew);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // 1 + 2: throughput
+
+  async function madmailRun(round: number, size: Size, before: number, profiled = false): Promise<ThroughputRun> {
+    clearDir(bNew);
+    const load = loadText();
+    const arr = new Arrivals(bNew);
+    const cpuA0 = procCpu(a.pid);
+    const cpuB0 = procCpu(b.pid);
+    const self0 = selfCpu();
+    const busy0 = machineBusy();
+    const t0 = now();
+    const r = await runLoad(a.submissionPort!, auth, RCPT, bodies.get(size)!, N / SESSIONS, `r${round}m${size}`, t0);
+    if (r.errors.length) problems.push(`round ${round} madmail ${size}: ${r.errors.length} session errors: ${r.errors.slice(0, 3).join("; ")}`);
+    let tDone: number;
+    try {
+      tDone = await arr.waitFor(r.sent, 600_000);
+    } catch (e) {
+      problems.push(`round ${round} madmail ${size}: ${(e as Error).message}`);
+      tDone = now();
+    }
+    const busy1 = machineBusy();
+    const cpu = { A: procCpu(a.pid) - cpuA0, B: procCpu(b.pid) - cpuB0, loadgen: selfCpu() - self0 };
+    arr.close();
+    await sleep(300);
+    const files = countFiles(bNew);
+    const q = queueStates(A.db);
+    const pending = Object.entries(q).filter(([k]) => k !== "delivered").reduce((s, [, v]) => s + v, 0);
+    if (files !== N || r.sent !== N) problems.push(`round ${round} madmail ${size}: sent ${r.sent}, ${files} files in B's Maildir, expected ${N}`);
+    if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
+    return {
+      system: "madmail", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
+      note: `inotify_events=${arr.count} files=${files}`,
+    };
+  }
+
+  async function postfixRun(round: number, size: Size, before: number, kind: "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir"): Promise<ThroughputRun> {
+    const load = loadText();
+    const c0 = sink.count();
+    const toMaildir = kind === "postfix_maildir";
+    if (toMaildir) clearDir(finalNew);
+    const arr = toMaildir ? new Arrivals(finalNew) : null;
+    const cpuR0 = postfixCpu(relaySpool);
+    const cpuF0 = postfixCpu(finalSpool);
+    const cpuS0 = procCpu(sink.pid);
+    const self0 = selfCpu();
+    const busy0 = machineBusy();
+    const t0 = now();
+    let acceptMs: number;
+    let sent = N;
+    let loadgenCpu = NaN;
+    if (kind === "postfix_sink_smtp_source") {
+      const proc = Bun.spawn([SMTP_SOURCE!, "-s", String(SESSIONS), "-m", String(N), "-d", "-F", bodies.get(size)!.file, "-f", SENDER, "-t", RCPT, `127.0.0.1:${relay.smtpPort}`], {
+        env: ENV, stdin: "ignore", stdout: "pipe", stderr: "pipe",
+      });
+      stoppers.set(`smtp-source ${proc.pid}`, () => stopProc(proc, "SIGKILL"));
+      const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+      stoppers.delete(`smtp-source ${proc.pid}`);
+      acceptMs = now() - t0;
+      const ru = proc.resourceUsage();
+      loadgenCpu = ru ? Number(ru.cpuTime.total) / 1e6 : NaN;
+      if (code !== 0 || (out + err).trim()) problems.push(`round ${round} smtp-source ${size}: exit ${code}: ${(out + err).trim().slice(0, 1000)}`);
+    } else {
+      const r = await runLoad(relay.smtpPort, undefined, toMaildir ? RCPT_PF2 : RCPT, bodies.get(size)!, N / SESSIONS, `r${round}p${size}`, t0);
+      if (r.errors.length) problems.push(`round ${round} ${kind} ${size}: ${r.errors.length} session errors: ${r.errors.slice(0, 3).join("; ")}`);
+      acceptMs = r.acceptMs;
+      sent = r.sent;
+    }
+    let tDone: number;
+    try {
+      tDone = toMaildir ? await arr!.waitFor(sent, 600_000) : await sink.waitFor(c0 + sent, 600_000);
+    } catch (e) {
+      problems.push(`round ${round} ${kind} ${size}: ${(e as Error).message}\n${relay.queue().slice(0, 1000)}`);
+      tDone = now();
+    }
+    const busy1 = machineBusy();
+    const cpu: Record<string, number> = { postfix: postfixCpu(relaySpool) - cpuR0 };
+    if (toMaildir) cpu.final_postfix = postfixCpu(finalSpool) - cpuF0;
+    else cpu.smtp_sink = procCpu(sink.pid) - cpuS0;
+    cpu.loadgen = kind === "postfix_sink_smtp_source" ? loadgenCpu : selfCpu() - self0;
+    arr?.close();
+    await sleep(300);
+    const got = toMaildir ? countFiles(finalNew) : sink.count() - c0;
+    if (got !== N || sent !== N) problems.push(`round ${round} ${kind} ${size}: sent ${sent}, ${got} arrived, expected ${N}`);
+    if (!queueEmpty(relay)) problems.push(`round ${round} ${kind} ${size}: the relay's queue is not empty:\n${relay.queue().slice(0, 1000)}`);
+    return { system: kind, size, round, n: sent, acceptS: acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before };
+  }
+
+  if (PARTS.has("throughput")) {
+    partLoad.throughput = loadText();
+    console.log(`# throughput: ${ROUNDS} rounds, ${SESSIONS} sessions x ${N / SESSIONS} messages, sizes ${SIZES.join(", ")}`);
+    const log = (r: ThroughputRun) => {
+      runs.push(r);
+      console.log(runLine(r));
+    };
+    for (let round = 1; round <= ROUNDS; round++) {
+      const mm = async () => {
+        for (const s of SIZES) log(await madmailRun(round, s, await waitQuiet()));
+      };
+      const pf = async () => {
+        for (const s of SIZES) {
+          log(await postfixRun(round, s, await waitQuiet(), "postfix_sink"));
+          log(await postfixRun(round, s, await waitQuiet(), "postfix_sink_smtp_source"));
+          log(await postfixRun(round, s, await waitQuiet(), "postfix_maildir"));
+        }
+      };
+      if (round % 2) {
+        await mm();
+        await pf();
+      } else {
+        await pf();
+        await mm();
+      }
+    }
+    memRows.push({ label: "A (sender) after the throughput runs", ...memStatus(a.pid) });
+    memRows.push({ label: "B (receiver) after the throughput runs", ...memStatus(b.pid) });
+    const q = queueStates(A.db);
+    backlogNotes.push(`A's state file after the throughput runs: ${(statSync(A.db).size / 2 ** 20).toFixed(0)} MB (+ WAL), deliveries ${JSON.stringify(q)} (delivered rows are kept for queue.keep_delivered = 1d)`);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // 3: latency, one message at a time
+
+  if (PARTS.has("latency")) {
+    partLoad.latency = loadText();
+    const body = bodies.get(1024)!;
+    const measure = async (label: string, port: number, authFor: typeof auth | undefined, to: string, dir: string): Promise<void> => {
+      await waitQuiet();
+      const load = loadText();
+      clearDir(dir);
+      const arr = new Arrivals(dir);
+      const conn = await SmtpConn.open(port, authFor);
+      const acc: number[] = [];
+      const del: number[] = [];
+      try {
+        for (let i = -20; i < LAT_N; i++) {
+          const arrived = nextArrival(arr);
+          let tDot = 0;
+          await conn.send(SENDER, to, messageBytes(body, `lat.${label.slice(0, 2)}.${i}.`), () => (tDot = now()));
+          const tAcc = now();
+          const tFile = await arrived;
+          if (i >= 0) {
+            acc.push(tAcc - tDot);
+            del.push(tFile - tDot);
+          }
+        }
+      } finally {
+        await conn.quit();
+        arr.close();
+      }
+      const got = countFiles(dir);
+      if (got !== LAT_N + 20) problems.push(`latency ${label}: ${got} files, expected ${LAT_N + 20}`);
+      const l = { label, accept: acc, deliver: del, load };
+      latencies.push(l);
+      console.log(`latency ${label}: dot->250 p50 ${dec(pct(acc, 50))} p99 ${dec(pct(acc, 99))} ms; dot->file p50 ${dec(pct(del, 50))} p99 ${dec(pct(del, 99))} max ${dec(Math.max(...del))} ms (loadavg before ${load})`);
+    };
+    await measure("madmail A -> /mxdeliv -> madmail B Maildir", a.submissionPort!, auth, RCPT, bNew);
+    await measure("Postfix -> Postfix (virtual Maildir)", relay.smtpPort, undefined, RCPT_PF2, finalNew);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // 4: profile of A and B, from source, one 1 KB throughput run
+
+  if (PARTS.has("profile")) {
+    partLoad.profile = loadText();
+    console.log("# profile: A and B from source under bun --cpu-prof");
+    await a.stop();
+    await b.stop();
+    const profA = join(work, "prof-a");
+    const profB = join(work, "prof-b");
+    mkdirSync(profA);
+    mkdirSync(profB);
+    b = await mmServe(B, { submission: false, profileDir: profB });
+    mmCli(A, ["endpoint-cache", "set", "b.test", `http://127.0.0.1:${b.httpPort}/mxdeliv`]);
+    a = await mmServe(A, { submission: true, profileDir: profA });
+    // warm-up from source too (the JIT), then the measured run
+    await runLoad(a.submissionPort!, auth, RCPT, bodies.get(1024)!, 50, "profwarm", now());
+    await sleep(2000);
+    const r = await madmailRun(0, 1024, await waitQuiet(), true);
+    console.log(runLine(r));
+    runs.push(r);
+    await a.stop("SIGINT");
+    await b.stop("SIGINT");
+    const summary = (dir: string, who: string, perMsgCpu: number) => {
+      const f = readdirSync(dir).find((x) => x.endsWith(".cpuprofile"));
+      if (!f) {
+        problems.push(`profile of ${who}: no .cpuprofile written in ${dir}`);
+        return "";
+      }
+      return summariseProfile(JSON.parse(readFileSync(join(dir, f), "utf8")) as CpuProfile, who, perMsgCpu);
+    };
+    profileText = [
+      summary(profA, "A (submission -> queue -> POST /mxdeliv)", (r.cpu.A! / r.n) * 1000),
+      summary(profB, "B (/mxdeliv -> Maildir)", (r.cpu.B! / r.n) * 1000),
+    ].join("\n\n");
+    // back to the compiled binaries for the rest
+    b = await mmServe(B, { submission: false });
+    mmCli(A, ["endpoint-cache", "set", "b.test", `http://127.0.0.1:${b.httpPort}/mxdeliv`]);
+    a = await mmServe(A, { submission: true });
+  }
+
+  await a.stop();
+  await b.stop();
+  await relay.stop();
+  await final.stop();
+  await sink.stop();
+
+  // ---------------------------------------------------------------------------------------------
+  // 5: a backlog of deferred deliveries
+
+  if (PARTS.has("backlog")) {
+    partLoad.backlog = loadText();
+    await backlog(bodies.get(1024)!);
+  }
+} catch (e) {
+  console.error(`relay.bench: ${(e as Error).stack ?? e}`);
+  problems.push(`the run was aborted: ${(e as Error).message.split("\n")[0]}`);
+  exitCode = 1;
+} finally {
+  await cleanup();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the backlog part
+
+async function backlog(body: Body): Promise<void> {
+  const Q = mmState("backlog");
+  mmCli(Q, ["init", "--domain", "a.test", "--quiet"]);
+  mmCli(Q, ["user", "add", SENDER, "--password-stdin"], `${SENDER_PASS}\n`);
+  const closed = await freePort(); // nothing listens there: connection refused at once
+  mmCli(Q, ["endpoint-cache", "set", "*.test", `http://127.0.0.1:${closed}/mxdeliv`]);
+  const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
+  const qid = (ms: number) => {
+    let t = ms;
+    let id = "";
+    for (let i = 0; i < 10; i++) {
+      id = ALPHABET[t % 32]! + id;
+      t = Math.floor(t / 32);
+    }
+    for (let i = 0; i < 6; i++) id += ALPHABET[Math.floor(Math.random() * 32)];
+    return id;
+  };
+  const MIN = 60_000;
+  const DAY = 1440 * MIN;
+  const t = Date.now();
+  const raw = Buffer.concat([body.pre, Buffer.from("backlog".padEnd(MSGID_LEN, "x")), body.post]).toString("latin1").replace(/^\.\./gm, ".");
+  const rawBytes = Buffer.from(raw, "latin1");
+  // 200 destination domains, the first few big (a peer outage hits a few peers hard)
+  const domains = Array.from({ length: 200 }, (_x, i) => `peer${i}.test`);
+  const pick = () => domains[Math.min(domains.length - 1, Math.floor(domains.length * Math.random() ** 3))]!;
+  const t0 = now();
+  {
+    const db = new Database(Q.db);
+    const msg = db.prepare("INSERT INTO messages (id, mail_from, body, size, door, auth_user, received_at) VALUES (?, ?, ?, ?, 'submission', ?, ?)");
+    const dlv = db.prepare(`INSERT INTO deliveries (id, message_id, rcpt_domain, rcpts, state, route, tries, next_attempt_at, lease_until,
+      last_error, created_at, updated_at, expires_at, rerouted_to) VALUES (?, ?, ?, ?, 'deferred', ?, ?, ?, NULL, ?, ?, ?, ?, NULL)`);
+    const att = db.prepare("INSERT INTO delivery_attempts (delivery_id, at, transport, endpoint, outcome, detail, ms) VALUES (?, ?, 'http', ?, 'temporary', ?, 1)");
+    db.transaction(() => {
+      for (let i = 0; i < BACKLOG; i++) {
+        const created = t - Math.floor(Math.random() * 2 * DAY);
+        const mid = qid(created);
+        const did = qid(created);
+        const dom = pick();
+        const tries = 1 + Math.floor(Math.random() * 8);
+        const endpoint = `http://127.0.0.1:${closed}/mxdeliv`;
+        const err = `http:${endpoint}: ECONNREFUSED: Unable to connect`;
+        msg.run(mid, SENDER, rawBytes, rawBytes.length, SENDER, created);
+        dlv.run(did, mid, dom, JSON.stringify([`user${i % 5000}@${dom}`]), `http:${endpoint}`, tries, t + MIN + Math.floor(Math.random() * 60 * MIN), err, created, t - MIN, created + 5 * DAY);
+        att.run(did, t - MIN, endpoint, err);
+      }
+    })();
+    db.close();
+  }
+  const fillS = (now() - t0) / 1000;
+  backlogNotes.push(
+    `backlog state file: ${int(BACKLOG)} deferred deliveries (1 per message, ${int(BACKLOG)} messages with the ${body.size}-byte body, 1 attempt row each), 200 destination domains (skewed), next attempts 1-60 min ahead; filled in ${dec(fillS, 1)} s; ${(statSync(Q.db).size / 2 ** 20).toFixed(0)} MB`,
+  );
+  const env = { PATH, HOME: Q.dir, NO_COLOR: "1", MADMAIL_DB: Q.db };
+  const check = (args: string[]) => {
+    const p = Bun.spawnSync([BIN, ...args], { cwd: Q.dir, env, stdout: "pipe", stderr: "pipe" });
+    if (p.exitCode !== 0) throw new Error(`madmail ${args.join(" ")}: ${p.stderr.toString()}`);
+    return p.stdout.toString() + p.stderr.toString();
+  };
+  const listOut = check(["queue", "list"]);
+  backlogNotes.push(`\`queue list\` prints ${listOut.trim().split("\n").length} lines (header + first page; "${listOut.trim().split("\n").pop()}")`);
+  const statsOut = check(["queue", "stats"]);
+  backlogNotes.push(`\`queue stats\` prints ${statsOut.trim().split("\n").length} lines`);
+
+  const timeIt = async (label: string, args: string[], runsN = 10): Promise<void> => {
+    if (HYPERFINE) {
+      const json = join(Q.dir, "hf.json");
+      const cmd = [BIN, ...args].map((x) => `'${x}'`).join(" ");
+      const p = Bun.spawnSync([HYPERFINE, "-N", "--warmup", "2", "--runs", String(runsN), "--export-json", json, "--style", "none", cmd], { cwd: Q.dir, env: { ...env }, stdout: "pipe", stderr: "pipe" });
+      if (p.exitCode !== 0) throw new Error(`hyperfine ${label}: ${p.stderr.toString()}`);
+      const r = (JSON.parse(readFileSync(json, "utf8")) as { results: { mean: number; median: number; min: number; max: number; times: number[] }[] }).results[0]!;
+      timings.push({ label, mean: r.mean, median: r.median, min: r.min, max: r.max, runs: r.times.length, tool: "hyperfine -N --warmup 2" });
+    } else {
+      const xs: number[] = [];
+      for (let i = 0; i < runsN; i++) {
+        const s = now();
+        check(args);
+        xs.push((now() - s) / 1000);
+      }
+      timings.push({ label, mean: xs.reduce((x, y) => x + y, 0) / xs.length, median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: xs.length, tool: "timed runs" });
+    }
+    const tm = timings[timings.length - 1]!;
+    console.log(`${label}: median ${dec(tm.median, 3)} s (min ${dec(tm.min, 3)}, max ${dec(tm.max, 3)}, ${tm.runs} runs)`);
+  };
+  await waitQuiet();
+  await timeIt("madmail --version (start-up cost alone)", ["--version"]);
+  await timeIt("madmail queue list (first page, 100 oldest)", ["queue", "list"]);
+  await timeIt("madmail queue list --json (first page)", ["queue", "list", "--json"]);
+  await timeIt("madmail queue stats", ["queue", "stats"]);
+
+  // serve on the backlog
+  const srv = await mmServe(Q, { submission: false });
+  const cpu0 = procCpu(srv.pid);
+  await sleep(10_000);
+  memRows.push({ label: `serve on the ${int(BACKLOG)}-row backlog, after 10 s idle`, ...memStatus(srv.pid), note: `CPU in those 10 s: ${dec(procCpu(srv.pid) - cpu0)} s` });
+  const triesBefore = sumTries(Q.db);
+  const tf = now();
+  check(["queue", "flush"]);
+  const flushS = (now() - tf) / 1000;
+  const cpu1 = procCpu(srv.pid);
+  let peak = 0;
+  const during: Timing[] = [];
+  for (let i = 0; i < 20; i++) {
+    await sleep(1000);
+    peak = Math.max(peak, memStatus(srv.pid).rssMb);
+    if (i === 9) {
+      // the admin commands while the worker churns (writer busy)
+      for (const [label, args] of [["queue list during the retry churn", ["queue", "list"]], ["queue stats during the retry churn", ["queue", "stats"]]] as const) {
+        const xs: number[] = [];
+        for (let k = 0; k < 3; k++) {
+          const s = now();
+          check([...args]);
+          xs.push((now() - s) / 1000);
+        }
+        during.push({ label, mean: xs.reduce((x, y) => x + y, 0) / 3, median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: 3, tool: "timed runs" });
+      }
+    }
+  }
+  const st = memStatus(srv.pid);
+  const cpuChurn = procCpu(srv.pid) - cpu1;
+  const triesAfter = sumTries(Q.db);
+  const states = queueStates(Q.db);
+  memRows.push({
+    label: `serve 20 s after \`queue flush\` (peer refused, worker retrying)`,
+    ...st,
+    note: `peak VmRSS sampled each second ${dec(peak, 1)} MB; ${int(triesAfter - triesBefore)} delivery attempts in 20 s (${int((triesAfter - triesBefore) / 20)}/s), CPU ${dec(cpuChurn)} s; queue afterwards ${JSON.stringify(states)}; \`queue flush\` itself took ${dec(flushS, 2)} s`,
+  });
+  timings.push(...during);
+  await srv.stop();
+}
+
+function sumTries(db: string): number {
+  const d = new Database(db, { readonly: true });
+  try {
+    return (d.query("SELECT sum(tries) AS n FROM deliveries").get() as { n: number }).n;
+  } finally {
+    d.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// .cpuprofile summary
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+function shortUrl(url: string): string {
+  if (!url) return "";
+  const nm = url.lastIndexOf("node_modules/");
+  if (nm >= 0) return url.slice(nm + "node_modules/".length);
+  const i = url.indexOf("/src/");
+  if (i >= 0) return url.slice(i + 1);
+  return url.replace(/^.*\//, "");
+}
+
+function area(url: string, fn: string): string {
+  if (!url) return fn.startsWith("(") ? fn : "(native / runtime)";
+  const nm = url.lastIndexOf("node_modules/");
+  if (nm >= 0) {
+    const rest = url.slice(nm + "node_modules/".length).split("/");
+    return rest[0]!.startsWith("@") ? `${rest[0]}/${rest[1]}` : rest[0]!;
+  }
+  const i = url.indexOf("/src/");
+  if (i >= 0) return url.slice(i + 1).split("/").slice(0, 2).join("/");
+  if (url.startsWith("node:") || url.includes("[native code]") || !url.includes("/")) return "(bun runtime: node:* built-ins)";
+  return shortUrl(url);
+}
+
+function summariseProfile(p: CpuProfile, who: string, perKMsgCpu: number): string {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const self = new Map<number, number>();
+  let total = 0;
+  for (let i = 0; i < p.samples.length; i++) {
+    const dt = p.timeDeltas[i + 1] ?? 0;
+    self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + dt);
+    total += dt;
+  }
+  const fnTime = new Map<string, number>();
+  const areaTime = new Map<string, number>();
+  let idle = 0;
+  for (const [id, us] of self) {
+    const n = byId.get(id);
+    if (!n) continue;
+    const cf = n.callFrame;
+    if (cf.functionName === "(idle)" || cf.functionName === "(program)" && !cf.url) {
+      if (cf.functionName === "(idle)") {
+        idle += us;
+        continue;
+      }
+    }
+    const key = `${cf.functionName || "(anonymous)"} ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ""}`;
+    fnTime.set(key, (fnTime.get(key) ?? 0) + us);
+    const ar = area(cf.url, cf.functionName);
+    areaTime.set(ar, (areaTime.get(ar) ?? 0) + us);
+  }
+  const busy = total - idle;
+  const top = (m: Map<string, number>, k: number) => [...m].sort((x, y) => y[1] - x[1]).slice(0, k);
+  const out: string[] = [];
+  out.push(`**${who}**: ${dec(busy / 1e6)} s of samples with the JS thread busy (of ${dec(total / 1e6)} s profiled; whole-process CPU per 1000 messages in this run ${dec(perKMsgCpu, 3)} s, which also counts the other threads: GC, libsql, I/O). Self time by area, then the top functions:`);
+  out.push("");
+  out.push("| area | self time | share of busy |");
+  out.push("| --- | ---: | ---: |");
+  for (const [k, v] of top(areaTime, 12)) out.push(`| ${k.replace(/\|/g, "\\|")} | ${dec(v / 1e6)} s | ${dec((100 * v) / busy, 1)}% |`);
+  out.push("");
+  out.push("| function (self time) | self time | share of busy |");
+  out.push("| --- | ---: | ---: |");
+  for (const [k, v] of top(fnTime, 15)) out.push(`| \`${k.replace(/\|/g, "\\|").replace(/`/g, "'")}\` | ${dec(v / 1e6)} s | ${dec((100 * v) / busy, 1)}% |`);
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+
+const LABELS: Record<System, string> = {
+  madmail: "madmail A → POST /mxdeliv → madmail B (Maildir, fsync)",
+  postfix_sink: "Postfix → smtp-sink (same load generator) — reference",
+  postfix_sink_smtp_source: "Postfix → smtp-sink, load from `smtp-source -s 20 -d -F` (informational)",
+  postfix_maildir: "Postfix → Postfix (virtual(8) Maildir) (informational)",
+};
+
+function report(): string {
+  const out: string[] = [];
+  const machine = [
+    `nproc ${sh(["nproc"]) || cpus().length}`,
+    `CPU ${cpus()[0]?.model ?? "?"}`,
+    `RAM ${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    `kernel ${sh(["uname", "-r"])}`,
+    `temp dirs on ${sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", tmpdir()]).replace(/\s+/, " on ") || "?"}`,
+  ].join("; ");
+  out.push(`Date: ${startedAt.toISOString()}  `);
+  out.push(`Command: \`${COMMAND}\` (from the repository root; dist/madmail built from the working tree)  `);
+  out.push(`Machine: ${machine}  `);
+  out.push(`Versions: madmail ${sh([BIN, "--version"]) || "?"}; bun ${Bun.version}; Postfix ${sh(["postconf", "-d", "-h", "mail_version"]) || "?"}  `);
+  out.push(`Load average (1/5/15 min) before each part: ${Object.entries(partLoad).map(([k, v]) => `${k} ${v}`).join("; ")}  `);
+  out.push(
+    `Load: ${SESSIONS} SMTP sessions in parallel, ${N / SESSIONS} messages each over the same connection (N = ${int(N)} per run), MAIL/RCPT/DATA pipelined, one recipient; ` +
+      `bodies: real PGP/MIME (openpgp: SKESK + SEIPD, password-encrypted), ${[...SIZES].map((s) => `${s} bytes`).join(" and ")} with a unique Message-ID each. ` +
+      `madmail: AUTH PLAIN once per session on A's submission port, MAIL FROM = the authenticated user. ${ROUNDS} rounds alternating which system goes first, medians; ` +
+      `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared).  `,
+  );
+  for (const s of settingsNotes) out.push(`Settings: ${s}  `);
+  out.push("");
+
+  const main = runs.filter((r) => !r.profiled);
+  const sel = (sys: System, size: Size) => main.filter((r) => r.system === sys && r.size === size);
+  const medOf = (xs: ThroughputRun[], f: (r: ThroughputRun) => number) => median(xs.map(f));
+  const acc = (r: ThroughputRun) => r.n / r.acceptS;
+  const del = (r: ThroughputRun) => r.n / r.deliverS;
+  if (main.length) {
+    out.push("### Throughput, end to end");
+    out.push("");
+    out.push("| path | body | accepted/s (median) | delivered/s end to end (median) | delivered/s per round | server CPU-s per 1000 msgs | load generator CPU-s per 1000 msgs |");
+    out.push("| --- | ---: | ---: | ---: | --- | --- | ---: |");
+    for (const sys of Object.keys(LABELS) as System[]) {
+      for (const size of SIZES) {
+        const xs = sel(sys, size);
+        if (!xs.length) continue;
+        const servers = Object.keys(xs[0]!.cpu).filter((k) => k !== "loadgen");
+        const cpuTxt = servers.map((k) => `${k} ${dec(medOf(xs, (r) => (r.cpu[k]! / r.n) * 1000), 3)}`).join(", ");
+        out.push(`| ${LABELS[sys]} | ${size} B | ${int(medOf(xs, acc))} | ${int(medOf(xs, del))} | ${xs.map((r) => int(del(r))).join(", ")} | ${cpuTxt} | ${dec(medOf(xs, (r) => (r.cpu.loadgen! / r.n) * 1000), 3)} |`);
+      }
+    }
+    out.push("");
+  }
+  const lat = (label: string) => latencies.find((l) => l.label.startsWith(label));
+  if (latencies.length) {
+    out.push(`### Latency, one message at a time (${LAT_N} messages of ${SIZES[0]} bytes after 20 unmeasured; ms from writing the end-of-data dot)`);
+    out.push("");
+    out.push("| path | → 250 p50 | → 250 p99 | → file in Maildir new/ p50 | p90 | p99 | max | loadavg before |");
+    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (const l of latencies) {
+      out.push(`| ${l.label} | ${dec(pct(l.accept, 50))} | ${dec(pct(l.accept, 99))} | ${dec(pct(l.deliver, 50))} | ${dec(pct(l.deliver, 90))} | ${dec(pct(l.deliver, 99))} | ${dec(Math.max(...l.deliver))} | ${l.load} |`);
+    }
+    out.push("");
+  }
+  if (timings.length || memRows.length) {
+    out.push("### Backlog and memory");
+    out.push("");
+    if (timings.length) {
+      out.push("| command | median s | mean s | min s | max s | runs | tool |");
+      out.push("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+      for (const t of timings) out.push(`| ${t.label} | ${dec(t.median, 3)} | ${dec(t.mean, 3)} | ${dec(t.min, 3)} | ${dec(t.max, 3)} | ${t.runs} | ${t.tool} |`);
+      out.push("");
+    }
+    if (memRows.length) {
+      out.push("| process | VmRSS MB | VmHWM (peak) MB | notes |");
+      out.push("| --- | ---: | ---: | --- |");
+      for (const m of memRows) out.push(`| ${m.label} | ${dec(m.rssMb, 1)} | ${dec(m.hwmMb, 1)} | ${m.note ?? ""} |`);
+      out.push("");
+    }
+    for (const n of backlogNotes) out.push(`- ${n}`);
+    out.push("");
+  }
+
+  // goals
+  const verdict = (ok: boolean) => (ok ? "met" : "**not met**");
+  out.push("### Goals (issue)");
+  out.push("");
+  out.push("| goal | measured | |");
+  out.push("| --- | --- | --- |");
+  for (const size of SIZES) {
+    const m = sel("madmail", size);
+    const p = sel("postfix_sink", size);
+    if (m.length && p.length) {
+      const ratio = medOf(m, del) / medOf(p, del);
+      out.push(`| end to end ≥ ${GOAL_RATIO}x Postfix → smtp-sink, ${size} B, ${SESSIONS} sessions | ${int(medOf(m, del))} / ${int(medOf(p, del))} msg/s = ${dec(ratio)}x (accepted/s: ${dec(medOf(m, acc) / medOf(p, acc))}x) | ${verdict(ratio >= GOAL_RATIO)} |`);
+    }
+  }
+  const ml = lat("madmail");
+  if (ml) {
+    out.push(`| latency A accepts → file in B's Maildir: p50 < ${GOAL_P50} ms | ${dec(pct(ml.deliver, 50))} ms | ${verdict(pct(ml.deliver, 50) < GOAL_P50)} |`);
+    out.push(`| same, p99 < ${GOAL_P99} ms | ${dec(pct(ml.deliver, 99))} ms | ${verdict(pct(ml.deliver, 99) < GOAL_P99)} |`);
+  }
+  const pl = lat("Postfix");
+  if (pl) out.push(`| Postfix → Postfix relay latency (reported) | p50 ${dec(pct(pl.deliver, 50))} ms, p99 ${dec(pct(pl.deliver, 99))} ms | |`);
+  const tList = timings.find((t) => t.label.startsWith("madmail queue list (first"));
+  const tStats = timings.find((t) => t.label === "madmail queue stats");
+  if (tList) out.push(`| \`queue list\` on ${int(BACKLOG)} deferred rows < ${GOAL_LIST_S} s to first page | median ${dec(tList.median, 3)} s (whole command, start-up included) | ${verdict(tList.median < GOAL_LIST_S)} |`);
+  if (tStats) out.push(`| \`queue stats\` < ${GOAL_STATS_S} s | median ${dec(tStats.median, 3)} s | ${verdict(tStats.median < GOAL_STATS_S)} |`);
+  const memIdle = memRows.find((m) => m.label.includes("idle"));
+  const memChurn = memRows.find((m) => m.label.includes("flush"));
+  if (memIdle && memChurn) {
+    const worst = Math.max(memIdle.hwmMb, memChurn.hwmMb);
+    out.push(`| serve with that backlog < ${GOAL_RSS_MB} MB | VmRSS idle ${dec(memIdle.rssMb, 1)} MB, while retrying ${dec(memChurn.rssMb, 1)} MB, peak (VmHWM) ${dec(worst, 1)} MB | ${verdict(worst < GOAL_RSS_MB)} |`);
+  }
+  out.push("");
+  out.push(`Validity: ${problems.length ? `**${problems.length} problem(s)**, see below` : "every message of every run arrived exactly once at the far end (Maildir file count / smtp-sink counter), A's queue and Postfix's queue empty after each run, no SMTP errors"}.`);
+  out.push("");
+  if (profileText) {
+    out.push("### Where the time goes (bun --cpu-prof, one 1 KB run from source; not in the medians)");
+    out.push("");
+    const pr = runs.find((r) => r.profiled);
+    if (pr) out.push(`Profiled run (slower: sampling profiler on both): ${runLine(pr).replace(/^r0 /, "")}`);
+    out.push("");
+    out.push(profileText);
+    out.push("");
+  }
+  out.push("Per run (CPU seconds from the start of the run to the last delivery; machine_busy = busy CPU of the whole machine in that time, all cores; loadavg and busy cores just before):");
+  out.push("");
+  out.push("```");
+  for (const r of runs) out.push(runLine(r));
+  out.push("```");
+  if (problems.length) {
+    out.push("");
+    out.push("Problems:");
+    out.push("");
+    out.push("```");
+    for (const p of problems) out.push(p);
+    out.push("```");
+  }
+  return out.join("\n");
+}
+
+const BEGIN = "<!-- BEGIN relay.bench.ts (generated; replaced on every run) -->";
+const END = "<!-- END relay.bench.ts -->";
+const INTRO = `## Outbound relay: submission → queue → /mxdeliv vs. Postfix (relay.bench.ts)
+
+What it measures: madmail A accepts over submission (AUTH) for remote recipients and delivers to madmail
+B over \`POST /mxdeliv\` (two \`dist/madmail serve\` processes); a throw-away Postfix relays the same load
+to an smtp-sink (and, informational, to a second Postfix storing in a Maildir). Same load generator for both
+(a raw SMTP client in the bench process). Then one-at-a-time latency, a 100,000-row deferred backlog
+(\`queue list\`, \`queue stats\`, memory of \`serve\`), and a CPU profile of A and B.`;
+
+const haveData = runs.length || latencies.length || timings.length || memRows.length;
+const body = haveData ? report() : "";
+if (body) console.log(`\n${body}`);
+if (!values["no-results"] && haveData) {
+  const section = `${BEGIN}\n${INTRO}\n\n${body}\n${END}\n`;
+  // re-read right before writing: someone else may have changed other sections meanwhile
+  let text = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
+  const i = text.indexOf(BEGIN);
+  const j = text.indexOf(END);
+  if (i >= 0 && j > i) text = text.slice(0, i) + section + text.slice(j + END.length).replace(/^\n/, "");
+  else text = text.trimEnd() + "\n\n" + section;
+  writeFileSync(RESULTS, text);
+  console.log(`\nwritten to ${RESULTS}`);
+}
+if (problems.length) {
+  console.error(`\n${problems.length} problem(s):\n${problems.join("\n")}`);
+  exitCode ||= 1;
+}
+process.exit(exitCode);
