@@ -13,6 +13,7 @@ export const subCommands: Record<string, Loader> = {
   domain: () => load(import("./domain.ts")),
   "endpoint-cache": () => load(import("./endpoint-cache.ts")),
   exchanger: () => load(import("./exchanger/index.ts")),
+  "pull-client": () => load(import("./pull-client.ts")),
   user: () => load(import("./user.ts")),
   federation: () => load(import("./federation.ts")),
   mta: () => load(import("./mta.ts")),

@@ -11,6 +11,7 @@
 // Crash safety: every message goes in with deliveryId = the partner's id, so a message pulled
 // again (we crashed between accepting and acking, or the ack was lost) is stored only once.
 // node:http(s) rather than fetch: per-request TLS verification on every runtime.
+import { readFileSync, statSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { MadmailError } from "../errors.ts";
@@ -80,6 +81,8 @@ export interface DrainResult {
 
 export const WAIT_MAX = 60;
 export const MAX_BATCH = 500;
+/** What can stand in an Authorization header. */
+const TOKEN_RE = /^[\x21-\x7e]+$/;
 /** Beyond the partner's wait: time for the batch itself to arrive. */
 const SLACK_MS = 30_000;
 /** An answer bigger than this is refused (the madmail endpoint stops near 64 MiB of mail). */
@@ -97,6 +100,24 @@ export function parseBaseUrl(input: string): string {
   return u.toString().replace(/\/+$/, "");
 }
 
+/**
+ * A token file: its first line, trimmed. Unreadable or empty is a configuration error; a file
+ * others can read only earns a warning (a token readable by others is usable by others).
+ */
+export function readTokenFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+    if (statSync(file).mode & 0o044) process.stderr.write(`madmail: warning: token file ${file} is readable by other users; chmod 600 ${file}\n`);
+  } catch (err) {
+    throw new MadmailError("config", `cannot read token file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const token = (text.split(/\r?\n/, 1)[0] ?? "").trim();
+  if (!token) throw new MadmailError("config", `token file ${file} is empty (expected the token on its first line)`);
+  if (!TOKEN_RE.test(token)) throw new MadmailError("config", `token file ${file}: the token contains spaces or control characters`);
+  return token;
+}
+
 /** delivery.tls_verify applied to a partner URL: auto checks names, not IP literals. */
 export function verifyTlsFor(baseUrl: string, mode: "auto" | "always" | "never" = "auto"): boolean {
   if (mode !== "auto") return mode === "always";
@@ -109,7 +130,7 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
   let ep: Endpoint | undefined;
   try {
     const base = parseBaseUrl(o.baseUrl);
-    if (!/^[\x21-\x7e]+$/.test(o.token)) throw new MadmailError("config", "the pull token is empty or contains spaces or control characters");
+    if (!TOKEN_RE.test(o.token)) throw new MadmailError("config", "the pull token is empty or contains spaces or control characters");
     const protocol = o.protocol ?? "madmail";
     ep = { base, token: o.token, protocol, agent: newAgent(base, o.verifyTls ?? verifyTlsFor(base)), signal: o.signal };
     const domains: (string | undefined)[] = protocol === "madexchanger" ? (o.domains ?? []) : [undefined];
@@ -310,7 +331,7 @@ function call(ep: Endpoint, method: "GET" | "POST", path: string, payload: unkno
         if (size > MAX_ANSWER_BYTES) req.destroy(new MadmailError("config", `${what}: answer larger than ${MAX_ANSWER_BYTES >> 20} MiB`));
         else chunks.push(c);
       });
-      res.on("error", (err) => fail(err));
+      res.on("error", (err) => fail(err instanceof MadmailError ? err : new MadmailError("temporary", `${what}: ${err.message}`)));
       res.on("end", () => {
         const status = res.statusCode ?? 0;
         const text = Buffer.concat(chunks).toString("utf8");
@@ -332,7 +353,8 @@ function call(ep: Endpoint, method: "GET" | "POST", path: string, payload: unkno
     req.on("error", (err: NodeJS.ErrnoException) => {
       if (err instanceof MadmailError) return fail(err);
       if (ep.signal?.aborted) return fail(aborted());
-      fail(new MadmailError("temporary", `${what}: ${err.code ? `${err.code}: ` : ""}${err.message}`));
+      const detail = err.code && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : err.message;
+      fail(new MadmailError("temporary", `${what}: ${detail}`));
     });
     function done(v: unknown) {
       cleanup();

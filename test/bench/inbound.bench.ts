@@ -848,6 +848,10 @@ What each benchmark measures:
 - **maildir.bench.ts** — micro-benchmark of the mailbox store alone (in-process, no network):
   durable Maildir deliveries of 4 KB from 32 concurrent callers, group commit vs. a naive
   fsync-per-message delivery; prints its numbers, does not write this file.
+- **queue.bench.ts** — \`madmail queue list\` / \`list --domain\` / \`stats\` on a state file holding a big
+  deferred queue (100,000 rows by default), on the compiled binary.
+- **relay.bench.ts** — outbound relay end to end (madmail A -> POST /mxdeliv -> madmail B, vs. a
+  throw-away Postfix relaying to smtp-sink); writes its own section into this file.
 `;
 
 const body = measurements.length ? report() : "";

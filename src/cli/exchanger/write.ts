@@ -7,6 +7,7 @@ import {
   POLL_DEFAULT, POLL_MAX, POLL_MIN, checkDomains, checkMode, checkName, checkPollInterval, checkUrl, deleteExchanger,
   findExchanger, insertExchanger, updateExchanger,
 } from "../../exchanger/exchangers.ts";
+import { readTokenFile } from "../../exchanger/pull-client.ts";
 import { overridesPointingAt } from "../../delivery/endpoint-overrides.ts";
 import { withWriteTransaction } from "../../db/open.ts";
 import type { ExchangerUpdate } from "../../db/schema.ts";
@@ -59,9 +60,14 @@ const set = command({
     url: { type: "string", valueHint: "URL", description: "New base URL" },
     ...optionArgs,
     fallback: { ...optionArgs.fallback, negativeDescription: "Route its domains through it normally again" },
+    "remote-token-file": { type: "string", valueHint: "FILE", description: "Store our token at this partner (first line of FILE): we then poll its pull endpoint and present it when pushing" },
+    "remote-token": { type: "boolean", description: "(set it with --remote-token-file FILE)", negativeDescription: "Forget our token at this partner: stop polling it" },
     ...commonArgs,
   },
-  examples: ["madmail exchanger set relay1 --domains '*'", "madmail exchanger set hub --mode push --url https://hub2.example", "madmail exchanger set spare --no-fallback"],
+  examples: [
+    "madmail exchanger set relay1 --domains '*'", "madmail exchanger set hub --mode push --url https://hub2.example", "madmail exchanger set spare --no-fallback",
+    "madmail exchanger set hub --remote-token-file /etc/madmail/hub.token", "madmail exchanger set hub --no-remote-token",
+  ],
   run: ({ args }) => {
     const name = checkName(args.name);
     const changes: ExchangerUpdate = {};
@@ -70,6 +76,10 @@ const set = command({
     if (args["poll-interval"] !== undefined) changes.poll_interval = checkPollInterval(args["poll-interval"]);
     if (args.domains !== undefined) changes.domains = checkDomains(args.domains);
     if (args.fallback !== undefined) changes.fallback = args.fallback ? 1 : 0;
+    if (args["remote-token"] === true) throw usageError("--remote-token takes no value: give --remote-token-file FILE (or --no-remote-token to clear it)");
+    if (args["remote-token"] === false && args["remote-token-file"] !== undefined) throw usageError("give either --remote-token-file or --no-remote-token, not both");
+    if (args["remote-token"] === false) changes.remote_token = null;
+    if (args["remote-token-file"] !== undefined) changes.remote_token = readTokenFile(args["remote-token-file"]);
     if (!Object.keys(changes).length) throw usageError("nothing to change: give at least one of --url, --mode, --poll-interval, --domains, --fallback/--no-fallback");
     return withDb(args, async ({ db }) => {
       if (!(await updateExchanger(db, name, changes))) throw unknown(name);

@@ -1,0 +1,220 @@
+// `madmail pull-client`: fetch the mail an exchanger partner holds for us, for cron.
+// Runs until the partner has nothing more (or --max-time), never two at once (lock file),
+// prints one summary line. Exit 0 (also when nothing was waiting), 75 temporary, 1 configuration.
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { command } from "./_command.ts";
+import { readArgs } from "./_args.ts";
+import { withDb } from "./_db.ts";
+import { printJson } from "./_output.ts";
+import { resolveDbPath } from "../db/open.ts";
+import { MadmailError, usageError } from "../errors.ts";
+import { log } from "../log.ts";
+import { normaliseDomain } from "../util/names.ts";
+import { drainPartner, parseBaseUrl, readTokenFile, verifyTlsFor, type DrainResult } from "../exchanger/pull-client.ts";
+
+export default command({
+  meta: {
+    name: "pull-client",
+    description: "Pull the mail an exchanger partner holds for us into the accept pipeline, acknowledging what was stored (for cron). " +
+      "Summary: pulled = messages; delivered (local), relayed (queued onward), refused, deferred = recipients",
+  },
+  args: {
+    url: { type: "string", required: true, valueHint: "URL", description: "The partner's base URL (its pull endpoint is URL/exchanger/pull)" },
+    "token-file": { type: "string", valueHint: "FILE", description: "File whose first line is our token at the partner (else env MADMAIL_PULL_TOKEN)" },
+    once: { type: "boolean", description: "A single pull round instead of pulling until the partner is empty" },
+    "max-time": { type: "string", valueHint: "SECONDS", description: "Start no new pull after this many seconds (default 300)" },
+    wait: { type: "string", valueHint: "SECONDS", description: "Let the partner hold each pull open up to this long for mail to arrive (0-60, default 0)" },
+    lock: { type: "string", valueHint: "FILE", description: "Lock file against overlapping runs (default <data dir>/pull-client.lock)" },
+    protocol: { type: "enum", options: ["madmail", "madexchanger"], description: "Pull protocol of the partner (default madmail)" },
+    domain: { type: "string", valueHint: "D", description: "madexchanger: domain to pull (repeat or comma list; required there)" },
+    ...readArgs,
+  },
+  examples: [
+    "madmail pull-client --url https://hub.example --token-file /etc/madmail/hub.token",
+    "madmail pull-client --url https://hub.example --token-file /etc/madmail/hub.token --max-time 50 --quiet  # cron, every minute",
+    "MADMAIL_PULL_TOKEN=... madmail pull-client --url https://relay.example --protocol madexchanger --domain a.example,b.example --json",
+  ],
+  async run({ args, rawArgs }) {
+    // Per-message log lines stay out of cron mail; warnings (refused mail) and errors do not.
+    if (!process.env.MADMAIL_LOG_LEVEL) log.level = 1;
+    const protocol = args.protocol === "madexchanger" ? "madexchanger" : "madmail";
+    const domains = checkDomains(collect(rawArgs, "--domain"), protocol);
+    const maxTime = seconds(args["max-time"], "--max-time", 1, 86_400, 300);
+    const wait = seconds(args.wait, "--wait", 0, 60, 0);
+    const baseUrl = parseBaseUrl(args.url);
+    const token = readToken(args["token-file"]);
+    const dbPath = resolveDbPath(args.db);
+    const lockPath = resolve(args.lock ?? join(dirname(dbPath), "pull-client.lock"));
+    if (args.lock === undefined) mkdirSync(dirname(lockPath), { recursive: true });
+
+    const lock = takeLock(lockPath);
+    if ("heldBy" in lock) {
+      const message = `another pull-client (pid ${lock.heldBy ?? "?"}) holds ${lockPath}; nothing to do`;
+      if (args.json) printJson({ ...summaryJson(emptyResult()), locked_by: lock.heldBy });
+      else if (!args.quiet) process.stdout.write(message + "\n");
+      return;
+    }
+    const abort = new AbortController();
+    const onSignal = () => abort.abort();
+    process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
+    try {
+      const result = await withDb(args, async (state) => {
+        const { openCore } = await import("../server.ts");
+        const core = await openCore(state);
+        try {
+          const { config } = await core.snapshot.get();
+          return await drainPartner({
+            baseUrl, token, protocol, domains, wait, max: 50, maxTimeMs: maxTime * 1000, maxRounds: args.once ? 1 : undefined,
+            core, signal: abort.signal, verifyTls: verifyTlsFor(baseUrl, config["delivery.tls_verify"]),
+          });
+        } finally {
+          await core.writes.drain();
+          await core.store.dispose();
+        }
+      });
+      if (args.json) printJson(summaryJson(result));
+      else if (!args.quiet) process.stdout.write(summaryLine(result) + "\n");
+      if (result.error) throw new MadmailError(result.error.kind, result.error.message);
+    } finally {
+      process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+      lock.release();
+    }
+  },
+});
+
+function summaryLine(r: DrainResult): string {
+  const deferred = r.deferred ? `, deferred ${r.deferred}` : "";
+  return `pulled ${r.pulled}, delivered ${r.delivered}, relayed ${r.relayed}, refused ${r.refused}${deferred} in ${(r.ms / 1000).toFixed(1)}s`;
+}
+
+function summaryJson(r: DrainResult) {
+  return {
+    pulled: r.pulled, delivered: r.delivered, relayed: r.relayed, refused: r.refused, deferred: r.deferred,
+    seconds: Math.round(r.ms) / 1000, error: r.error ?? null,
+  };
+}
+
+const emptyResult = (): DrainResult => ({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, batches: 0, ms: 0, drained: false });
+
+function seconds(input: string | undefined, flag: string, min: number, max: number, dflt: number): number {
+  if (input === undefined) return dflt;
+  const n = /^\d+$/.test(input.trim()) ? Number(input) : NaN;
+  if (!(n >= min && n <= max)) throw usageError(`invalid ${flag} "${input}": expected whole seconds from ${min} to ${max}`);
+  return n;
+}
+
+function checkDomains(values: string[], protocol: "madmail" | "madexchanger"): string[] {
+  const out = new Set<string>();
+  for (const item of values.flatMap((v) => v.split(",")).map((s) => s.trim()).filter(Boolean)) {
+    const d = normaliseDomain(item);
+    if (!d) throw usageError(`invalid domain "${item}" in --domain`);
+    out.add(d);
+  }
+  if (protocol === "madexchanger" && !out.size) throw usageError("--protocol madexchanger needs --domain D (the domains whose mail to pull)");
+  if (protocol === "madmail" && out.size) throw usageError("--domain is for --protocol madexchanger; a madmail partner knows what it holds for us");
+  return [...out];
+}
+
+/** The token file's first line (checked), else MADMAIL_PULL_TOKEN. */
+function readToken(file: string | undefined): string {
+  if (file !== undefined) return readTokenFile(file);
+  const env = process.env.MADMAIL_PULL_TOKEN?.trim();
+  if (!env) throw usageError("no token: give --token-file FILE or set MADMAIL_PULL_TOKEN");
+  return env;
+}
+
+/** citty keeps only the last of a repeated flag: collect every one. */
+function collect(raw: string[], flag: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const a = raw[i]!;
+    if (a === flag && i + 1 < raw.length) out.push(raw[++i]!);
+    else if (a.startsWith(`${flag}=`)) out.push(a.slice(flag.length + 1));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lock: a file created with O_EXCL holding our pid. A lock whose pid is gone (a run killed
+// with SIGKILL, a reboot) is stale and taken over; it is released on every way out.
+
+type Lock = { release(): void } | { heldBy: number | null };
+
+function takeLock(path: string): Lock {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      const fd = openSync(path, "wx", 0o644);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      const release = () => {
+        process.off("exit", release);
+        try {
+          if (readPid(path) === process.pid) unlinkSync(path);
+        } catch {}
+      };
+      process.once("exit", release); // a last resort: normally released in finally
+      return { release };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
+        throw new MadmailError("config", `cannot create lock file ${path}: ${(err as Error).message}`);
+      }
+    }
+    const pid = readPid(path);
+    if (pid === undefined) continue; // released meanwhile: try again
+    // No pid yet: its owner is between create and write, unless the file is old (crash then).
+    if (pid === null && Date.now() - mtime(path) < 10_000) return { heldBy: null };
+    if (pid !== null && pid !== process.pid && alive(pid)) return { heldBy: pid };
+    // Stale. Move it aside (atomic) and look at what was moved: if another run replaced it
+    // between our read and the rename, that live lock goes back and it wins.
+    const aside = `${path}.stale.${process.pid}`;
+    try {
+      renameSync(path, aside);
+    } catch {
+      continue;
+    }
+    const moved = readPid(aside);
+    if (moved !== pid && moved != null && moved !== process.pid && alive(moved)) {
+      try {
+        linkSync(aside, path);
+      } catch {}
+      unlinkSync(aside);
+      return { heldBy: moved };
+    }
+    unlinkSync(aside);
+    process.stderr.write(`madmail: took over stale lock ${path}${pid ? ` (pid ${pid} is gone)` : ""}\n`);
+  }
+  throw new MadmailError("temporary", `could not take lock ${path}: it keeps changing hands`);
+}
+
+/** The pid in a lock file: undefined if there is no file, null if it holds no pid. */
+function readPid(path: string): number | null | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  const m = /^\s*(\d+)\s*$/.exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM"; // someone else's process: alive
+  }
+}
+
+function mtime(path: string): number {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
