@@ -19,6 +19,8 @@ import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
 import { createQueueWorker, type Bounce } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
 import { loadDkimSigner } from "./delivery/dkim.ts";
+import { findUser } from "./store/users.repository.ts";
+import { recountUsage } from "./store/usage.ts";
 import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
 import { log, setLogFormat, type LogFormat } from "./log.ts";
 import { MadmailError } from "./errors.ts";
@@ -56,14 +58,14 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   const writes = createWriteBatcher(state.db);
   const events = new EventEmitter();
   events.setMaxListeners(0);
-  const enqueue = async (env: Envelope, byDomain: Map<string, string[]>): Promise<string> => {
+  const enqueue = async (env: Envelope, byDomain: Map<string, string[]>) => {
     const lifetime = (await snapshot.get()).config["queue.lifetime"] * 1000;
-    let id = "";
+    let queued = { messageId: "", deliveryIds: [] as string[] };
     await writes.run(async (trx) => {
-      id = (await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime)).messageId;
+      queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime);
     });
-    events.emit("enqueued", id);
-    return id;
+    events.emit("enqueued", queued.messageId);
+    return queued;
   };
   const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });
   return { state, snapshot, store, writes, events, acceptor };
@@ -89,8 +91,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         arrivalDate: new Date(c.delivery.created_at),
         recipients: failed.map((f) => ({ address: f.address, action: "failed", status: f.status, diagnostic: f.diagnostic, lastAttemptDate: new Date() })),
       });
-      // Straight into the sender's mailbox: our own report, not mail from outside.
-      await store.deliver(mailFrom, dsn);
+      // Straight into the sender's mailbox (our own report, not mail from outside), and only
+      // if the sender is a user here: `madmail send` may use any address of a local domain.
+      if (!(await findUser(state.db, mailFrom.toLowerCase()))) {
+        log.withTag("queue").warn(`no bounce for ${c.delivery.id}: sender ${mailFrom} is not a local user`);
+        return;
+      }
+      await store.deliver(mailFrom.toLowerCase(), dsn);
     },
   };
   const signer = loadDkimSigner(state.dataDir);
@@ -121,7 +128,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (httpAddrs.length) {
       const app = createHttpApp({ startedAt: Date.now() });
       mountMxdeliv(app, acceptor, snapshot, state.db);
-      mountExchangerPull(app, { db: state.db, snapshot, events, signal: shutdown.signal });
+      mountExchangerPull(app, { db: state.db, snapshot, events, signal: shutdown.signal, sign: (b, d) => signer.sign(b, d) });
       for (const name of httpAddrs) {
         const a = addr(name)!;
         if (name === "https" && !tls) {
@@ -173,6 +180,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }, 3600_000);
   housekeeping.unref();
   stops.unshift(async () => clearInterval(housekeeping));
+  // Quota usage follows what Dovecot users deleted: recount now and every 10 minutes.
+  const mailRoot = config.mail_root || join(state.dataDir, "mail");
+  const recount = () => recountUsage(state.db, mailRoot).catch((err) => log.warn(`quota recount: ${(err as Error).message}`));
+  void recount();
+  const recountTimer = setInterval(recount, 600_000);
+  recountTimer.unref();
+  stops.unshift(async () => clearInterval(recountTimer));
   return running;
 }
 

@@ -19,7 +19,8 @@ interface SettingView {
 function view(key: string, stored: Map<string, string>): SettingView {
   const d = settingsRegistry[key as keyof typeof settingsRegistry] as SettingDef<unknown>;
   const value = stored.get(key);
-  return { key, value: value ?? d.default, default: d.default, is_default: value === undefined, type: d.type, description: d.description };
+  const shown = d.secret && value ? "********" : (value ?? d.default);
+  return { key, value: shown, default: d.default, is_default: value === undefined, type: d.type, description: d.description };
 }
 
 function requireKey(key: string): void {
@@ -65,7 +66,7 @@ const set = command({
     return withDb(args, async ({ db }) => {
       await db.insertInto("settings").values({ key, value: stored })
         .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
-      say(args, `${key} = ${stored}`);
+      say(args, `${key} = ${(settingsRegistry[key] as SettingDef<unknown>).secret ? "********" : stored}`);
     });
   },
 });

@@ -5,9 +5,10 @@ import { printJson } from "./_output.ts";
 import { MadmailError, usageError } from "../errors.ts";
 import { normaliseAddress } from "../util/names.ts";
 import { smtpReplyFor } from "../inbound/replies.ts";
+import { log } from "../log.ts";
 
 export default command({
-  meta: { name: "send", description: "Send a message from standard input through the accept pipeline (as a local user, no AUTH); prints the queue id" },
+  meta: { name: "send", description: "Send a message from standard input through the accept pipeline (as a local user, no AUTH); prints the queue id per destination domain" },
   args: {
     from: { type: "string", required: true, valueHint: "ADDRESS", description: "Envelope sender: an address at a local domain" },
     to: { type: "string", required: true, valueHint: "ADDRESS", description: "Recipient; repeat --to or give a comma list for several" },
@@ -25,6 +26,8 @@ export default command({
     if (bad !== undefined) throw usageError(`invalid address "${bad}": expected user@domain`);
     const body = new Uint8Array(await new Response(process.stdin as unknown as ReadableStream).arrayBuffer());
     if (!body.length) throw usageError("no message on standard input");
+    // The pipeline's log line is for servers; a script wants only the queue id (or the error).
+    log.level = args.quiet ? 0 : 1;
     return withDb(args, async (state) => {
       const { openCore } = await import("../server.ts");
       const core = await openCore(state);
@@ -37,9 +40,11 @@ export default command({
       await core.writes.drain();
       await core.store.dispose();
       const rows = to.map((address, i) => ({ address, verdict: result.rcpts[i]!.verdict, reply: `${smtpReplyFor(result.rcpts[i]!).code} ${smtpReplyFor(result.rcpts[i]!).text}` }));
-      if (args.json) printJson({ queue_id: result.queueId ?? null, recipients: rows });
+      const ids = result.queued?.deliveryIds ?? [];
+      if (args.json) printJson({ message_id: result.queued?.messageId ?? null, queue_ids: ids, recipients: rows });
       else {
-        if (result.queueId) process.stdout.write(`${result.queueId}\n`);
+        // One queue id per destination domain, as `madmail queue show ID` takes them.
+        if (ids.length) process.stdout.write(ids.join("\n") + "\n");
         for (const r of rows) if (r.verdict !== "accept") process.stderr.write(`${r.address}: ${r.reply}\n`);
       }
       const refused = result.rcpts.filter((v) => v.verdict === "reject" || v.verdict === "tempfail");

@@ -16,6 +16,8 @@ export interface SettingDef<T> {
   description: string;
   /** The accepted forms, shown when a value is refused. */
   expected: string;
+  /** A secret (a password): `config list`/`get` show only whether it is set. */
+  secret?: boolean;
   /** Parses stored/user text; throws a plain Error whose message says what is wrong. */
   parse(text: string): T;
   /** Normalised text to store. */
@@ -178,7 +180,7 @@ export const settingsRegistry = {
   "hostname": def<string>({
     type: "string",
     default: normaliseDomain(hostname()) ?? "localhost",
-    description: "Name this server gives in SMTP greetings and Received headers",
+    description: "Name this server gives in SMTP greetings (EHLO, banner) and bounce reports",
     expected: "a host name such as mx.example.org",
     parse: (t) => {
       const d = normaliseDomain(t);
@@ -187,7 +189,7 @@ export const settingsRegistry = {
     },
     normalise: (t) => normaliseDomain(t) ?? t,
   }),
-  "listen.http": listen("127.0.0.1:8080", "HTTP listener: POST /mxdeliv, /healthz, exchanger pull, admin API"),
+  "listen.http": listen("127.0.0.1:8080", "HTTP listener: POST /mxdeliv, /healthz, the exchanger pull endpoint"),
   "listen.https": listen("off", "HTTPS listener (needs tls.cert and tls.key): the same routes as listen.http, port 443 in production"),
   "listen.smtp": listen("127.0.0.1:2525", "SMTP MX listener for other servers (port 25 in production)"),
   "listen.submission": listen("127.0.0.1:2587", "SMTP submission for local users (STARTTLS when a certificate is set)"),
@@ -217,7 +219,7 @@ export const settingsRegistry = {
   "relay.smarthost": hostPort("Send all remote mail to this MTA over SMTP (like Postfix relayhost)", 25),
   "relay.smarthost_tls": choice(["starttls", "tls", "none"] as const, "starttls", "Smarthost connection: starttls (required), tls (implicit, port 465) or none"),
   "relay.smarthost_user": text("", "Smarthost AUTH user name (empty: no AUTH)"),
-  "relay.smarthost_password": text("", "Smarthost AUTH password"),
+  "relay.smarthost_password": { ...text("", "Smarthost AUTH password (shown as ******** by config list/get)"), secret: true },
   "delivery.reroute_after": duration("10m", "Mail still deferred this long moves to the fallback exchanger (0 = never)", 0),
   "relay.domains": domainList("Recipient domains this server accepts on /mxdeliv and SMTP to pass on (as an exchanger relaying for others)"),
   "exchanger.pull_lease": duration("5m", "How long pulled messages stay handed out before they are offered again unless acknowledged", 10),

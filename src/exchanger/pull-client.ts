@@ -147,9 +147,10 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
         const answer = await pull(ep, { wait: Math.min(wait, Math.max(0, Math.floor(left / 1000))), max, domain });
         res.batches++;
         if (answer.messages.length && answer.messages.every((m) => acked.has(m.id))) {
-          throw new MadmailError("config", `${base} hands out again messages we acknowledged; is our ack reaching it? (${protocol} protocol)`);
+          throw new MadmailError("config", `${base}: hands out again messages we acknowledged; is our ack reaching it? (${protocol} protocol)`);
         }
         const round = await acceptBatch(answer.messages, { ...o, protocol, peer: new URL(base).host, res });
+        res.deferred += round.deferred;
         if (round.final.length) {
           await ack(ep, round.final);
           for (const id of round.final) acked.add(id);
@@ -243,7 +244,9 @@ async function acceptBatch(
     for (let m = queue.shift(); m; m = queue.shift()) await one(m);
   });
   await Promise.all(workers);
-  return { final, deferred, why };
+  // Acknowledged in the partner's order (easier to follow in its logs), each id once.
+  const done = new Set(final);
+  return { final: [...new Set(items.map((m) => m.id).filter((id) => done.has(id)))], deferred, why };
 }
 
 // ---------------------------------------------------------------------------------------------

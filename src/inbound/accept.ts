@@ -21,7 +21,7 @@ export interface AcceptDeps {
   /** Emits "delivered" (address) after each durable local delivery: wake-ups for waiters. */
   events: EventEmitter;
   /** Durably queues mail for remote recipients (one delivery row per domain); absent = no relaying. */
-  enqueue?: (env: Envelope, byDomain: Map<string, string[]>) => Promise<string>;
+  enqueue?: (env: Envelope, byDomain: Map<string, string[]>) => Promise<{ messageId: string; deliveryIds: string[] }>;
   /** Counts mail that arrived from a peer domain (federation stats). */
   onInbound?: (senderDomain: string) => void;
 }
@@ -64,7 +64,7 @@ export function createAcceptor(deps: AcceptDeps) {
     const all = (v: RcptVerdict): RcptVerdict[] => env.rcpts.map(() => v);
     let verdicts: RcptVerdict[];
     let stored = 0;
-    let queueId: string | undefined;
+    let queued: AcceptResult["queued"];
 
     if (size > snap.config["limits.max_message_size"]) {
       verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
@@ -107,7 +107,7 @@ export function createAcceptor(deps: AcceptDeps) {
           const byDomain = new Map<string, string[]>();
           for (const p of remote) byDomain.set(p.domain, [...(byDomain.get(p.domain) ?? []), p.address]);
           try {
-            queueId = await deps.enqueue!(env, byDomain);
+            queued = await deps.enqueue!(env, byDomain);
             stored++;
           } catch (err) {
             log.withTag("queue").error(`queueing failed: ${(err as Error).message}`);
@@ -130,7 +130,7 @@ export function createAcceptor(deps: AcceptDeps) {
     for (const [i, v] of verdicts.entries()) {
       if (v.verdict === "accept" && v.stored) deps.events.emit("delivered", normaliseAddress(env.rcpts[i]!));
     }
-    return { rcpts: verdicts, ms, queueId };
+    return { rcpts: verdicts, ms, queued };
   }
 
   /** Quota accounting and the delivery id, committed (group commit) before the answer. */

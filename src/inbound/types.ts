@@ -34,8 +34,8 @@ export interface AcceptResult {
   /** One verdict per envelope recipient, in order. */
   rcpts: RcptVerdict[];
   ms: number;
-  /** Queue id of the message when remote recipients were queued. */
-  queueId?: string;
+  /** When remote recipients were queued: the message and its delivery rows (one per domain). */
+  queued?: { messageId: string; deliveryIds: string[] };
 }
 
 /** Durable local delivery, implemented by the mailbox store. */

@@ -1,8 +1,8 @@
 // Outbound relay benchmark (not a test: bun test ignores *.bench.ts).
 //
-//   ./node_modules/.bin/bun test/bench/relay.bench.ts [--rounds 3] [--messages 8000] [--sessions 20]
+//   ./node_modules/.bin/bun test/bench/relay.bench.ts [--rounds 3] [--messages 5000] [--sessions 20]
 //       [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
-//       [--quiet-wait 30] [--only throughput,latency,backlog,profile] [--no-results]
+//       [--quiet-wait 45] [--only throughput,latency,backlog,profile] [--keep-profiles DIR] [--no-results]
 //
 // Needs dist/madmail (./node_modules/.bin/bun build.ts), postfix + smtp-source + smtp-sink, hyperfine
 // (optional; else timed runs), and root (the Postfix master starts as root). Everything listens on
@@ -19,7 +19,8 @@
 //    (madmail: file in B's Maildir new/, counted with inotify and checked with readdir; Postfix:
 //    smtp-sink's message counter). Informational, in the same rounds: `smtp-source -s SESSIONS -d -F`
 //    against the same Postfix (the tool the issue's 630 msg/s came from), and Postfix relaying to a
-//    second Postfix that stores in a virtual(8) Maildir (receiver doing durable storage like B).
+//    second Postfix that stores in a virtual(8) Maildir (receiver doing durable storage like B), and
+//    madmail with A2, a copy of A without a DKIM key (Postfix does not sign).
 //    ROUNDS rounds, the systems alternating which goes first; medians.
 // 2. Latency: one session, one message at a time, the next only after the file is in the Maildir;
 //    LATENCY messages of 1 KB (after 20 unmeasured ones). Measured from writing the end-of-data dot
@@ -59,15 +60,17 @@ type Size = (typeof SIZES)[number];
 const { values } = parseArgs({
   options: {
     rounds: { type: "string", default: "3" },
-    messages: { type: "string", default: "8000" },
+    messages: { type: "string", default: "5000" },
     sessions: { type: "string", default: "20" },
     latency: { type: "string", default: "500" },
     backlog: { type: "string", default: "100000" },
     concurrency: { type: "string", default: "32" },
     "per-destination": { type: "string", default: "32" },
-    "quiet-wait": { type: "string", default: "30" },
+    "quiet-wait": { type: "string", default: "45" },
     only: { type: "string", default: "throughput,latency,backlog,profile" },
     "no-results": { type: "boolean", default: false },
+    // copy the .cpuprofile files of the profile part here (they are in a temp dir otherwise)
+    "keep-profiles": { type: "string" },
   },
 });
 const ROUNDS = Number(values.rounds);
@@ -705,7 +708,7 @@ function queueEmpty(pf: PostfixInstance): boolean {
 // ---------------------------------------------------------------------------------------------
 // measurements
 
-type System = "madmail" | "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir";
+type System = "madmail" | "madmail_nodkim" | "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir";
 
 interface ThroughputRun {
   system: System;
@@ -782,6 +785,12 @@ try {
   mmCli(A, ["dkim", "generate", "a.test"]);
   mmCli(A, ["config", "set", "queue.concurrency", String(CONCURRENCY)]);
   mmCli(A, ["config", "set", "queue.per_destination", String(PER_DEST)]);
+  // A2: the same as A without a DKIM key (informational: what signing costs; Postfix does not sign)
+  const A2 = mmState("a2");
+  mmCli(A2, ["init", "--domain", "a.test", "--quiet"]);
+  mmCli(A2, ["user", "add", SENDER, "--password-stdin"], `${SENDER_PASS}\n`);
+  mmCli(A2, ["config", "set", "queue.concurrency", String(CONCURRENCY)]);
+  mmCli(A2, ["config", "set", "queue.per_destination", String(PER_DEST)]);
   settingsNotes.push(
     `A: queue.concurrency ${CONCURRENCY}, queue.per_destination ${PER_DEST} (defaults 20 / 4), DKIM key for a.test (rsa-sha256 2048, every message signed), ` +
       "route `endpoint-cache set b.test http://127.0.0.1:PORT/mxdeliv` (plain HTTP, keep-alive agent of at most 16 sockets per host); B: bob@b.test, durable Maildir (fsync before the 200); " +
@@ -791,6 +800,8 @@ try {
   let b = await mmServe(B, { submission: false });
   mmCli(A, ["endpoint-cache", "set", "b.test", `http://127.0.0.1:${b.httpPort}/mxdeliv`]);
   let a = await mmServe(A, { submission: true });
+  mmCli(A2, ["endpoint-cache", "set", "b.test", `http://127.0.0.1:${b.httpPort}/mxdeliv`]);
+  const a2 = await mmServe(A2, { submission: true });
   const bNew = join(B.mailRoot, RCPT, "new");
   const auth = { user: SENDER, pass: SENDER_PASS };
 
@@ -827,14 +838,16 @@ try {
     const W = Math.min(N, 2000 - (2000 % SESSIONS));
     for (const s of SIZES) {
       const t0 = now();
-      const r = await runLoad(a.submissionPort!, auth, RCPT, bodies.get(s)!, W / SESSIONS, `warm${s}`, t0);
-      if (r.errors.length) throw new Error(`warm-up against madmail failed: ${r.errors.slice(0, 3).join("; ")}`);
+      for (const x of [a, a2]) {
+        const r = await runLoad(x.submissionPort!, auth, RCPT, bodies.get(s)!, W / SESSIONS, `warm${s}`, t0);
+        if (r.errors.length) throw new Error(`warm-up against madmail ${x.state.name} failed: ${r.errors.slice(0, 3).join("; ")}`);
+      }
       const r2 = await runLoad(relay.smtpPort, undefined, RCPT, bodies.get(s)!, W / SESSIONS, `warm${s}`, now());
       if (r2.errors.length) throw new Error(`warm-up against Postfix failed: ${r2.errors.slice(0, 3).join("; ")}`);
     }
     const end3 = Date.now() + 120_000;
-    while ((countFiles(bNew) < 1 + 2 * W || sink.count() < 2 * W || !queueEmpty(relay)) && Date.now() < end3) await sleep(200);
-    if (countFiles(bNew) < 1 + 2 * W) throw new Error(`warm-up: ${countFiles(bNew)} files in B's Maildir, expected ${1 + 2 * W}`);
+    while ((countFiles(bNew) < 1 + 4 * W || sink.count() < 2 * W || !queueEmpty(relay)) && Date.now() < end3) await sleep(200);
+    if (countFiles(bNew) < 1 + 4 * W) throw new Error(`warm-up: ${countFiles(bNew)} files in B's Maildir, expected ${1 + 4 * W}`);
     clearDir(bNew);
     clearDir(finalNew);
   }
@@ -842,7 +855,9 @@ try {
   // ---------------------------------------------------------------------------------------------
   // 1 + 2: throughput
 
-  async function madmailRun(round: number, size: Size, before: number, profiled = false): Promise<ThroughputRun> {
+  async function madmailRun(round: number, size: Size, before: number, profiled = false, sender = a): Promise<ThroughputRun> {
+    const a = sender;
+    const A = sender.state;
     clearDir(bNew);
     const load = loadText();
     const arr = new Arrivals(bNew);
@@ -870,7 +885,7 @@ try {
     if (files !== N || r.sent !== N) problems.push(`round ${round} madmail ${size}: sent ${r.sent}, ${files} files in B's Maildir, expected ${N}`);
     if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
     return {
-      system: "madmail", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
+      system: A.name === "a" ? "madmail" : "madmail_nodkim", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
       note: `inotify_events=${arr.count} files=${files}`,
     };
   }
@@ -936,7 +951,10 @@ try {
     };
     for (let round = 1; round <= ROUNDS; round++) {
       const mm = async () => {
-        for (const s of SIZES) log(await madmailRun(round, s, await waitQuiet()));
+        for (const s of SIZES) {
+          log(await madmailRun(round, s, await waitQuiet()));
+          log(await madmailRun(round, s, await waitQuiet(), false, a2));
+        }
       };
       const pf = async () => {
         for (const s of SIZES) {
@@ -954,6 +972,7 @@ try {
       }
     }
     memRows.push({ label: "A (sender) after the throughput runs", ...memStatus(a.pid) });
+    memRows.push({ label: "A without DKIM (sender) after the throughput runs", ...memStatus(a2.pid) });
     memRows.push({ label: "B (receiver) after the throughput runs", ...memStatus(b.pid) });
     const q = queueStates(A.db);
     backlogNotes.push(`A's state file after the throughput runs: ${(statSync(A.db).size / 2 ** 20).toFixed(0)} MB (+ WAL), deliveries ${JSON.stringify(q)} (delivered rows are kept for queue.keep_delivered = 1d)`);
@@ -961,6 +980,8 @@ try {
 
   // ---------------------------------------------------------------------------------------------
   // 3: latency, one message at a time
+
+  await a2.stop();
 
   if (PARTS.has("latency")) {
     partLoad.latency = loadText();
@@ -1027,6 +1048,10 @@ try {
       if (!f) {
         problems.push(`profile of ${who}: no .cpuprofile written in ${dir}`);
         return "";
+      }
+      if (values["keep-profiles"]) {
+        mkdirSync(values["keep-profiles"], { recursive: true });
+        writeFileSync(join(values["keep-profiles"], `${who.slice(0, 1)}-${f}`), readFileSync(join(dir, f)));
       }
       return summariseProfile(JSON.parse(readFileSync(join(dir, f), "utf8")) as CpuProfile, who, perMsgCpu);
     };
@@ -1209,7 +1234,6 @@ function sumTries(db: string): number {
 interface CpuProfile {
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
   samples: number[];
-  timeDeltas: number[];
 }
 
 function shortUrl(url: string): string {
@@ -1235,44 +1259,55 @@ function area(url: string, fn: string): string {
 }
 
 function summariseProfile(p: CpuProfile, who: string, perKMsgCpu: number): string {
+  // Bun's profiler samples only while JavaScript runs (no idle samples; the time deltas include
+  // the gaps), so shares are counted in samples: share of the JS thread's busy time.
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const self = new Map<number, number>();
-  let total = 0;
-  for (let i = 0; i < p.samples.length; i++) {
-    const dt = p.timeDeltas[i + 1] ?? 0;
-    self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + dt);
-    total += dt;
-  }
-  const fnTime = new Map<string, number>();
-  const areaTime = new Map<string, number>();
-  let idle = 0;
-  for (const [id, us] of self) {
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const keyOf = (id: number) => {
+    const cf = byId.get(id)!.callFrame;
+    return `${cf.functionName || "(anonymous)"} ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ""}`.trim();
+  };
+  const selfFn = new Map<string, number>();
+  const selfArea = new Map<string, number>();
+  const incl = new Map<string, number>();
+  for (const id of p.samples) {
     const n = byId.get(id);
     if (!n) continue;
-    const cf = n.callFrame;
-    if (cf.functionName === "(idle)" || cf.functionName === "(program)" && !cf.url) {
-      if (cf.functionName === "(idle)") {
-        idle += us;
-        continue;
+    const k = keyOf(id);
+    selfFn.set(k, (selfFn.get(k) ?? 0) + 1);
+    const ar = area(n.callFrame.url, n.callFrame.functionName);
+    selfArea.set(ar, (selfArea.get(ar) ?? 0) + 1);
+    // inclusive: every madmail (src/) function on the stack, once per sample
+    const seen = new Set<string>();
+    for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) {
+      const cf = byId.get(x)!.callFrame;
+      if (!cf.url.includes("/src/")) continue;
+      const kk = keyOf(x);
+      if (!seen.has(kk)) {
+        seen.add(kk);
+        incl.set(kk, (incl.get(kk) ?? 0) + 1);
       }
     }
-    const key = `${cf.functionName || "(anonymous)"} ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ""}`;
-    fnTime.set(key, (fnTime.get(key) ?? 0) + us);
-    const ar = area(cf.url, cf.functionName);
-    areaTime.set(ar, (areaTime.get(ar) ?? 0) + us);
   }
-  const busy = total - idle;
+  const total = p.samples.length;
   const top = (m: Map<string, number>, k: number) => [...m].sort((x, y) => y[1] - x[1]).slice(0, k);
+  const pc = (v: number) => `${dec((100 * v) / total, 1)}%`;
+  const esc = (k: string) => k.replace(/\|/g, "\\|").replace(/`/g, "'");
   const out: string[] = [];
-  out.push(`**${who}**: ${dec(busy / 1e6)} s of samples with the JS thread busy (of ${dec(total / 1e6)} s profiled; whole-process CPU per 1000 messages in this run ${dec(perKMsgCpu, 3)} s, which also counts the other threads: GC, libsql, I/O). Self time by area, then the top functions:`);
+  out.push(`**${who}**: ${int(total)} samples of the JS thread over the process's life (start-up, warm-up and the run); whole-process CPU in the profiled run: ${dec(perKMsgCpu, 3)} s per 1000 messages.`);
   out.push("");
-  out.push("| area | self time | share of busy |");
-  out.push("| --- | ---: | ---: |");
-  for (const [k, v] of top(areaTime, 12)) out.push(`| ${k.replace(/\|/g, "\\|")} | ${dec(v / 1e6)} s | ${dec((100 * v) / busy, 1)}% |`);
-  out.push("");
-  out.push("| function (self time) | self time | share of busy |");
-  out.push("| --- | ---: | ---: |");
-  for (const [k, v] of top(fnTime, 15)) out.push(`| \`${k.replace(/\|/g, "\\|").replace(/`/g, "'")}\` | ${dec(v / 1e6)} s | ${dec((100 * v) / busy, 1)}% |`);
+  out.push("| self time by area | share |  | self time by function | share |  | inclusive, madmail functions | share |");
+  out.push("| --- | ---: | --- | --- | ---: | --- | --- | ---: |");
+  const ta = top(selfArea, 12);
+  const tf = top(selfFn, 12);
+  const ti = top(incl, 12);
+  for (let i = 0; i < 12; i++) {
+    const x = ta[i];
+    const y = tf[i];
+    const z = ti[i];
+    out.push(`| ${x ? esc(x[0]) : ""} | ${x ? pc(x[1]) : ""} |  | ${y ? `\`${esc(y[0])}\`` : ""} | ${y ? pc(y[1]) : ""} |  | ${z ? `\`${esc(z[0])}\`` : ""} | ${z ? pc(z[1]) : ""} |`);
+  }
   return out.join("\n");
 }
 
@@ -1281,6 +1316,7 @@ function summariseProfile(p: CpuProfile, who: string, perKMsgCpu: number): strin
 
 const LABELS: Record<System, string> = {
   madmail: "madmail A → POST /mxdeliv → madmail B (Maildir, fsync)",
+  madmail_nodkim: "same, A without a DKIM key (informational)",
   postfix_sink: "Postfix → smtp-sink (same load generator) — reference",
   postfix_sink_smtp_source: "Postfix → smtp-sink, load from `smtp-source -s 20 -d -F` (informational)",
   postfix_maildir: "Postfix → Postfix (virtual(8) Maildir) (informational)",

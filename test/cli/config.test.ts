@@ -70,7 +70,7 @@ describe("list and get", () => {
       default: "127.0.0.1:8080",
       is_default: true,
       type: "listen",
-      description: "HTTP listener: POST /mxdeliv, /healthz, exchanger pull, admin API",
+      description: "HTTP listener: POST /mxdeliv, /healthz, the exchanger pull endpoint",
     });
   });
 });

@@ -214,7 +214,7 @@ describe.skipIf(why.length > 0)("outbound delivery by MX records (network namesp
   async function settled(queueId: string, domain: string, timeoutMs = 20_000): Promise<DeliveryRow & { attempts: AttemptRow[] }> {
     const end = Date.now() + timeoutMs;
     for (;;) {
-      const row = query<DeliveryRow>(a!.box.db, "SELECT id, state, route, last_error, tries FROM deliveries WHERE message_id = ? AND rcpt_domain = ?", queueId, domain)[0];
+      const row = query<DeliveryRow>(a!.box.db, "SELECT id, state, route, last_error, tries FROM deliveries WHERE (id = ? OR message_id = ?) AND rcpt_domain = ?", queueId, queueId, domain)[0];
       if (row && (row.state === "delivered" || row.state === "dead")) return { ...row, attempts: attemptsOf(a!.box.db, row.id) };
       if (Date.now() > end) {
         const attempts = row ? attemptsOf(a!.box.db, row.id) : [];

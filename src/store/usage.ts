@@ -1,0 +1,38 @@
+// Quota usage from the Maildirs themselves. Deliveries add to users.used_bytes as they happen;
+// mail deleted over IMAP (Dovecot) is only seen by counting, so the server recounts at start
+// and every few minutes: the size is in each file name (",S=NNN"), or from stat.
+import { promises as fsp } from "node:fs";
+import { join } from "node:path";
+import type { Db } from "../db/open.ts";
+import { listUsers } from "./users.repository.ts";
+
+export async function maildirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const sub of ["new", "cur"]) {
+    let names: string[];
+    try {
+      names = await fsp.readdir(join(dir, sub));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const m = /,S=(\d+)/.exec(name);
+      if (m) total += Number(m[1]);
+      else total += await fsp.stat(join(dir, sub, name)).then((s) => s.size, () => 0);
+    }
+  }
+  return total;
+}
+
+/** Sets every user's used_bytes to what their Maildir holds; returns how many changed. */
+export async function recountUsage(db: Db, mailRoot: string): Promise<number> {
+  let changed = 0;
+  for (const u of await listUsers(db)) {
+    const bytes = await maildirBytes(join(mailRoot, u.address));
+    if (bytes !== u.used_bytes) {
+      await db.updateTable("users").set({ used_bytes: bytes }).where("address", "=", u.address).execute();
+      changed++;
+    }
+  }
+  return changed;
+}
