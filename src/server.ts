@@ -11,6 +11,7 @@ import { createHttpApp } from "./http.ts";
 import { createAcceptor } from "./inbound/accept.ts";
 import { mountMxdeliv } from "./inbound/mxdeliv.ts";
 import { mountExchangerPull } from "./exchanger/pull-endpoint.ts";
+import { startPollers } from "./exchanger/poller.ts";
 import { startSmtpDoor, type SmtpDoor, type SmtpDoorKind } from "./inbound/smtp.ts";
 import { createSnapshotSource, type SnapshotSource } from "./inbound/snapshot.ts";
 import type { Envelope } from "./inbound/types.ts";
@@ -167,6 +168,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
   worker.start();
   tracker.start();
+  // Pull from partners that hold our token (exchanger set NAME --remote-token-file F).
+  const pollers = startPollers({ core, db: state.db });
+  stops.push(() => pollers.stop());
 
   // Housekeeping, hourly: forget old delivery ids and delivered queue rows.
   const housekeeping = setInterval(() => {

@@ -63,6 +63,8 @@ interface FederationRulesTable {
 interface DeliveryIdsTable {
   id: string;
   seen_at: Millis;
+  /** 1 while local copies are being written (crash recovery looks into the Maildirs). */
+  pending: Generated<number>;
 }
 
 export type DeliveryState = "queued" | "deferred" | "held" | "delivering" | "delivered" | "dead";

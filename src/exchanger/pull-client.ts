@@ -40,7 +40,7 @@ export interface DrainOptions {
   max: number;
   /** No new pull round starts after this long; the round under way finishes. */
   maxTimeMs: number;
-  /** Stop after this many pull rounds (`--once` = 1). @default unlimited */
+  /** Stop after this many pull rounds (per domain with madexchanger; `--once` = 1). @default unlimited */
   maxRounds?: number;
   core: PullCore;
   /** Aborts the pull or ack under way; what was accepted stays accepted (and comes back deduplicated). */
@@ -49,7 +49,7 @@ export interface DrainOptions {
   verifyTls?: boolean;
   /** Called after each completed round (pull, accept, ack), empty or not. */
   onRound?: (round: RoundReport) => void | Promise<void>;
-  /** Messages of one batch in the pipeline at once. @default 8 */
+  /** Messages of one batch in the pipeline at once. @default 32 */
   concurrency?: number;
 }
 
@@ -140,9 +140,10 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
     const acked = new Set<string>();
     let drained = 0;
     rounds: for (const domain of domains) {
-      for (;;) {
+      for (let n = 0; ; n++) {
         const left = o.maxTimeMs - (performance.now() - t0);
-        if (res.batches > 0 && (left <= 0 || res.batches >= (o.maxRounds ?? Infinity))) break rounds;
+        if (res.batches > 0 && left <= 0) break rounds;
+        if (n >= (o.maxRounds ?? Infinity)) break; // per domain: --once pulls each domain once
         // Never hold the partner open beyond our own deadline.
         const answer = await pull(ep, { wait: Math.min(wait, Math.max(0, Math.floor(left / 1000))), max, domain });
         res.batches++;
@@ -240,7 +241,7 @@ async function acceptBatch(
   };
   // A small pool: the pipeline commits concurrent messages together (group commit).
   const queue = [...items];
-  const workers = Array.from({ length: Math.min(o.concurrency ?? 8, queue.length) }, async () => {
+  const workers = Array.from({ length: Math.min(o.concurrency ?? 32, queue.length) }, async () => {
     for (let m = queue.shift(); m; m = queue.shift()) await one(m);
   });
   await Promise.all(workers);

@@ -1,7 +1,8 @@
 // The ONE accept pipeline. Every door (HTTP /mxdeliv, SMTP, LMTP, submission, pull) builds an
 // Envelope and calls accept(); the steps run in the order of DESIGN.md section 4:
 // size, recipient split, federation policy, encryption gate, quota, durable delivery, stats.
-import { EventEmitter } from "node:events";
+import { createHash } from "node:crypto";
+import type { EventEmitter } from "node:events";
 import type { Db } from "../db/open.ts";
 import type { WriteBatcher } from "../db/write-batcher.ts";
 import { log } from "../log.ts";
@@ -68,7 +69,7 @@ export function createAcceptor(deps: AcceptDeps) {
 
     if (size > snap.config["limits.max_message_size"]) {
       verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
-    } else if (env.deliveryId && (await seenDeliveryId(deps.db, env.deliveryId))) {
+    } else if (env.deliveryId && (await deliveryIdState(deps.db, env.deliveryId)) === "done") {
       verdicts = all({ verdict: "accept", stored: false, note: "duplicate" });
     } else {
       const senderDomain = senderDomainOf(env);
@@ -83,6 +84,17 @@ export function createAcceptor(deps: AcceptDeps) {
       } else if (policy === "dismiss") {
         verdicts = all({ verdict: "dismiss" });
       } else {
+        // With a delivery id, local copies get a name derived from it, and the id is marked
+        // pending (committed) before they are written: after a crash between the Maildir write
+        // and the final record, the retry finds the copies that already landed.
+        const fileName = env.deliveryId ? stableMaildirName(env.deliveryId, size) : undefined;
+        const recovering = env.deliveryId ? (await deliveryIdState(deps.db, env.deliveryId)) === "pending" : false;
+        if (env.deliveryId && !recovering && plan.some((p) => p.kind === "local")) {
+          const id = env.deliveryId;
+          await deps.writes.run(async (trx) => {
+            await trx.insertInto("delivery_ids").values({ id, seen_at: Date.now(), pending: 1 }).onConflict((oc) => oc.column("id").doNothing()).execute();
+          });
+        }
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
           if (!gate.pass && !passthrough && !("address" in p && isPassthrough(snap, p.address, "recipients"))) {
@@ -93,7 +105,10 @@ export function createAcceptor(deps: AcceptDeps) {
           if (p.used + size > p.quota) return { verdict: "reject", reason: "quota", detail: `${p.address} over quota` };
           try {
             const ts = performance.now();
-            await deps.store.deliver(p.address, env.body);
+            if (recovering && fileName && (await deps.store.read(p.address, fileName))) {
+              return { verdict: "accept", stored: false, note: "duplicate" };
+            }
+            await deps.store.deliver(p.address, env.body, { name: fileName });
             storeMs = storeMs * 0.9 + (performance.now() - ts) * 0.1;
             stored++;
             return { verdict: "accept", stored: true };
@@ -136,13 +151,16 @@ export function createAcceptor(deps: AcceptDeps) {
   /** Quota accounting and the delivery id, committed (group commit) before the answer. */
   async function recordDelivery(env: Envelope, plan: Planned[], verdicts: RcptVerdict[], size: number): Promise<void> {
     const used = plan.flatMap((p, i) => (p.kind === "local" && verdicts[i]!.verdict === "accept" ? [p.address] : []));
-    const anyAccepted = verdicts.some((v) => v.verdict === "accept");
+    // Mark the delivery id done only when nothing is left to retry: after a tempfail it stays
+    // pending, the sender retries with the same id, the recipients that failed get their copy
+    // and those that have one are found in their Maildirs.
+    const anyAccepted = verdicts.some((v) => v.verdict === "accept") && !verdicts.some((v) => v.verdict === "tempfail");
     if (!used.length && !(env.deliveryId && anyAccepted)) return;
     await deps.writes.run(async (trx) => {
       for (const a of used) await addUsedBytes(trx, a, size);
       if (env.deliveryId && anyAccepted) {
-        await trx.insertInto("delivery_ids").values({ id: env.deliveryId, seen_at: Date.now() })
-          .onConflict((oc) => oc.column("id").doNothing()).execute();
+        await trx.insertInto("delivery_ids").values({ id: env.deliveryId, seen_at: Date.now(), pending: 0 })
+          .onConflict((oc) => oc.column("id").doUpdateSet({ pending: 0 })).execute();
       }
     });
   }
@@ -183,8 +201,14 @@ export function createAcceptor(deps: AcceptDeps) {
 
 export type Acceptor = ReturnType<typeof createAcceptor>;
 
-async function seenDeliveryId(db: Db, id: string): Promise<boolean> {
-  return (await db.selectFrom("delivery_ids").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
+async function deliveryIdState(db: Db, id: string): Promise<"new" | "pending" | "done"> {
+  const row = await db.selectFrom("delivery_ids").select("pending").where("id", "=", id).executeTakeFirst();
+  return !row ? "new" : row.pending ? "pending" : "done";
+}
+
+/** The same Maildir name for every attempt of one delivery id (and size, as Maildir ,S=). */
+function stableMaildirName(deliveryId: string, size: number): string {
+  return `${createHash("sha256").update(deliveryId).digest("hex").slice(0, 32)}.madmail,S=${size}`;
 }
 
 function senderDomainOf(env: Envelope): string | null {

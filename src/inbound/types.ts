@@ -40,5 +40,6 @@ export interface AcceptResult {
 
 /** Durable local delivery, implemented by the mailbox store. */
 export interface LocalDelivery {
-  deliver(address: string, body: Uint8Array): Promise<string>;
+  deliver(address: string, body: Uint8Array, opts?: { name?: string }): Promise<string>;
+  read(address: string, id: string): Promise<Uint8Array | null>;
 }

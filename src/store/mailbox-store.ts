@@ -25,7 +25,7 @@ export interface MailboxStore {
    * Rejects for an address that is not one safe path component (see assertMaildirAddress).
    * `body` is stored as given; do not change it while the promise is pending.
    */
-  deliver(address: string, body: Uint8Array): Promise<string>;
+  deliver(address: string, body: Uint8Array, opts?: { name?: string }): Promise<string>;
   /** For tests and tools: the ids of the messages in new/ and cur/, sorted by name. */
   list(address: string): Promise<string[]>;
   /** For tests and tools: a message's bytes, found in new/ or (with any flags) in cur/; null if absent. */
@@ -46,9 +46,11 @@ export interface MaildirStoreOptions {
 /** A mailbox store over any unstorage Storage (Maildir driver, memory driver, a mount...). */
 export function createMailboxStore(storage: Storage): MailboxStore {
   return {
-    async deliver(address, body) {
+    async deliver(address, body, opts) {
       assertMaildirAddress(address);
-      const id = createMaildirName(body.byteLength);
+      if (opts?.name !== undefined && !isSafeName(opts.name)) throw new Error(`refusing message name ${JSON.stringify(opts.name)}`);
+      // A given name (derived from a delivery id) makes a retried delivery findable.
+      const id = opts?.name ?? createMaildirName(body.byteLength);
       await storage.setItemRaw(toMaildirKey(address, "new", id), body);
       return id;
     },

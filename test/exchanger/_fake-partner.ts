@@ -27,6 +27,8 @@ export interface FakePartnerOptions {
   ignoreAcks?: boolean;
   /** madexchanger answers: a bare array instead of {messages} for these domains. */
   bareArrayFor?: string[];
+  /** Serve HTTPS with this certificate and key (PEM text). */
+  tls?: { cert: string; key: string };
 }
 
 export interface FakePartner {
@@ -69,6 +71,7 @@ export function fakePartner(opts: FakePartnerOptions = {}): FakePartner {
     hostname: "127.0.0.1",
     port: 0,
     idleTimeout: 120,
+    ...(opts.tls ? { tls: opts.tls } : {}),
     async fetch(req) {
       const url = new URL(req.url);
       const auth = req.headers.get("authorization");
@@ -120,6 +123,6 @@ export function fakePartner(opts: FakePartnerOptions = {}): FakePartner {
       return new Response("not found", { status: 404 });
     },
   });
-  partner.url = `http://127.0.0.1:${server.port}`;
+  partner.url = `${opts.tls ? "https" : "http"}://127.0.0.1:${server.port}`;
   return partner;
 }

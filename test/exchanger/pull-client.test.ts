@@ -9,6 +9,7 @@ import { openCore, type Core } from "../../src/server.ts";
 import type { Envelope, RcptVerdict } from "../../src/inbound/types.ts";
 import { sandbox, type Sandbox } from "../helpers/binary.ts";
 import { freePort, startServe, type ServerHandle } from "../helpers/server.ts";
+import { havePeers, makeCert } from "../helpers/peers.ts";
 import { fakePartner, type FakePartner, type HeldMessage } from "./_fake-partner.ts";
 
 const ENCRYPTED = readFileSync(resolve(import.meta.dir, "../fixtures/samples/pass-deltachat-2.57-chat.eml"));
@@ -250,6 +251,23 @@ describe("drainPartner: verdicts decide the ack (stubbed pipeline)", () => {
     expect(verifyTlsFor("https://hub.example", "never")).toBe(false);
   });
 
+  test.skipIf(!havePeers().openssl)("HTTPS: an IP literal is not verified (auto); a name is, and a self-signed certificate is then a temporary failure", async () => {
+    const { cert, key } = await makeCert(join(sb.dir, "tls"), "hub.test");
+    partner = newPartner({ tls: { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") } });
+    partner.add(msg("tls1"));
+    const { core } = stubCore(byLocalPart);
+    const byIp = await drain(core);
+    expect(byIp).toMatchObject({ pulled: 1, drained: true });
+    expect(byIp.error).toBeUndefined();
+    const port = new URL(partner.url).port;
+    for (const [baseUrl, verifyTls] of [[`https://localhost:${port}`, undefined], [partner.url, true]] as const) {
+      const r = await drain(core, { baseUrl, verifyTls });
+      expect(r.error?.kind).toBe("temporary");
+      expect(r.error?.message).toMatch(/cert|self.signed/i);
+    }
+    expect(partner.pulls).toHaveLength(2); // the refused handshakes never reached the handler
+  });
+
   test("madexchanger: GET /pull?domain=D per domain, lenient items, ack with their ids, delivery ids scoped to the partner", async () => {
     const { core, seen } = stubCore(byLocalPart);
     partner = newPartner({ bareArrayFor: ["b.test"] });
@@ -406,6 +424,16 @@ describe("madmail pull-client (compiled binary)", () => {
     expect(await new Response(first.stdout).text()).toMatch(/^pulled 1, delivered 1, /);
     expect(existsSync(lock)).toBe(false);
     expect(partner.pulls).toHaveLength(2); // the first run's two pulls; none from the second
+  });
+
+  test("--json while another run holds the lock: zero counts and who holds it", async () => {
+    // This test process is alive and is not the pull-client: its pid makes a live lock.
+    writeFileSync(join(sb.dir, "data", "pull-client.lock"), `${process.pid}\n`);
+    const r = await pc(["--url", partner!.url, "--token-file", tokenFile(), "--json"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: process.pid });
+    expect(partner!.pulls).toHaveLength(0);
+    expect(readFileSync(join(sb.dir, "data", "pull-client.lock"), "utf8")).toBe(`${process.pid}\n`);
   });
 
   test("--lock FILE, and a stale lock (its pid is gone) is taken over", async () => {

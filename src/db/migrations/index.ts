@@ -4,6 +4,7 @@ import * as m0001 from "./0001_foundation.ts";
 import * as m0002 from "./0002_inbound.ts";
 import * as m0003 from "./0003_queue.ts";
 import * as m0004 from "./0004_exchanger_pull.ts";
+import * as m0005 from "./0005_delivery_id_pending.ts";
 
 export interface Migration {
   name: string;
@@ -15,4 +16,5 @@ export const migrations: readonly Migration[] = [
   { name: "0002_inbound", up: m0002.up },
   { name: "0003_queue", up: m0003.up },
   { name: "0004_exchanger_pull", up: m0004.up },
+  { name: "0005_delivery_id_pending", up: m0005.up },
 ];
