@@ -24,11 +24,11 @@
 // total busy CPU (to see other load on a shared machine); before each run it waits (up to
 // --quiet-wait seconds) for the machine to be nearly idle. Prints a markdown report and writes it into
 // test/bench/RESULTS.md (section between the inbound.bench.ts markers; --no-results skips that).
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { freePort, havePeers, mailOwner, peerDir, startPostfix, type PostfixInstance } from "../helpers/peers.ts";
+import { freePort, havePeers, mailOwner, peerDir, startPostfix, type PostfixInstance, pidsWithCwdUnder } from "../helpers/peers.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const BIN = join(ROOT, "dist/madmail");
@@ -132,21 +132,6 @@ function readProc(pid: number): ProcSample | undefined {
 /** utime+stime+cutime+cstime of one process, in seconds (0 when it is gone). */
 function procCpu(pid: number): number {
   return readProc(pid)?.cpu ?? 0;
-}
-
-/** Every process whose working directory is `dir` or below (each Postfix daemon chdirs to its queue). */
-function pidsWithCwdUnder(dir: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const cwd = readlinkSync(`/proc/${e}/cwd`);
-      if (cwd === dir || cwd.startsWith(dir + "/")) out.push(Number(e));
-    } catch {
-      // gone, or a zombie
-    }
-  }
-  return out;
 }
 
 /**

@@ -23,10 +23,10 @@
 // Also here: startPostfixIn(), a throw-away Postfix on <ip>:25 inside a namespace that stores mail
 // for its domains in Maildirs (virtual(8)), built from the same templates as peers.ts' startPostfix
 // (test/peers/postfix/*.cf.in), which can only listen on the root namespace's loopback.
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { mailOwner, run, userIds, type RunResult } from "./peers.ts";
+import { mailOwner, run, userIds, type RunResult, pidsWithCwdUnder } from "./peers.ts";
 
 const PATH = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].filter(Boolean).join(":");
 const ENV = { PATH, LANG: "C", LC_ALL: "C" };
@@ -517,21 +517,6 @@ function setMainCf(text: string, settings: Record<string, string>): string {
   });
   for (const [k, v] of left) lines.push(`${k} = ${v}`);
   return lines.join("\n") + "\n";
-}
-
-/** PIDs of processes whose working directory is below `dir` (Postfix daemons chdir to their queue). */
-function pidsWithCwdUnder(dir: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const cwd = readlinkSync(`/proc/${e}/cwd`);
-      if (cwd === dir || cwd.startsWith(dir + "/")) out.push(Number(e));
-    } catch {
-      // gone
-    }
-  }
-  return out;
 }
 
 /** Starts Postfix on <host ip>:port inside the host's namespace (needs root); mail for `domains` lands in Maildirs. */

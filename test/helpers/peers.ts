@@ -192,7 +192,7 @@ function onExit(key: string, stopSync: () => void): void {
 }
 
 /** PIDs of processes whose working directory is `dir` or below (every Postfix daemon chdirs to its queue). */
-function pidsWithCwdUnder(dir: string): number[] {
+export function pidsWithCwdUnder(dir: string): number[] {
   const out: number[] = [];
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e)) continue;
