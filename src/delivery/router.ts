@@ -34,7 +34,7 @@ export interface RouterContext {
   resolveMx?: (domain: string) => Promise<MxResult>;
   now?: number;
   /** The queue row being routed: for delayed reroute to the fallback exchanger. */
-  delivery?: { created_at: number; tries: number; rerouted_to: string | null };
+  delivery?: { created_at: number; tries: number; rerouted_to: string | null; route: string | null };
 }
 
 export async function routeDomain(domain: string, ctx: RouterContext): Promise<Route> {
@@ -117,6 +117,9 @@ function reroute(ctx: RouterContext): ExchangerRow | undefined {
   if (!d) return undefined;
   if (d.rerouted_to) return ctx.exchangers.find((e) => e.name === d.rerouted_to && e.enabled === 1);
   if (after <= 0 || d.tries < 1 || (ctx.now ?? Date.now()) - d.created_at < after) return undefined;
+  // Mail held for a pull exchanger is waiting, not failing: it stays for its puller.
+  const held = d.route?.startsWith("exchanger:") ? ctx.exchangers.find((e) => `exchanger:${e.name}` === d.route) : undefined;
+  if (held && held.enabled === 1 && held.mode === "pull") return undefined;
   return ctx.exchangers.find((e) => e.enabled === 1 && e.fallback === 1);
 }
 

@@ -60,7 +60,7 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
       batch = await leaseHeld(deps, route, max);
     }
     await deps.db.updateTable("exchangers").set({ last_pull_at: Date.now() }).where("name", "=", who.name).execute();
-    const messages = [];
+    const messages: { id: string; mail_from: string; rcpt_to: string[]; size: number; queued_at: string; body_base64: string }[] = [];
     let bytes = 0;
     for (const row of batch.rows) {
       const msg = await loadMessage(deps.db, row.message_id);
@@ -76,6 +76,12 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
         body_base64: Buffer.from(body).toString("base64"),
       });
       if (bytes > MAX_BATCH_BYTES) break;
+    }
+    // Leased but not sent (the size cap): offer them again at once, not after the lease.
+    const unsent = batch.ids.filter((id) => !messages.some((m) => m.id === id));
+    if (unsent.length) {
+      await deps.db.updateTable("deliveries").set({ state: "deferred", lease_until: null })
+        .where("id", "in", unsent).where("state", "=", "delivering").where("route", "=", route).execute();
     }
     if (messages.length) log.withTag("exchanger").info(`exchanger=${who.name} pulled=${messages.length} bytes=${bytes}`);
     return json({ messages, more: batch.more || messages.length < batch.rows.length });

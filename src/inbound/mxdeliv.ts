@@ -32,6 +32,9 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       // An exchanger partner identifies itself with its token: its mail may be passed on.
       const token = bearerToken(req.headers.get("authorization"));
       const partner = token ? await exchangerByToken(db, token) : null;
+      // A partner whose token no longer works must hear it: silently treating it as an
+      // anonymous peer would drop the mail it asks us to pass on.
+      if (token && !partner) return reply({ status: 401, body: "unauthorized" });
       const result = await acceptor.accept({
         door: "mxdeliv",
         peer: remoteIp(event) ?? "unknown",

@@ -46,6 +46,9 @@ describe("push through an exchanger", () => {
     const r = await fetch(`${x.url}/mxdeliv`, { method: "POST", headers: { "X-Mail-From": "alice@a.test", "X-Mail-To": "bob@b.test" }, body: ENCRYPTED() });
     expect(r.status).toBe(200);
     expect((await rows(x)).length).toBe(0);
+    // A partner presenting a token X does not know is told so (401), not silently dropped.
+    const bad = await fetch(`${x.url}/mxdeliv`, { method: "POST", headers: { "X-Mail-From": "alice@a.test", "X-Mail-To": "bob@b.test", Authorization: "Bearer mmx_stale" }, body: ENCRYPTED() });
+    expect({ status: bad.status, text: await bad.text() }).toEqual({ status: 401, text: "unauthorized" });
   });
 
   test("delayed reroute: still failing after delivery.reroute_after, the mail goes via the fallback exchanger", async () => {

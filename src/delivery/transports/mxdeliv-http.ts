@@ -1,6 +1,6 @@
 // POST <url> in the /mxdeliv wire format: X-Mail-From, one X-Mail-To per recipient,
-// X-Madmail-Delivery-Id, raw body. 2xx delivered; 4xx permanent for this transport; 5xx,
-// timeouts and connection errors temporary. node:http(s) rather than fetch: it takes
+// X-Madmail-Delivery-Id, raw body. 2xx delivered; 4xx permanent for this transport (but 401,
+// 408, 429: temporary); 5xx, timeouts and connection errors temporary. node:http(s) rather than fetch: it takes
 // per-request TLS verification and keeps connections alive per peer on every runtime.
 import http from "node:http";
 import https from "node:https";
@@ -59,6 +59,8 @@ export function postMxdeliv(msg: OutboundMessage, opts: PostOptions): Promise<Tr
         const text = Buffer.concat(chunks).toString("utf8").slice(0, 200).replace(/\s+/g, " ").trim();
         const detail = `${status} ${text}`.trim();
         if (status >= 200 && status < 300) done({ outcome: "delivered", detail, refused: [] });
+        // 401 (our token at an exchanger is wrong: the admin fixes it), 408 and 429 pass.
+        else if (status === 401 || status === 408 || status === 429) done({ outcome: "temporary", detail });
         else if (status >= 400 && status < 500) done({ outcome: "permanent", detail });
         else done({ outcome: "temporary", detail });
       });
