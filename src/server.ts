@@ -179,7 +179,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         const now = Date.now();
         await trx.deleteFrom("delivery_ids").where("seen_at", "<", now - c["mxdeliv.dedup_window"] * 1000).execute();
         await pruneDelivered(trx, now - c["queue.keep_delivered"] * 1000);
-      }),
+      }, { durable: false }),
     ).catch((err) => log.warn(`housekeeping: ${(err as Error).message}`));
   }, 3600_000);
   housekeeping.unref();

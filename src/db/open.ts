@@ -124,12 +124,31 @@ function newerSchema(path: string, version: number): MadmailError {
   );
 }
 
+export interface WriteOptions {
+  /**
+   * true (default): COMMIT returns only once the transaction is on disk (synchronous=FULL):
+   * for anything that backs an acknowledgement, such as queued mail.
+   * false: COMMIT does not wait for the disk (synchronous=NORMAL in WAL mode): it survives a
+   * crash of the process but not a power loss. For bookkeeping whose loss only repeats work
+   * (a delivery status, an attempt record, a delivery id): no fsync on the event loop.
+   */
+  durable?: boolean;
+}
+
+const syncMode = new WeakMap<object, "FULL" | "NORMAL">();
+
 /**
  * Runs fn in BEGIN IMMEDIATE: the write lock is taken up front, so concurrent writers wait on
  * busy_timeout instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
  */
-export async function withWriteTransaction<T>(db: Db | Kysely<any>, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+export async function withWriteTransaction<T>(db: Db | Kysely<any>, fn: (trx: Kysely<Database>) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
+  const mode = opts.durable === false ? "NORMAL" : "FULL";
   return db.connection().execute(async (conn) => {
+    // One connection per Kysely: remember its setting and change it only when needed.
+    if ((syncMode.get(db) ?? "FULL") !== mode) {
+      await sql.raw(`PRAGMA synchronous = ${mode}`).execute(conn);
+      syncMode.set(db, mode);
+    }
     await sql`BEGIN IMMEDIATE`.execute(conn);
     try {
       const result = await fn(conn as Kysely<Database>);

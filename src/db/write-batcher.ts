@@ -3,18 +3,20 @@
 // paying one each. Callers await their own write; it resolves only after COMMIT returned.
 import type { Kysely } from "kysely";
 import type { Database } from "./schema.ts";
-import { withWriteTransaction, type Db } from "./open.ts";
+import { withWriteTransaction, type Db, type WriteOptions } from "./open.ts";
 
 export type WriteOp = (trx: Kysely<Database>) => Promise<void>;
 
 export interface WriteBatcher {
-  run(op: WriteOp): Promise<void>;
+  /** `durable: false` for bookkeeping that may be lost with power (see WriteOptions). */
+  run(op: WriteOp, opts?: WriteOptions): Promise<void>;
   /** Resolves when everything queued so far is committed. */
   drain(): Promise<void>;
 }
 
 interface Pending {
   op: WriteOp;
+  durable: boolean;
   resolve(): void;
   reject(err: unknown): void;
 }
@@ -28,14 +30,15 @@ export function createWriteBatcher(db: Db): WriteBatcher {
       const batch = queue;
       queue = [];
       try {
+        // One durable write makes the whole batch durable.
         await withWriteTransaction(db, async (trx) => {
           for (const p of batch) await p.op(trx);
-        });
+        }, { durable: batch.some((p) => p.durable) });
         for (const p of batch) p.resolve();
       } catch {
         // One bad write must not fail its neighbours: retry each alone.
         for (const p of batch) {
-          await withWriteTransaction(db, p.op).then(p.resolve, p.reject);
+          await withWriteTransaction(db, p.op, { durable: p.durable }).then(p.resolve, p.reject);
         }
       }
     }
@@ -43,9 +46,9 @@ export function createWriteBatcher(db: Db): WriteBatcher {
   }
 
   return {
-    run(op) {
+    run(op, opts = {}) {
       return new Promise<void>((resolve, reject) => {
-        queue.push({ op, resolve, reject });
+        queue.push({ op, durable: opts.durable !== false, resolve, reject });
         // setImmediate lets the writes of the current event-loop turn join this batch.
         running ??= new Promise<void>((r) => setImmediate(r)).then(loop);
       });

@@ -119,7 +119,7 @@ async function leaseHeld(deps: PullDeps, route: string, max: number) {
       await trx.updateTable("deliveries").set({ state: "delivering", lease_until: now + leaseMs, updated_at: now }).where("id", "=", r.id).execute();
     }
     return { rows: take, ids: take.map((r) => r.id), more: rows.length > max };
-  });
+  }, { durable: false });
 }
 
 async function ackPulled(db: Db, route: string, ids: string[]): Promise<number> {
@@ -138,7 +138,7 @@ async function ackPulled(db: Db, route: string, ids: string[]): Promise<number> 
       }))).execute();
     }
     return n;
-  });
+  }, { durable: false });
 }
 
 function waitForHeld(deps: PullDeps, name: string, ms: number): Promise<void> {

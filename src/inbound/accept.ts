@@ -91,9 +91,10 @@ export function createAcceptor(deps: AcceptDeps) {
         const recovering = env.deliveryId ? (await deliveryIdState(deps.db, env.deliveryId)) === "pending" : false;
         if (env.deliveryId && !recovering && plan.some((p) => p.kind === "local")) {
           const id = env.deliveryId;
+          // Not durable: it must survive a crash of this process, which WAL gives without fsync.
           await deps.writes.run(async (trx) => {
             await trx.insertInto("delivery_ids").values({ id, seen_at: Date.now(), pending: 1 }).onConflict((oc) => oc.column("id").doNothing()).execute();
-          });
+          }, { durable: false });
         }
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
@@ -162,7 +163,8 @@ export function createAcceptor(deps: AcceptDeps) {
         await trx.insertInto("delivery_ids").values({ id: env.deliveryId, seen_at: Date.now(), pending: 0 })
           .onConflict((oc) => oc.column("id").doUpdateSet({ pending: 0 })).execute();
       }
-    });
+      // The mail itself is fsynced in its Maildir; this is bookkeeping.
+    }, { durable: false });
   }
 
   async function planRecipient(env: Envelope, rcpt: string, snap: Snapshot): Promise<Planned> {

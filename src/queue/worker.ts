@@ -80,7 +80,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       if (free > 0) {
         try {
           claimed = await withWriteTransaction(deps.db, (trx) =>
-            claimDue(trx, free, config["queue.lease"] * 1000, perDomain, config["queue.per_destination"]));
+            claimDue(trx, free, config["queue.lease"] * 1000, perDomain, config["queue.per_destination"]), { durable: false });
         } catch (err) {
           log.withTag("queue").error(`claiming deliveries failed: ${(err as Error).message}`);
         }
@@ -207,7 +207,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         }
         if (abort.signal.aborted && !delivered) {
           // Shutting down mid-delivery: hand the row back untouched, to be retried at start.
-          await withWriteTransaction(deps.db, (trx) => releaseLeases(trx, [c]));
+          await withWriteTransaction(deps.db, (trx) => releaseLeases(trx, [c]), { durable: false });
           return;
         }
         if (delivered) {
@@ -223,7 +223,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         if (route.reroutedTo) outcome = { ...outcome, reroutedTo: route.reroutedTo };
         if (route.learn && delivered) {
           const [transport, ...rest] = delivered.key.split(":");
-          await deps.writes.run((trx) => learnEndpoint(trx, d.rcpt_domain, transport!, rest.join(":"), true));
+          await deps.writes.run((trx) => learnEndpoint(trx, d.rcpt_domain, transport!, rest.join(":"), true), { durable: false });
         }
         break;
       }
@@ -234,7 +234,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     if (route.kind === "hold") deps.events.emit("held", route.exchanger);
     if (outcome.state === "delivered" && d.tries > 0) {
       // The destination answers again: bring its other deferred mail forward, spaced out.
-      await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)));
+      await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)), { durable: false });
     }
     if (failed.length && msg.mail_from && snap.localDomains.has(domainOf(msg.mail_from))) {
       await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
@@ -254,10 +254,12 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
 
   async function settle(c: Claimed, outcome: Outcome, attempts: AttemptRecord[]): Promise<boolean> {
     let ok = false;
+    // Not durable: if a power loss takes the outcome, the row is delivered again under the
+    // same delivery id, which the receiving madmail stores once.
     await deps.writes.run(async (trx) => {
       ok = await settleDelivery(trx, c, outcome);
       if (ok) await recordAttempts(trx, attempts);
-    });
+    }, { durable: false });
     if (!ok) log.withTag("queue").warn(`delivery ${c.delivery.id} was changed while being delivered; its outcome (${outcome.state}) was not recorded`);
     return ok;
   }

@@ -7,9 +7,9 @@ import https from "node:https";
 import type { OutboundMessage, TransportResult } from "./types.ts";
 
 const agents = {
-  "http:": new http.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000 }),
-  verified: new https.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000, rejectUnauthorized: true }),
-  unverified: new https.Agent({ keepAlive: true, maxSockets: 16, timeout: 60_000, rejectUnauthorized: false }),
+  "http:": new http.Agent({ keepAlive: true, maxSockets: 100, timeout: 60_000 }),
+  verified: new https.Agent({ keepAlive: true, maxSockets: 100, timeout: 60_000, rejectUnauthorized: true }),
+  unverified: new https.Agent({ keepAlive: true, maxSockets: 100, timeout: 60_000, rejectUnauthorized: false }),
 };
 
 export interface PostOptions {
