@@ -138,6 +138,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         const server = await listenOrExplain(name, a, () =>
           serveHttp({
             fetch: app.fetch, hostname: a.host, port: a.port, gracefulShutdown: false, silent: true,
+            // Long polls (GET /exchanger/pull?wait=60) must outlive Bun's 10 s default.
+            bun: { idleTimeout: 120 },
             ...(name === "https" ? { tls: { cert: tls!.cert, key: tls!.key } } : {}),
           }).ready(),
         );

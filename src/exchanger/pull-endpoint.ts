@@ -54,9 +54,12 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
     const max = clampInt(url.searchParams.get("max"), 1, MAX_BATCH, 50);
     const route = `exchanger:${who.name}`;
     const deadline = Date.now() + wait * 1000;
+    // A client that went away while we waited must not get mail leased to it.
+    const gone = event.req.signal;
     let batch = await leaseHeld(deps, route, max);
-    while (!batch.ids.length && Date.now() < deadline && !deps.signal.aborted) {
-      await waitForHeld(deps, who.name, deadline - Date.now());
+    while (!batch.ids.length && Date.now() < deadline && !deps.signal.aborted && !gone.aborted) {
+      await waitForHeld(deps, who.name, deadline - Date.now(), gone);
+      if (gone.aborted) return new Response(null, { status: 499 });
       batch = await leaseHeld(deps, route, max);
     }
     await deps.db.updateTable("exchangers").set({ last_pull_at: Date.now() }).where("name", "=", who.name).execute();
@@ -110,10 +113,13 @@ async function leaseHeld(deps: PullDeps, route: string, max: number) {
   const leaseMs = (await deps.snapshot.get()).config["exchanger.pull_lease"] * 1000;
   const now = Date.now();
   return withWriteTransaction(deps.db, async (trx) => {
-    const rows = await trx.selectFrom("deliveries").select(["id", "message_id", "rcpts", "state", "lease_until"])
-      .where("route", "=", route)
-      .where((eb) => eb.or([eb("state", "=", "deferred"), eb.and([eb("state", "=", "delivering"), eb("lease_until", "<", now)])]))
+    // Two lookups on the (route, state) index: delivered history is never read.
+    const cols = ["id", "message_id", "rcpts", "created_at"] as const;
+    const held = await trx.selectFrom("deliveries").select(cols).where("route", "=", route).where("state", "=", "deferred")
       .orderBy("created_at").limit(max + 1).execute();
+    const expired = await trx.selectFrom("deliveries").select(cols).where("route", "=", route).where("state", "=", "delivering")
+      .where("lease_until", "<", now).orderBy("created_at").limit(max + 1).execute();
+    const rows = [...expired, ...held].sort((a, b) => a.created_at - b.created_at);
     const take = rows.slice(0, max);
     for (const r of take) {
       await trx.updateTable("deliveries").set({ state: "delivering", lease_until: now + leaseMs, updated_at: now }).where("id", "=", r.id).execute();
@@ -141,18 +147,20 @@ async function ackPulled(db: Db, route: string, ids: string[]): Promise<number> 
   }, { durable: false });
 }
 
-function waitForHeld(deps: PullDeps, name: string, ms: number): Promise<void> {
+function waitForHeld(deps: PullDeps, name: string, ms: number, client: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
       deps.events.off("held", onHeld);
       deps.signal.removeEventListener("abort", done);
+      client.removeEventListener("abort", done);
       resolve();
     };
     const onHeld = (n: string) => n === name && done();
     const timer = setTimeout(done, Math.max(0, ms));
     deps.events.on("held", onHeld);
     deps.signal.addEventListener("abort", done, { once: true });
+    client.addEventListener("abort", done, { once: true });
   });
 }
 
