@@ -17,3 +17,14 @@ export const quietArgs = {
 export const commonArgs = { ...dbArgs, ...quietArgs } as const;
 /** Read commands also take --json. */
 export const readArgs = { ...dbArgs, ...jsonArgs, ...quietArgs } as const;
+
+/** Every value of a repeated flag (`--to a --to b`, `--to=c`): citty keeps only the last one. */
+export function repeatedFlag(raw: string[], flag: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const a = raw[i]!;
+    if (a === flag && i + 1 < raw.length) out.push(raw[++i]!);
+    else if (a.startsWith(`${flag}=`)) out.push(a.slice(flag.length + 1));
+  }
+  return out;
+}

@@ -4,7 +4,7 @@
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { command } from "./_command.ts";
-import { readArgs } from "./_args.ts";
+import { readArgs, repeatedFlag } from "./_args.ts";
 import { withDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
 import { resolveDbPath } from "../db/open.ts";
@@ -39,7 +39,7 @@ export default command({
     // Per-message log lines stay out of cron mail; warnings (refused mail) and errors do not.
     if (!process.env.MADMAIL_LOG_LEVEL) log.level = 1;
     const protocol = args.protocol === "madexchanger" ? "madexchanger" : "madmail";
-    const domains = checkDomains(collect(rawArgs, "--domain"), protocol);
+    const domains = checkDomains(repeatedFlag(rawArgs, "--domain"), protocol);
     const maxTime = seconds(args["max-time"], "--max-time", 1, 86_400, 300);
     const wait = seconds(args.wait, "--wait", 0, 60, 0);
     const baseUrl = parseBaseUrl(args.url);
@@ -124,16 +124,6 @@ function readToken(file: string | undefined): string {
   return env;
 }
 
-/** citty keeps only the last of a repeated flag: collect every one. */
-function collect(raw: string[], flag: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const a = raw[i]!;
-    if (a === flag && i + 1 < raw.length) out.push(raw[++i]!);
-    else if (a.startsWith(`${flag}=`)) out.push(a.slice(flag.length + 1));
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The lock: a file created with O_EXCL holding our pid. A lock whose pid is gone (a run killed

@@ -1,5 +1,5 @@
 import { command } from "./_command.ts";
-import { commonArgs } from "./_args.ts";
+import { commonArgs, repeatedFlag } from "./_args.ts";
 import { withDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
 import { MadmailError, usageError } from "../errors.ts";
@@ -21,7 +21,7 @@ export default command({
   ],
   async run({ args, rawArgs }) {
     // citty keeps only the last of a repeated flag: collect every --to ourselves.
-    const to = collect(rawArgs, "--to").flatMap((v) => v.split(",")).map((s) => s.trim()).filter(Boolean);
+    const to = repeatedFlag(rawArgs, "--to").flatMap((v) => v.split(",")).map((s) => s.trim()).filter(Boolean);
     const bad = [args.from, ...to].find((a) => !normaliseAddress(a));
     if (bad !== undefined) throw usageError(`invalid address "${bad}": expected user@domain`);
     const body = new Uint8Array(await new Response(process.stdin as unknown as ReadableStream).arrayBuffer());
@@ -56,12 +56,3 @@ export default command({
   },
 });
 
-function collect(raw: string[], flag: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const a = raw[i]!;
-    if (a === flag && i + 1 < raw.length) out.push(raw[++i]!);
-    else if (a.startsWith(`${flag}=`)) out.push(a.slice(flag.length + 1));
-  }
-  return out;
-}

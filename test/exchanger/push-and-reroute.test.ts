@@ -2,7 +2,7 @@
 // fallback exchanger, and the pull endpoint's authentication. Three servers on loopback:
 // A (a.test, cannot reach B), X (the exchanger), B (b.test).
 import { afterAll, describe, expect, test } from "bun:test";
-import { startServe, type ServerHandle } from "../helpers/server.ts";
+import { startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
 
 const running: ServerHandle[] = [];
@@ -19,15 +19,6 @@ async function serve(setup: (string[] | { args: string[]; stdin: string })[]): P
   return s;
 }
 
-async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 const rows = async (s: ServerHandle, ...args: string[]) => JSON.parse((await s.box.run(["queue", "list", "--json", ...args])).stdout);
 
@@ -37,7 +28,7 @@ describe("push through an exchanger", () => {
     const x = await serve([["init", "--domain", "x.test"], ["config", "set", "relay.domains", "b.test"], ["endpoint-cache", "set", "b.test", `http://127.0.0.1:${b.httpPort}/mxdeliv`]]);
     const a = await serve([["init", "--domain", "a.test"], ["exchanger", "add", "x", `http://127.0.0.1:${x.httpPort}`, "--domains", "b.test"]]);
     expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() })).code).toBe(0);
-    await until("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
     expect(readDelivered(b, "bob@b.test")[0]!.equals(ENCRYPTED())).toBe(true);
     expect((await rows(a, "--state", "delivered"))[0].route).toBe(`http:http://127.0.0.1:${x.httpPort}/mxdeliv`);
     expect((await rows(x, "--state", "delivered"))[0]).toMatchObject({ rcpt_domain: "b.test", from: "alice@a.test" });
@@ -65,7 +56,7 @@ describe("push through an exchanger", () => {
     const t0 = Date.now();
     const id = (await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() })).stdout.trim();
     expect(id).toMatch(/^[0-9a-z]{16}$/);
-    await until("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
     expect(Date.now() - t0).toBeGreaterThan(1900);
     const [row] = await rows(a, "--state", "delivered");
     expect(row).toMatchObject({ rerouted_to: "spare", route: `http:http://127.0.0.1:${x.httpPort}/mxdeliv` });
@@ -98,7 +89,7 @@ describe("pull endpoint authentication and monitoring", () => {
 
     // Mail for b.test is held for bside; status counts it.
     await fetch(`${x.url}/mxdeliv`, { method: "POST", headers: { "X-Mail-From": "a@a.test", "X-Mail-To": "bob@b.test" }, body: ENCRYPTED() });
-    const st = await until("held", async () => {
+    const st = await waitUntil("held", async () => {
       const s = JSON.parse((await x.box.run(["exchanger", "status", "bside", "--json"])).stdout);
       return s.held === 1 ? s : undefined;
     });

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startServe, type ServerHandle } from "../helpers/server.ts";
+import { startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { sandbox, type Sandbox } from "../helpers/binary.ts";
 import { ENCRYPTED, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
 
@@ -25,15 +25,6 @@ async function serve(setup: Setup): Promise<ServerHandle> {
   return s;
 }
 
-async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 /** Makes a token for exchanger NAME on `s` and writes it to a file for the other side. */
 async function tokenFile(s: ServerHandle, name: string): Promise<string> {
@@ -67,7 +58,7 @@ describe("exchanger set-ups", () => {
     // exchanger is what carries b.test mail.
     await a.box.run(["endpoint-cache", "remove", "b.test"]);
     expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() })).code).toBe(0);
-    await until("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
     expect(readDelivered(b, "bob@b.test")[0]!.equals(ENCRYPTED())).toBe(true);
     const xs = JSON.parse((await x.box.run(["exchanger", "status", "bside", "--json"])).stdout);
     expect(xs).toMatchObject({ held: 0 });
@@ -96,12 +87,12 @@ describe("exchanger set-ups", () => {
     for (let i = 0; i < 3; i++) {
       expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: Buffer.concat([Buffer.from(`X-Seq: ${i}\n`), ENCRYPTED()]) })).code).toBe(0);
     }
-    await until("held at A", async () => JSON.parse((await a.box.run(["exchanger", "status", "x", "--json"])).stdout).held === 3);
+    await waitUntil("held at A", async () => JSON.parse((await a.box.run(["exchanger", "status", "x", "--json"])).stdout).held === 3);
     // The cron job on X: exits 0 with a one-line summary.
     const cron = await x.box.run(["pull-client", "--url", a.url, "--token-file", aTok]);
     expect(cron.code).toBe(0);
     expect(cron.stdout).toMatch(/^pulled 3, delivered 0, relayed 3, refused 0 in \d+(\.\d+)?s\n$/);
-    await until("bob's mail", () => maildirNew(b, "bob@b.test").length === 3);
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 3);
     const seqs = readDelivered(b, "bob@b.test").map((f) => /^X-Seq: (\d)/.exec(f.toString("latin1"))?.[1]).sort();
     expect(seqs).toEqual(["0", "1", "2"]);
     // Nothing left: a second run pulls nothing and still exits 0.
@@ -130,7 +121,7 @@ describe("pulling side crashes", () => {
       cwd: x.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", MADMAIL_DB: x.db, NO_COLOR: "1" }, stdout: "pipe", stderr: "pipe",
     });
     const newDir = () => maildirNew({ box: x } as ServerHandle, "bob@b.test").length;
-    await until("first messages", () => newDir() >= 20, 20_000);
+    await waitUntil("first messages", () => newDir() >= 20, 20_000);
     proc.kill("SIGKILL");
     await proc.exited;
     const atKill = newDir();

@@ -100,3 +100,14 @@ export async function postMxdeliv(url: string, from: string, to: string[], body:
   const r = await fetch(`${url}/mxdeliv`, { method: "POST", headers: h, body: body as BodyInit });
   return { status: r.status, text: await r.text() };
 }
+
+/** Polls `fn` every 50 ms until it returns something truthy; throws naming `what` after `ms`. */
+export async function waitUntil<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(50);
+  }
+}

@@ -1,7 +1,7 @@
 // Submission at A -> queue -> /mxdeliv at B, over real sockets between two servers.
 import { afterEach, describe, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
-import type { ServerHandle } from "../helpers/server.ts";
+import { waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, PLAINTEXT, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
 import { startPair } from "./_two-servers.ts";
 
@@ -19,15 +19,6 @@ async function pair(opts?: Parameters<typeof startPair>[0]) {
   return p;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 const queueJson = async (s: ServerHandle, ...args: string[]) => JSON.parse((await s.box.run(["queue", "list", "--json", ...args])).stdout);
 
@@ -41,12 +32,12 @@ describe("submission -> queue -> /mxdeliv", () => {
     const { a, b } = await pair();
     const info = await submit(a, ["bob@b.test", "carol@b.test"], ENCRYPTED());
     expect(info.accepted).toEqual(["bob@b.test", "carol@b.test"]);
-    await waitFor("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
-    await waitFor("carol's mail", () => maildirNew(b, "carol@b.test").length === 1);
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
+    await waitUntil("carol's mail", () => maildirNew(b, "carol@b.test").length === 1);
     // SMTP carries CRLF; what A accepted is what B stores (no DKIM key for a.test here).
     const wire = Buffer.from(ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1");
     expect(readDelivered(b, "bob@b.test")[0]!.equals(wire)).toBe(true);
-    const rows = await waitFor("delivered row", async () => {
+    const rows = await waitUntil("delivered row", async () => {
       const r = await queueJson(a, "--state", "delivered");
       return r.length === 1 ? r : undefined;
     });
@@ -68,7 +59,7 @@ describe("submission -> queue -> /mxdeliv", () => {
     const r = await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test", "--to", "carol@b.test"], { stdin: ENCRYPTED() });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^[0-9a-z]{16}\n$/);
-    await waitFor("delivery", () => maildirNew(b, "bob@b.test").length === 1 && maildirNew(b, "carol@b.test").length === 1);
+    await waitUntil("delivery", () => maildirNew(b, "bob@b.test").length === 1 && maildirNew(b, "carol@b.test").length === 1);
     expect(readDelivered(b, "bob@b.test")[0]!.equals(ENCRYPTED())).toBe(true);
   });
 
@@ -77,7 +68,7 @@ describe("submission -> queue -> /mxdeliv", () => {
     await b.stop();
     const r = await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() });
     expect(r.code).toBe(0);
-    const [row] = await waitFor("deferred", async () => {
+    const [row] = await waitUntil("deferred", async () => {
       const rows = await queueJson(a);
       return rows[0]?.state === "deferred" ? rows : undefined;
     });
@@ -88,7 +79,7 @@ describe("submission -> queue -> /mxdeliv", () => {
     const b2 = await restart(b);
     running.push(b2);
     expect((await a.box.run(["queue", "flush"])).code).toBe(0);
-    await waitFor("delivered", () => maildirNew(b2, "bob@b.test").length === 1);
+    await waitUntil("delivered", () => maildirNew(b2, "bob@b.test").length === 1);
     await Bun.sleep(500);
     expect(maildirNew(b2, "bob@b.test").length).toBe(1);
     expect((await queueJson(a, "--state", "delivered"))[0].tries).toBe(2);
@@ -97,12 +88,12 @@ describe("submission -> queue -> /mxdeliv", () => {
   test("permanent refusal (policy 403): dead, and a DSN lands in the sender's Maildir", async () => {
     const { a } = await pair({ bSetup: [["federation", "block", "a.test"]] });
     await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() });
-    const [row] = await waitFor("dead", async () => {
+    const [row] = await waitUntil("dead", async () => {
       const rows = await queueJson(a, "--state", "dead");
       return rows.length ? rows : undefined;
     });
     expect(row.last_error).toContain("403");
-    const dsn = await waitFor("DSN", () => readDelivered(a, "alice@a.test")[0]);
+    const dsn = await waitUntil("DSN", () => readDelivered(a, "alice@a.test")[0]);
     const text = dsn.toString("utf8");
     expect(text).toContain("multipart/report");
     expect(text).toContain("Final-Recipient: rfc822; bob@b.test");
@@ -116,6 +107,6 @@ async function restart(s: ServerHandle): Promise<ServerHandle> {
     [s.box.bin, "serve", "--http", `127.0.0.1:${s.httpPort}`, "--smtp", `127.0.0.1:${s.smtpPort}`, "--lmtp", `127.0.0.1:${s.lmtpPort}`, "--submission", `127.0.0.1:${s.submissionPort}`, "--submissions", "off"],
     { cwd: s.box.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: s.box.db }, stdout: "ignore", stderr: "ignore" },
   );
-  await waitFor("restart", async () => fetch(`${s.url}/healthz`).then((r) => r.ok, () => false));
+  await waitUntil("restart", async () => fetch(`${s.url}/healthz`).then((r) => r.ok, () => false));
   return { ...s, proc, stop: async (signal = "SIGTERM") => (proc.kill(signal), await proc.exited), logs: () => "" };
 }
