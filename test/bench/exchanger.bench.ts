@@ -38,18 +38,19 @@
 // nearly idle, and records the load average. Prints a markdown report and writes it into
 // test/bench/RESULTS.md between the exchanger.bench.ts markers (--no-results skips that).
 import { Database } from "bun:sqlite";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, watch, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { cpus, tmpdir, totalmem } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import { freePort } from "../helpers/server.ts";
+import {
+  BIN, ROOT, SAMPLE_REL, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, loadCpuProfile, loadText,
+  machineBusy, machineLine, madmailCli, madmailEnv, madmailHead, median, newMadmailState, now, percentile, procOwnCpu, profileTable,
+  requirePositiveIntegers, sh, sleep, stopProc, verdict, waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
+} from "./_lib.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BIN = join(ROOT, "dist/madmail");
-const SOURCE_ENTRY = join(ROOT, "bin/madmail.ts");
-const SAMPLE_REL = "test/fixtures/samples/pass-deltachat-2.57-securejoin-request-with-auth.eml";
 const SAMPLE = readFileSync(join(ROOT, SAMPLE_REL));
-const RESULTS = join(import.meta.dir, "RESULTS.md");
+/** Only the usual bin directories (not sbin): what this bench and the madmail it starts see. */
 const PATH = [process.env.PATH ?? "", "/usr/local/bin", "/usr/bin", "/bin"].filter(Boolean).join(":");
 const RCPT = "bob@b.test";
 const RELAY_SENDER = "alice@remote.test";
@@ -88,145 +89,35 @@ const PARTS = new Set(values.only!.split(",").map((s) => s.trim()));
 const QUIET_CORES = 0.3;
 const COMMAND = ["./node_modules/.bin/bun", "test/bench/exchanger.bench.ts", ...process.argv.slice(2)].join(" ");
 
-function die(msg: string): never {
-  console.error(`exchanger.bench: ${msg}`);
-  process.exit(2);
-}
+const die: (msg: string) => never = dieWith("exchanger.bench");
 if (!existsSync(BIN)) die(`${BIN} is missing: build it first with ./node_modules/.bin/bun build.ts`);
 /** The binary this run uses: a rebuild during the run (others share the checkout) is reported. */
 const BIN_MTIME = statSync(BIN).mtimeMs;
-for (const [k, v] of Object.entries({ latency: LAT_N, poller: POLL_N, backlog: BACKLOG, reps: REPS, "idle-gap": IDLE_GAP })) {
-  if (!Number.isInteger(v) || v < 1) die(`--${k} must be a positive integer`);
-}
+requirePositiveIntegers({ latency: LAT_N, poller: POLL_N, backlog: BACKLOG, reps: REPS, "idle-gap": IDLE_GAP }, die);
 if (!Number.isInteger(IDLE_N) || IDLE_N < 0) die("--idle must be a whole number");
 for (const p of PARTS) if (!["longpoll", "poller", "drain", "profile", "syscalls"].includes(p)) die(`--only: unknown part ${p}`);
 
 // ---------------------------------------------------------------------------------------------
 // small helpers
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const now = () => performance.now();
-const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
-
-function sh(cmd: string[]): string {
-  try {
-    return Bun.spawnSync(cmd, { env: { PATH }, stdout: "pipe", stderr: "pipe" }).stdout.toString().trim();
-  } catch {
-    return "";
-  }
-}
-
-/** utime + stime of one process (not its children), in seconds; NaN when gone. */
-function procCpu(pid: number): { user: number; sys: number } {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK };
-  } catch {
-    return { user: NaN, sys: NaN };
-  }
-}
-
-function machineBusy(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) / CLK_TCK;
-}
-
-/** Waits (at most QUIET_WAIT s) until the machine is nearly idle; returns the busy cores of the last second. */
-async function waitQuiet(): Promise<number> {
-  const end = Date.now() + QUIET_WAIT * 1000;
-  for (;;) {
-    const a = machineBusy();
-    await sleep(1000);
-    const busy = machineBusy() - a;
-    if (busy < QUIET_CORES || Date.now() >= end) return busy;
-  }
-}
-
-const loadText = () => readFileSync("/proc/loadavg", "utf8").trim().split(" ").slice(0, 3).join(" ");
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-/** Nearest-rank percentile. */
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-const int = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
-const dec = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
-const countFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir).length : 0);
+/** Waits (at most QUIET_WAIT s) until the machine is nearly idle (steal counts as busy); returns the busy cores of the last second. */
+const waitQuiet = () => waitQuietFor({ maxS: QUIET_WAIT, cores: QUIET_CORES, withSteal: true });
 
 const problems: string[] = [];
 
 // ---------------------------------------------------------------------------------------------
 // clean-up of everything started here
 
-const stoppers = new Map<string, () => Promise<void>>();
-const tempDirs: string[] = [];
-let cleaned: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaned ??= (async () => {
-    for (const [name, stop] of [...stoppers].reverse()) await stop().catch((e) => console.error(`stopping ${name}: ${e}`));
-    stoppers.clear();
-    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  })();
-  return cleaned;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-async function stopProc(p: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals = "SIGTERM", graceMs = 20_000): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  p.kill(signal);
-  await Promise.race([p.exited, sleep(graceMs)]);
-  if (p.exitCode === null && p.signalCode === null) {
-    p.kill("SIGKILL");
-    await p.exited;
-  }
-}
+const { stoppers, tempDirs, cleanup, track } = createCleanup();
 
 // ---------------------------------------------------------------------------------------------
 // madmail state files and servers
 
-interface State {
-  name: string;
-  dir: string;
-  db: string;
-}
+type State = MadmailState;
 
-const envFor = (st: State) => ({ PATH, HOME: st.dir, NO_COLOR: "1", MADMAIL_DB: st.db });
-
-function newState(name: string): State {
-  const dir = mkdtempSync(join(tmpdir(), `mm-exch-${name}-`));
-  tempDirs.push(dir);
-  return { name, dir, db: join(dir, "data", "madmail.db") };
-}
-
-function cli(st: State, args: string[]): string {
-  const p = Bun.spawnSync([BIN, ...args], { cwd: st.dir, env: envFor(st), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  if (p.exitCode !== 0) throw new Error(`madmail ${args.join(" ")} (${st.name}) failed (${p.exitCode}): ${p.stderr.toString()}${p.stdout.toString()}`);
-  return p.stdout.toString();
-}
+const envFor = (st: State) => madmailEnv(st, PATH);
+const newState = (name: string): State => newMadmailState("mm-exch", name, tempDirs);
+const cli = (st: State, args: string[]) => madmailCli(st, args, { path: PATH });
 
 const maildirNew = (st: State, addr = RCPT) => join(dirname(st.db), "mail", addr, "new");
 
@@ -269,17 +160,11 @@ interface Server {
 async function serve(st: State, profileDir?: string): Promise<Server> {
   const port = await freePort();
   const log = join(st.dir, `serve-${Date.now()}.log`);
-  const head = profileDir ? [process.execPath, "--cpu-prof", `--cpu-prof-dir=${profileDir}`, SOURCE_ENTRY] : [BIN];
   const proc = Bun.spawn(
-    [...head, "serve", "--http", `127.0.0.1:${port}`, "--https", "off", "--smtp", "off", "--lmtp", "off", "--submission", "off", "--submissions", "off"],
+    [...madmailHead(profileDir), "serve", "--http", `127.0.0.1:${port}`, "--https", "off", "--smtp", "off", "--lmtp", "off", "--submission", "off", "--submissions", "off"],
     { cwd: st.dir, env: envFor(st), stdin: "ignore", stdout: "ignore", stderr: Bun.file(log) },
   );
-  const key = `madmail serve ${st.name} pid ${proc.pid}`;
-  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
-    stoppers.delete(key);
-    await stopProc(proc, signal);
-  };
-  stoppers.set(key, () => stop());
+  const stop = track(`madmail serve ${st.name} pid ${proc.pid}`, proc);
   const url = `http://127.0.0.1:${port}`;
   const end = Date.now() + 20_000;
   while (!(await fetch(`${url}/healthz`).then((r) => r.ok, () => false))) {
@@ -289,7 +174,7 @@ async function serve(st: State, profileDir?: string): Promise<Server> {
     }
     await sleep(50);
   }
-  return { st, pid: proc.pid, url, proc, log, cpu: () => procCpu(proc.pid), stop };
+  return { st, pid: proc.pid, url, proc, log, cpu: () => procOwnCpu(proc.pid), stop };
 }
 
 const withSeq = (seq: number | string) => Buffer.concat([Buffer.from(`X-Seq: ${seq}\n`), SAMPLE]);
@@ -428,7 +313,7 @@ function deliveryAtA(st: State, seq: string): string {
 }
 
 function idleSummary(xs: IdleOutcome[], waitS = IDLE_WAIT): string {
-  return xs.map((x) => (Number.isFinite(x.ms) ? `${dec(x.ms / 1000, 3)} s` : `not there after ${waitS} s: ${x.atA}`)).join("; ");
+  return xs.map((x) => (Number.isFinite(x.ms) ? `${fmtDec(x.ms / 1000, 3)} s` : `not there after ${waitS} s: ${x.atA}`)).join("; ");
 }
 
 async function partLongpoll(): Promise<void> {
@@ -505,7 +390,7 @@ async function partLongpoll(): Promise<void> {
     r.cpuA = c1.user + c1.sys - c0.user - c0.sys;
     r.cpuASys = c1.sys - c0.sys;
     const errorsBusy = pullErrors.length;
-    console.log(`  p50 ${dec(pct(r.endToEnd, 50))} ms, p90 ${dec(pct(r.endToEnd, 90))}, p99 ${dec(pct(r.endToEnd, 99))}, max ${dec(Math.max(...r.endToEnd))}; POST 200 p50 ${dec(pct(r.post200, 50))} ms; ${pulls} pulls (${emptyPulls} empty), ${stray} stray, ${errorsBusy} failed pulls`);
+    console.log(`  p50 ${fmtDec(percentile(r.endToEnd, 50))} ms, p90 ${fmtDec(percentile(r.endToEnd, 90))}, p99 ${fmtDec(percentile(r.endToEnd, 99))}, max ${fmtDec(Math.max(...r.endToEnd))}; POST 200 p50 ${fmtDec(percentile(r.post200, 50))} ms; ${pulls} pulls (${emptyPulls} empty), ${stray} stray, ${errorsBusy} failed pulls`);
     // after an idle gap: the puller has been waiting IDLE_GAP s (longer than Bun.serve's default 10 s idleTimeout)
     for (let i = 0; i < IDLE_N; i++) {
       await sleep(IDLE_GAP * 1000);
@@ -595,7 +480,7 @@ async function partPoller(): Promise<void> {
     r.cpuB = cb1.user + cb1.sys - cb0.user - cb0.sys;
     r.cpuASys = ca1.sys - ca0.sys;
     r.cpuBSys = cb1.sys - cb0.sys;
-    console.log(`  p50 ${dec(pct(r.endToEnd, 50))} ms, p90 ${dec(pct(r.endToEnd, 90))}, p99 ${dec(pct(r.endToEnd, 99))}, max ${dec(Math.max(...r.endToEnd))}; POST 200 p50 ${dec(pct(r.post200, 50))} ms`);
+    console.log(`  p50 ${fmtDec(percentile(r.endToEnd, 50))} ms, p90 ${fmtDec(percentile(r.endToEnd, 90))}, p99 ${fmtDec(percentile(r.endToEnd, 99))}, max ${fmtDec(Math.max(...r.endToEnd))}; POST 200 p50 ${fmtDec(percentile(r.post200, 50))} ms`);
     const filesBusy = countFiles(newDir);
     if (filesBusy !== POLL_N + 10) problems.push(`poller: ${filesBusy} files in B's Maildir after the measured messages, expected ${POLL_N + 10}`);
     for (let i = 0; i < IDLE_N; i++) {
@@ -649,22 +534,18 @@ interface ClientRun {
 }
 
 async function runPullClient(B: State, url: string, tokenFile: string, profileDir?: string, wrap: string[] = []): Promise<ClientRun> {
-  const head = [...wrap, ...(profileDir ? [process.execPath, "--cpu-prof", `--cpu-prof-dir=${profileDir}`, SOURCE_ENTRY] : [BIN])];
+  const head = [...wrap, ...madmailHead(profileDir)];
   const t0 = now();
   const proc = Bun.spawn([...head, "pull-client", "--url", url, "--token-file", tokenFile, "--max-time", "600", "--json"], {
     cwd: B.dir, env: envFor(B), stdin: "ignore", stdout: "pipe", stderr: "pipe",
   });
   const key = `pull-client pid ${proc.pid}`;
   stoppers.set(key, () => stopProc(proc, "SIGKILL"));
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const { stdout, stderr, code } = await collectOutput(proc);
   const wallS = (now() - t0) / 1000;
   stoppers.delete(key);
-  const ru = proc.resourceUsage();
-  return {
-    code, stdout, stderr, wallS,
-    cpu: { user: ru ? Number(ru.cpuTime.user) / 1e6 : NaN, sys: ru ? Number(ru.cpuTime.system) / 1e6 : NaN },
-    maxRssMb: ru ? ru.maxRSS / 2 ** 20 : NaN, // bytes (Bun converts getrusage's kilobytes)
-  };
+  const ru = childUsage(proc);
+  return { code, stdout, stderr, wallS, cpu: { user: ru.user, sys: ru.sys }, maxRssMb: ru.maxRssMb };
 }
 
 function verifyMaildir(B: State, what: string, prefix: string, n = BACKLOG): { files: number; ok: boolean } {
@@ -698,7 +579,7 @@ async function drainRep(rep: number): Promise<void> {
 
     const busyBefore = await waitQuiet();
     const load = loadText();
-    const m0 = machineBusy();
+    const m0 = machineBusy(true);
     const c0 = a.cpu();
     const logOff = statSync(a.log).size;
     const spawnedAt = Date.now();
@@ -706,7 +587,7 @@ async function drainRep(rep: number): Promise<void> {
     const exitedAt = Date.now();
     const c1 = a.cpu();
     const rounds = roundSplit(readFileSync(a.log).subarray(logOff).toString("utf8"), spawnedAt, exitedAt);
-    const machine = machineBusy() - m0;
+    const machine = machineBusy(true) - m0;
     const summary = (() => {
       try {
         return JSON.parse(r.stdout) as { pulled: number; delivered: number; seconds: number; error: unknown };
@@ -777,92 +658,19 @@ function roundSplit(logText: string, spawnedAt: number, exitedAt: number): Round
 
 function drainLine(d: DrainRep): string {
   const k = BACKLOG / 1000;
-  return `rep ${d.rep}: ${int(d.rate)} msg/s (${dec(d.wallS, 2)} s spawn to exit; drain ${dec(d.clientS, 2)} s as the client reports), `
-    + `CPU-s/1000 msgs: A ${dec((d.cpuA.user + d.cpuA.sys) / k, 3)} (sys ${dec(d.cpuA.sys / k, 3)}), pull-client ${dec((d.cpuClient.user + d.cpuClient.sys) / k, 3)} (sys ${dec(d.cpuClient.sys / k, 3)}), `
-    + `pull-client max RSS ${dec(d.maxRssMb, 0)} MB, other load ${dec(d.otherCores, 2)} cores; `
-    + `rounds ${d.rounds.rounds}: client ${dec(d.rounds.clientMs / d.rounds.rounds, 1)} ms/round, between ${dec(d.rounds.betweenMs / d.rounds.rounds, 1)} ms/round, first batch after ${int(d.rounds.firstMs)} ms, exit ${int(d.rounds.lastMs)} ms after last ack; `
-    + `bare pull+ack loop: ${int(d.bareRate)} msg/s, A ${dec(d.bareCpuA / k, 3)} CPU-s/1000; loadavg before ${d.load}, busy ${dec(d.busyBefore, 2)} cores`;
+  return `rep ${d.rep}: ${fmtInt(d.rate)} msg/s (${fmtDec(d.wallS, 2)} s spawn to exit; drain ${fmtDec(d.clientS, 2)} s as the client reports), `
+    + `CPU-s/1000 msgs: A ${fmtDec((d.cpuA.user + d.cpuA.sys) / k, 3)} (sys ${fmtDec(d.cpuA.sys / k, 3)}), pull-client ${fmtDec((d.cpuClient.user + d.cpuClient.sys) / k, 3)} (sys ${fmtDec(d.cpuClient.sys / k, 3)}), `
+    + `pull-client max RSS ${fmtDec(d.maxRssMb, 0)} MB, other load ${fmtDec(d.otherCores, 2)} cores; `
+    + `rounds ${d.rounds.rounds}: client ${fmtDec(d.rounds.clientMs / d.rounds.rounds, 1)} ms/round, between ${fmtDec(d.rounds.betweenMs / d.rounds.rounds, 1)} ms/round, first batch after ${fmtInt(d.rounds.firstMs)} ms, exit ${fmtInt(d.rounds.lastMs)} ms after last ack; `
+    + `bare pull+ack loop: ${fmtInt(d.bareRate)} msg/s, A ${fmtDec(d.bareCpuA / k, 3)} CPU-s/1000; loadavg before ${d.load}, busy ${fmtDec(d.busyBefore, 2)} cores`;
 }
 
 // ---------------------------------------------------------------------------------------------
 // 3: profile, from source
 
-interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
-  samples: number[];
-}
-
-function shortUrl(url: string): string {
-  if (!url) return "";
-  const nm = url.lastIndexOf("node_modules/");
-  if (nm >= 0) return url.slice(nm + "node_modules/".length);
-  const i = url.indexOf("/src/");
-  if (i >= 0) return url.slice(i + 1);
-  return url.replace(/^.*\//, "");
-}
-
-function area(url: string, fn: string): string {
-  if (!url) return fn.startsWith("(") ? fn : "(native / runtime)";
-  const nm = url.lastIndexOf("node_modules/");
-  if (nm >= 0) {
-    const rest = url.slice(nm + "node_modules/".length).split("/");
-    return rest[0]!.startsWith("@") ? `${rest[0]}/${rest[1]}` : rest[0]!;
-  }
-  const i = url.indexOf("/src/");
-  if (i >= 0) return url.slice(i + 1).split("/").slice(0, 2).join("/");
-  if (url.startsWith("node:") || url.includes("[native code]") || !url.includes("/")) return "(bun runtime: node:* built-ins)";
-  return shortUrl(url);
-}
-
 function summariseProfile(p: CpuProfile, who: string, note: string): string {
-  // Bun's profiler samples only while JavaScript runs, so shares are shares of the JS thread's busy time.
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const parent = new Map<number, number>();
-  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const keyOf = (id: number) => {
-    const cf = byId.get(id)!.callFrame;
-    return `${cf.functionName || "(anonymous)"} ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ""}`.trim();
-  };
-  const selfFn = new Map<string, number>();
-  const selfArea = new Map<string, number>();
-  const incl = new Map<string, number>();
-  for (const id of p.samples) {
-    const n = byId.get(id);
-    if (!n) continue;
-    const k = keyOf(id);
-    selfFn.set(k, (selfFn.get(k) ?? 0) + 1);
-    const ar = area(n.callFrame.url, n.callFrame.functionName);
-    selfArea.set(ar, (selfArea.get(ar) ?? 0) + 1);
-    const seen = new Set<string>();
-    for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) {
-      const cf = byId.get(x)!.callFrame;
-      if (!cf.url.includes("/src/")) continue;
-      const kk = keyOf(x);
-      if (!seen.has(kk)) {
-        seen.add(kk);
-        incl.set(kk, (incl.get(kk) ?? 0) + 1);
-      }
-    }
-  }
-  const total = p.samples.length;
-  const top = (m: Map<string, number>, k: number) => [...m].sort((x, y) => y[1] - x[1]).slice(0, k);
-  const pc = (v: number) => `${dec((100 * v) / total, 1)}%`;
-  const esc = (k: string) => k.replace(/\|/g, "\\|").replace(/`/g, "'");
-  const out: string[] = [];
-  out.push(`**${who}**: ${int(total)} samples of the JS thread over the process's life; ${note}`);
-  out.push("");
-  out.push("| self time by area | share |  | self time by function | share |  | inclusive, madmail functions | share |");
-  out.push("| --- | ---: | --- | --- | ---: | --- | --- | ---: |");
-  const ta = top(selfArea, 12);
-  const tf = top(selfFn, 12);
-  const ti = top(incl, 12);
-  for (let i = 0; i < 12; i++) {
-    const x = ta[i];
-    const y = tf[i];
-    const z = ti[i];
-    out.push(`| ${x ? esc(x[0]) : ""} | ${x ? pc(x[1]) : ""} |  | ${y ? `\`${esc(y[0])}\`` : ""} | ${y ? pc(y[1]) : ""} |  | ${z ? `\`${esc(z[0])}\`` : ""} | ${z ? pc(z[1]) : ""} |`);
-  }
-  return out.join("\n");
+  const { samples, table } = profileTable(p);
+  return `**${who}**: ${fmtInt(samples)} samples of the JS thread over the process's life; ${note}\n\n${table}`;
 }
 
 async function partProfile(): Promise<void> {
@@ -893,20 +701,17 @@ async function partProfile(): Promise<void> {
     await a.stop("SIGINT");
   }
   const k = BACKLOG / 1000;
-  profileRun = `Profiled run: ${int(BACKLOG / run.wallS)} msg/s (${dec(run.wallS, 2)} s spawn to exit, from source, both sides sampled every 1 ms); `
-    + `CPU-s per 1000 msgs: A ${dec(cpuA / k, 3)}, pull-client ${dec((run.cpu.user + run.cpu.sys) / k, 3)} (sys ${dec(run.cpu.sys / k, 3)}); loadavg before ${partLoad.profile}.`;
+  profileRun = `Profiled run: ${fmtInt(BACKLOG / run.wallS)} msg/s (${fmtDec(run.wallS, 2)} s spawn to exit, from source, both sides sampled every 1 ms); `
+    + `CPU-s per 1000 msgs: A ${fmtDec(cpuA / k, 3)}, pull-client ${fmtDec((run.cpu.user + run.cpu.sys) / k, 3)} (sys ${fmtDec(run.cpu.sys / k, 3)}); loadavg before ${partLoad.profile}.`;
   console.log(`  ${profileRun}`);
   const summary = (dir: string, who: string, note: string) => {
-    const f = readdirSync(dir).find((x) => x.endsWith(".cpuprofile"));
-    if (!f) {
+    const keep = values["keep-profiles"];
+    const p = loadCpuProfile(dir, keep ? { dir: keep, prefix: who.split(" ")[0]! } : undefined);
+    if (!p) {
       problems.push(`profile of ${who}: no .cpuprofile written in ${dir}`);
       return "";
     }
-    if (values["keep-profiles"]) {
-      mkdirSync(values["keep-profiles"], { recursive: true });
-      writeFileSync(join(values["keep-profiles"], `${who.split(" ")[0]}-${f}`), readFileSync(join(dir, f)));
-    }
-    return summariseProfile(JSON.parse(readFileSync(join(dir, f), "utf8")) as CpuProfile, who, note);
+    return summariseProfile(p, who, note);
   };
   profileText = [
     summary(profB, "pull-client (pull → accept pipeline → Maildir → ack)", "start-up included."),
@@ -958,12 +763,12 @@ async function partSyscalls(): Promise<void> {
   }
   rows.sort((x, y) => y.calls - x.calls);
   const lines = [
-    `${SYSCALL_N} messages drained in ${dec(run.wallS, 2)} s under strace (slowed down by it); calls per message and wall-clock time inside each system call summed over all threads (\`strace -f -c -w\`; futex and epoll_pwait2 are mostly idle threads waiting, so their sums exceed the run). Loadavg before ${partLoad.syscalls}.`,
+    `${SYSCALL_N} messages drained in ${fmtDec(run.wallS, 2)} s under strace (slowed down by it); calls per message and wall-clock time inside each system call summed over all threads (\`strace -f -c -w\`; futex and epoll_pwait2 are mostly idle threads waiting, so their sums exceed the run). Loadavg before ${partLoad.syscalls}.`,
     "",
     "| syscall | calls per message | wall s in it (all threads) | errors |",
     "| --- | ---: | ---: | ---: |",
   ];
-  for (const r of rows.slice(0, 14)) lines.push(`| ${r.name} | ${dec(r.calls / SYSCALL_N, 2)} | ${dec(r.secs, 3)} | ${r.errors || ""} |`);
+  for (const r of rows.slice(0, 14)) lines.push(`| ${r.name} | ${fmtDec(r.calls / SYSCALL_N, 2)} | ${fmtDec(r.secs, 3)} | ${r.errors || ""} |`);
   syscallText = lines.join("\n");
   console.log(syscallText);
 }
@@ -974,34 +779,33 @@ async function partSyscalls(): Promise<void> {
 function report(): string {
   const out: string[] = [];
   const distBuilt = new Date(BIN_MTIME).toISOString();
-  const srcDirty = sh(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "bin", "build.ts"]);
-  const version = sh([BIN, "--version"]);
-  const head = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]);
-  const fs = sh(["df", "-T", tmpdir()]).split("\n")[1]?.split(/\s+/) ?? [];
+  const srcDirty = sh(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "bin", "build.ts"], { PATH });
+  const version = sh([BIN, "--version"], { PATH });
+  const head = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], { PATH });
+  const fs = sh(["df", "-T", tmpdir()], { PATH }).split("\n")[1]?.split(/\s+/) ?? [];
   out.push(`Date: ${new Date().toISOString()}  `);
   out.push(`Command: \`${COMMAND}\` (from the repository root; dist/madmail built from the working tree)  `);
-  out.push(`Machine: nproc ${sh(["nproc"]) || cpus().length}; CPU ${cpus()[0]?.model ?? "?"}; RAM ${(totalmem() / 2 ** 30).toFixed(1)} GiB; kernel ${sh(["uname", "-r"])}; temp dirs on ${fs[1] ?? "?"} (${tmpdir()})  `);
+  out.push(`Machine: ${machineLine(`${fs[1] ?? "?"} (${tmpdir()})`, { PATH })}  `);
   out.push(`Versions: ${version || "madmail ?"} (dist/madmail built ${distBuilt}, repository HEAD ${head || "?"}${srcDirty ? ", src/ with uncommitted changes" : ""}); bun ${Bun.version}  `);
   out.push(`Loadavg before each part: ${Object.entries(partLoad).map(([k, v]) => `${k} ${v}`).join("; ") || "-"} (drain: per repetition below). The machine is shared (2 cores, other developers' test suites); before each part and repetition the script waits up to ${QUIET_WAIT} s for < ${QUIET_CORES} busy cores.`);
   out.push("");
 
   // goals
-  const verdict = (ok: boolean) => (ok ? "met" : "**not met**");
   const lp = latencies.find((l) => l.label.startsWith("pull endpoint"));
   const po = latencies.find((l) => l.label.startsWith("B's"));
   if (lp || po || drains.length) {
     out.push("| goal (issue) | measured | |");
     out.push("| --- | --- | --- |");
   }
-  if (lp) out.push(`| message accepted at A reaches the waiting puller < ${GOAL_P50_MS} ms p50 | ${dec(pct(lp.endToEnd, 50))} ms p50 (${lp.n} messages) | ${verdict(pct(lp.endToEnd, 50) < GOAL_P50_MS)} |`);
+  if (lp) out.push(`| message accepted at A reaches the waiting puller < ${GOAL_P50_MS} ms p50 | ${fmtDec(percentile(lp.endToEnd, 50))} ms p50 (${lp.n} messages) | ${verdict(percentile(lp.endToEnd, 50) < GOAL_P50_MS)} |`);
   if (lp?.idle?.length) {
     const ok = lp.idle.filter((x) => Number.isFinite(x.ms) && x.ms < GOAL_P50_MS).length;
     out.push(`| same, for a message after ${IDLE_GAP} s without mail (puller waiting) | ${ok} of ${lp.idle.length} under ${GOAL_P50_MS} ms (${idleSummary(lp.idle)}) | ${verdict(ok * 2 > lp.idle.length)} |`);
   }
-  if (po) out.push(`| (informational) same through B's own poller into B's Maildir | ${dec(pct(po.endToEnd, 50))} ms p50 (${po.n} messages)${po.idle?.length ? `; after ${IDLE_GAP} s idle: ${idleSummary(po.idle, IDLE_WAIT_POLLER)}` : ""} | |`);
+  if (po) out.push(`| (informational) same through B's own poller into B's Maildir | ${fmtDec(percentile(po.endToEnd, 50))} ms p50 (${po.n} messages)${po.idle?.length ? `; after ${IDLE_GAP} s idle: ${idleSummary(po.idle, IDLE_WAIT_POLLER)}` : ""} | |`);
   if (drains.length) {
     const rate = median(drains.map((d) => d.rate));
-    out.push(`| pull-client drains ${int(BACKLOG)} held 4 KB messages into the Maildir at ≥ ${int(GOAL_RATE)} msg/s | ${int(rate)} msg/s median of ${drains.length} (spawn to exit) | ${verdict(rate >= GOAL_RATE)} |`);
+    out.push(`| pull-client drains ${fmtInt(BACKLOG)} held 4 KB messages into the Maildir at ≥ ${fmtInt(GOAL_RATE)} msg/s | ${fmtInt(rate)} msg/s median of ${drains.length} (spawn to exit) | ${verdict(rate >= GOAL_RATE)} |`);
   }
   if (lp || po || drains.length) out.push("");
 
@@ -1014,8 +818,8 @@ function report(): string {
     out.push("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |");
     for (const l of latencies) {
       const k = l.n / 1000;
-      const cpu = `A ${dec(l.cpuA / k, 2)} (kernel ${dec((l.cpuASys ?? NaN) / k, 2)})${l.cpuB !== undefined ? `, B ${dec(l.cpuB / k, 2)} (kernel ${dec((l.cpuBSys ?? NaN) / k, 2)})` : ""}`;
-      out.push(`| ${l.label} | ${l.n} | ${dec(pct(l.endToEnd, 50))} | ${dec(pct(l.endToEnd, 90))} | ${dec(pct(l.endToEnd, 99))} | ${dec(Math.max(...l.endToEnd))} | ${dec(pct(l.post200, 50))} / ${dec(pct(l.post200, 99))} | ${cpu} | ${l.load} (busy ${dec(l.busyBefore, 2)} cores) |`);
+      const cpu = `A ${fmtDec(l.cpuA / k, 2)} (kernel ${fmtDec((l.cpuASys ?? NaN) / k, 2)})${l.cpuB !== undefined ? `, B ${fmtDec(l.cpuB / k, 2)} (kernel ${fmtDec((l.cpuBSys ?? NaN) / k, 2)})` : ""}`;
+      out.push(`| ${l.label} | ${l.n} | ${fmtDec(percentile(l.endToEnd, 50))} | ${fmtDec(percentile(l.endToEnd, 90))} | ${fmtDec(percentile(l.endToEnd, 99))} | ${fmtDec(Math.max(...l.endToEnd))} | ${fmtDec(percentile(l.post200, 50))} / ${fmtDec(percentile(l.post200, 99))} | ${cpu} | ${l.load} (busy ${fmtDec(l.busyBefore, 2)} cores) |`);
     }
     out.push("");
     const withIdle = latencies.filter((l) => l.idle?.length);
@@ -1026,7 +830,7 @@ function report(): string {
       out.push("| --- | --- | --- |");
       for (const l of withIdle) {
         const fails = l.pullErrors !== undefined
-          ? `${l.pullErrors} (${l.pullErrorText || "-"}; after ${l.pullErrorAfter?.length ? `${dec(Math.min(...l.pullErrorAfter), 1)}-${dec(Math.max(...l.pullErrorAfter), 1)} s` : "-"} of waiting)`
+          ? `${l.pullErrors} (${l.pullErrorText || "-"}; after ${l.pullErrorAfter?.length ? `${fmtDec(Math.min(...l.pullErrorAfter), 1)}-${fmtDec(Math.max(...l.pullErrorAfter), 1)} s` : "-"} of waiting)`
           : (l.pollerLog?.length ? `B's log: ${l.pollerLog.map((x) => `\`${x.replace(/\|/g, "\\|").replace(/`/g, "'")}\``).join("; ")}` : "B's log: no poller warnings");
         out.push(`| ${l.label} | ${idleSummary(l.idle!, l.pullErrors !== undefined ? IDLE_WAIT : IDLE_WAIT_POLLER)} | ${fails} |`);
       }
@@ -1037,32 +841,32 @@ function report(): string {
   if (drains.length) {
     const k = BACKLOG / 1000;
     const med = (f: (d: DrainRep) => number) => median(drains.map(f));
-    out.push(`### Drain: \`madmail pull-client\` empties ${int(BACKLOG)} held messages (4.8 KB sample + X-Seq)`);
+    out.push(`### Drain: \`madmail pull-client\` empties ${fmtInt(BACKLOG)} held messages (4.8 KB sample + X-Seq)`);
     out.push("");
-    out.push("msg/s = messages / time from spawning `madmail pull-client --url A --token-file F --json` to its exit (start-up, lock and state file opening included); the client's own drain time from its JSON summary is shown too. Every repetition checked: exit 0, `pulled`/`delivered` = " + int(BACKLOG) + ", exactly " + int(BACKLOG) + " files in bob's Maildir new/ with every X-Seq once, nothing held at A afterwards. The bare loop is this script pulling (max=50) and acking the same number of held messages without storing them, against the same A just before (A's side alone; it also warms A's JIT).");
+    out.push("msg/s = messages / time from spawning `madmail pull-client --url A --token-file F --json` to its exit (start-up, lock and state file opening included); the client's own drain time from its JSON summary is shown too. Every repetition checked: exit 0, `pulled`/`delivered` = " + fmtInt(BACKLOG) + ", exactly " + fmtInt(BACKLOG) + " files in bob's Maildir new/ with every X-Seq once, nothing held at A afterwards. The bare loop is this script pulling (max=50) and acking the same number of held messages without storing them, against the same A just before (A's side alone; it also warms A's JIT).");
     out.push("");
     out.push("| | median | per repetition |");
     out.push("| --- | ---: | --- |");
     const row = (label: string, f: (d: DrainRep) => number, fmt: (x: number) => string) => out.push(`| ${label} | ${fmt(med(f))} | ${drains.map((d) => fmt(f(d))).join(", ")} |`);
-    row("pull-client msg/s (spawn to exit)", (d) => d.rate, int);
-    row("pull-client time s (spawn to exit)", (d) => d.wallS, (x) => dec(x, 2));
-    row("pull-client drain s (its JSON `seconds`)", (d) => d.clientS, (x) => dec(x, 2));
-    row("A serve CPU-s per 1000 msgs", (d) => (d.cpuA.user + d.cpuA.sys) / k, (x) => dec(x, 3));
-    row("  of which kernel", (d) => d.cpuA.sys / k, (x) => dec(x, 3));
-    row("pull-client CPU-s per 1000 msgs", (d) => (d.cpuClient.user + d.cpuClient.sys) / k, (x) => dec(x, 3));
-    row("  of which kernel", (d) => d.cpuClient.sys / k, (x) => dec(x, 3));
-    row("pull-client max RSS MB", (d) => d.maxRssMb, (x) => dec(x, 0));
-    row("batches (A's log)", (d) => d.rounds.rounds, int);
-    row("  ms per batch: batch ready at A → its ack committed (client receives, stores 50, acks)", (d) => d.rounds.clientMs / d.rounds.rounds, (x) => dec(x, 1));
-    row("  ms per batch: ack committed → next batch ready at A (ack answer, next pull, A leases, loads)", (d) => d.rounds.betweenMs / d.rounds.rounds, (x) => dec(x, 1));
-    row("  ms from spawn to the first batch ready (start-up)", (d) => d.rounds.firstMs, int);
-    row("  ms from the last ack to exit (final empty pull, shutdown)", (d) => d.rounds.lastMs, int);
-    row("other load during the run (cores)", (d) => d.otherCores, (x) => dec(x, 2));
-    row("bare pull+ack loop msg/s (A's side alone)", (d) => d.bareRate, int);
-    row("  A serve CPU-s per 1000 msgs in it", (d) => d.bareCpuA / k, (x) => dec(x, 3));
-    row("  this script's CPU-s per 1000 msgs in it", (d) => d.bareCpuSelf / k, (x) => dec(x, 3));
+    row("pull-client msg/s (spawn to exit)", (d) => d.rate, fmtInt);
+    row("pull-client time s (spawn to exit)", (d) => d.wallS, (x) => fmtDec(x, 2));
+    row("pull-client drain s (its JSON `seconds`)", (d) => d.clientS, (x) => fmtDec(x, 2));
+    row("A serve CPU-s per 1000 msgs", (d) => (d.cpuA.user + d.cpuA.sys) / k, (x) => fmtDec(x, 3));
+    row("  of which kernel", (d) => d.cpuA.sys / k, (x) => fmtDec(x, 3));
+    row("pull-client CPU-s per 1000 msgs", (d) => (d.cpuClient.user + d.cpuClient.sys) / k, (x) => fmtDec(x, 3));
+    row("  of which kernel", (d) => d.cpuClient.sys / k, (x) => fmtDec(x, 3));
+    row("pull-client max RSS MB", (d) => d.maxRssMb, (x) => fmtDec(x, 0));
+    row("batches (A's log)", (d) => d.rounds.rounds, fmtInt);
+    row("  ms per batch: batch ready at A → its ack committed (client receives, stores 50, acks)", (d) => d.rounds.clientMs / d.rounds.rounds, (x) => fmtDec(x, 1));
+    row("  ms per batch: ack committed → next batch ready at A (ack answer, next pull, A leases, loads)", (d) => d.rounds.betweenMs / d.rounds.rounds, (x) => fmtDec(x, 1));
+    row("  ms from spawn to the first batch ready (start-up)", (d) => d.rounds.firstMs, fmtInt);
+    row("  ms from the last ack to exit (final empty pull, shutdown)", (d) => d.rounds.lastMs, fmtInt);
+    row("other load during the run (cores)", (d) => d.otherCores, (x) => fmtDec(x, 2));
+    row("bare pull+ack loop msg/s (A's side alone)", (d) => d.bareRate, fmtInt);
+    row("  A serve CPU-s per 1000 msgs in it", (d) => d.bareCpuA / k, (x) => fmtDec(x, 3));
+    row("  this script's CPU-s per 1000 msgs in it", (d) => d.bareCpuSelf / k, (x) => fmtDec(x, 3));
     out.push("");
-    out.push("Loadavg before each repetition: " + drains.map((d) => `rep ${d.rep}: ${d.load} (busy ${dec(d.busyBefore, 2)} cores)`).join("; ") + ".");
+    out.push("Loadavg before each repetition: " + drains.map((d) => `rep ${d.rep}: ${d.load} (busy ${fmtDec(d.busyBefore, 2)} cores)`).join("; ") + ".");
     out.push("");
   }
 
@@ -1090,13 +894,11 @@ function report(): string {
   return out.join("\n");
 }
 
-const BEGIN = "<!-- BEGIN exchanger.bench.ts (generated; replaced on every run) -->";
-const END = "<!-- END exchanger.bench.ts -->";
 const INTRO = `## Exchangers
 
 What it measures (exchanger.bench.ts): how fast mail held at A for a pull-mode exchanger reaches the
 puller (a long-polling client in the bench, and B's built-in poller into B's Maildir), and how fast
-\`madmail pull-client\` empties a ${int(BACKLOG)}-message backlog into a Maildir (\`dist/madmail\`, fresh
+\`madmail pull-client\` empties a ${fmtInt(BACKLOG)}-message backlog into a Maildir (\`dist/madmail\`, fresh
 state files in temp dirs, everything on 127.0.0.1).`;
 
 // ---------------------------------------------------------------------------------------------
@@ -1107,7 +909,7 @@ try {
   if (PARTS.has("longpoll")) await partLongpoll();
   if (PARTS.has("poller")) await partPoller();
   if (PARTS.has("drain")) {
-    console.log(`# drain: ${int(BACKLOG)} held messages, ${REPS} repetitions`);
+    console.log(`# drain: ${fmtInt(BACKLOG)} held messages, ${REPS} repetitions`);
     for (let rep = 1; rep <= REPS; rep++) await drainRep(rep);
   }
   if (PARTS.has("profile")) await partProfile();
@@ -1122,21 +924,4 @@ try {
 
 if (existsSync(BIN) && statSync(BIN).mtimeMs !== BIN_MTIME) problems.push(`dist/madmail was rebuilt during the run (now ${statSync(BIN).mtime.toISOString()}): later parts may have run another build`);
 const haveData = latencies.length || drains.length || profileText || syscallText;
-const body = haveData ? report() : "";
-if (body) console.log(`\n${body}`);
-if (!values["no-results"] && haveData) {
-  const section = `${BEGIN}\n${INTRO}\n\n${body}\n${END}\n`;
-  // re-read right before writing: other benchmarks write their own sections
-  let text = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
-  const i = text.indexOf(BEGIN);
-  const j = text.indexOf(END);
-  if (i >= 0 && j > i) text = text.slice(0, i) + section + text.slice(j + END.length).replace(/^\n/, "");
-  else text = text.trimEnd() + "\n\n" + section;
-  writeFileSync(RESULTS, text);
-  console.log(`\nwritten to ${RESULTS}`);
-}
-if (problems.length) {
-  console.error(`\n${problems.length} problem(s):\n${problems.join("\n")}`);
-  exitCode ||= 1;
-}
-process.exit(exitCode);
+finish({ report: haveData ? report() : "", heading: INTRO, bench: "exchanger.bench.ts", noResults: values["no-results"], problems, exitCode });

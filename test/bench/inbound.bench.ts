@@ -24,20 +24,19 @@
 // total busy CPU (to see other load on a shared machine); before each run it waits (up to
 // --quiet-wait seconds) for the machine to be nearly idle. Prints a markdown report and writes it into
 // test/bench/RESULTS.md (section between the inbound.bench.ts markers; --no-results skips that).
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { freePort, havePeers, mailOwner, peerDir, startPostfix, type PostfixInstance, pidsWithCwdUnder } from "../helpers/peers.ts";
+import { freePort, havePeers, peerDir, startPostfix, type PostfixInstance, pidsWithCwdUnder } from "../helpers/peers.ts";
+import {
+  BIN, ENV, PATH, ROOT, SAMPLE_REL, childUsage, clkTck, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, loadText,
+  machineLine, machineTicks, madmailCli, madmailEnv, median, memStatus, postfixCpu, postfixSys, problemsBlock, procCpu, procSys, readProc,
+  requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, verdict, virtualMaildir, waitPort, waitQuiet as waitQuietFor, type ProcSample,
+} from "./_lib.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BIN = join(ROOT, "dist/madmail");
-const SAMPLE_REL = "test/fixtures/samples/pass-deltachat-2.57-securejoin-request-with-auth.eml";
 const SAMPLE = join(ROOT, SAMPLE_REL);
 const LUA = join(import.meta.dir, "mxdeliv.lua");
-const RESULTS = join(import.meta.dir, "RESULTS.md");
-const PATH = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].filter(Boolean).join(":");
-const ENV = { ...process.env, PATH, LANG: "C", LC_ALL: "C" };
 const RCPT = "bob@chat.test";
 const GATED_SENDER = "alice@remote.test";
 const PASSTHROUGH_SENDER = "bench@remote.test";
@@ -73,10 +72,7 @@ const COMMAND = ["./node_modules/.bin/bun", "test/bench/inbound.bench.ts", ...pr
 // ---------------------------------------------------------------------------------------------
 // preconditions
 
-function die(msg: string): never {
-  console.error(`inbound.bench: ${msg}`);
-  process.exit(2);
-}
+const die: (msg: string) => never = dieWith("inbound.bench");
 const WRK = Bun.which("wrk", { PATH });
 const SMTP_SOURCE = Bun.which("smtp-source", { PATH });
 if (!existsSync(BIN)) die(`${BIN} is missing: build it first with ./node_modules/.bin/bun build.ts (or run npm run bench)`);
@@ -84,78 +80,10 @@ if (!WRK) die("wrk is not installed (apt-get install -y wrk)");
 if (!SMTP_SOURCE) die("smtp-source is not installed (apt-get install -y postfix)");
 if (!havePeers().postfix) die(`cannot run a throw-away Postfix here: ${havePeers().missing.join("; ")}`);
 if (!existsSync(SAMPLE)) die(`sample ${SAMPLE} is missing`);
-for (const [k, v] of Object.entries({ rounds: ROUNDS, duration: DURATION, connections: CONNS, threads: THREADS, messages: N, sessions: SESSIONS })) {
-  if (!Number.isInteger(v) || v < 1) die(`--${k} must be a positive integer`);
-}
+requirePositiveIntegers({ rounds: ROUNDS, duration: DURATION, connections: CONNS, threads: THREADS, messages: N, sessions: SESSIONS }, die);
 
 // ---------------------------------------------------------------------------------------------
 // small helpers
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
-
-function sh(cmd: string[]): string {
-  try {
-    const r = Bun.spawnSync(cmd, { env: ENV, stdout: "pipe", stderr: "pipe" });
-    return r.stdout.toString().trim(); // (wrk --version exits 1)
-  } catch {
-    return "";
-  }
-}
-
-interface ProcSample {
-  /** utime+stime+cutime+cstime in seconds */
-  cpu: number;
-  /** utime+stime: its own time, without children it reaped */
-  own: number;
-  comm: string;
-  /** a kernel thread (kthreadd's child): jbd2, kworker, ksoftirqd, ... */
-  kthread: boolean;
-}
-
-function readProc(pid: number): ProcSample | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const close = s.lastIndexOf(")");
-    const f = s.slice(close + 2).split(" ");
-    return {
-      cpu: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK,
-      own: (Number(f[11]) + Number(f[12])) / CLK_TCK,
-      comm: s.slice(s.indexOf("(") + 1, close),
-      kthread: pid === 2 || Number(f[1]) === 2,
-    };
-  } catch {
-    return undefined; // gone
-  }
-}
-
-/** utime+stime+cutime+cstime of one process, in seconds (0 when it is gone). */
-function procCpu(pid: number): number {
-  return readProc(pid)?.cpu ?? 0;
-}
-
-/**
- * CPU seconds of the whole Postfix instance: live daemons' own time plus what the master
- * collected from daemons that exited (cutime/cstime), so daemons that come and go are counted.
- */
-function postfixCpu(spool: string): number {
-  return pidsWithCwdUnder(spool).reduce((sum, pid) => sum + procCpu(pid), 0);
-}
-
-/** stime+cstime of one process in seconds: the kernel part of procCpu. */
-function procSys(pid: number): number {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[12]) + Number(f[14])) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-function postfixSys(spool: string): number {
-  return pidsWithCwdUnder(spool).reduce((sum, pid) => sum + procSys(pid), 0);
-}
 
 /** The machine's CPU counters (first line of /proc/stat: user nice system idle iowait irq softirq steal) and every visible process. */
 interface Snapshot {
@@ -164,7 +92,7 @@ interface Snapshot {
 }
 
 function snapshot(): Snapshot {
-  const machine = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const machine = machineTicks();
   const procs = new Map<number, ProcSample>();
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e)) continue;
@@ -195,7 +123,7 @@ interface OtherCpu {
 }
 
 function otherCpu(s0: Snapshot, s1: Snapshot, serverPids: Iterable<number>, server: number, client: number): OtherCpu {
-  const d = (i: number) => (s1.machine[i]! - s0.machine[i]!) / CLK_TCK;
+  const d = (i: number) => (s1.machine[i]! - s0.machine[i]!) / clkTck();
   const total = d(0) + d(1) + d(2) + d(5) + d(6) - server - client;
   const skip = new Set(serverPids);
   // Sums over all processes of each snapshot, not per-pid deltas: a process that exits is then
@@ -225,41 +153,13 @@ function otherCpu(s0: Snapshot, s1: Snapshot, serverPids: Iterable<number>, serv
   return { total, kernel, irq, harness, visible, top, unseen: total - kernel - harness - visible, steal: d(7) };
 }
 
-/** Busy CPU seconds of the whole machine so far (user+nice+system+irq+softirq, all CPUs). */
-function machineBusy(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
-}
-
 /**
  * Waits until the machine is nearly idle (this benchmark's servers are idle between runs, so what
  * is busy is someone else), at most QUIET_WAIT seconds; returns the busy cores of the last second.
  */
-async function waitQuiet(): Promise<number> {
-  const end = Date.now() + QUIET_WAIT * 1000;
-  for (;;) {
-    const a = machineBusy();
-    await sleep(1000);
-    const busy = machineBusy() - a;
-    if (busy < QUIET_CORES || Date.now() >= end) return busy;
-  }
-}
-
-function status(pid: number): { rssMb: number; hwmMb: number } {
-  const s = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? NaN);
-  return { rssMb: kb("VmRSS") / 1024, hwmMb: kb("VmHWM") / 1024 };
-}
-
-const loadText = () => readFileSync("/proc/loadavg", "utf8").trim();
-
-function countFiles(dir: string): number {
-  try {
-    return readdirSync(dir).length;
-  } catch {
-    return 0;
-  }
-}
+const waitQuiet = () => waitQuietFor({ maxS: QUIET_WAIT, cores: QUIET_CORES });
+/** VmRSS/VmHWM of serve; throws if it is gone (the run is then aborted). */
+const status = (pid: number) => memStatus(pid, "throw");
 
 /** Waits until `count()` stops changing for `quietMs` (deliveries of requests still in flight). */
 async function settledCount(count: () => number, quietMs = 500, maxMs = 10_000): Promise<number> {
@@ -277,59 +177,26 @@ async function settledCount(count: () => number, quietMs = 500, maxMs = 10_000):
   return last;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const int = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
-const dec = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
-
 // ---------------------------------------------------------------------------------------------
 // processes we start (tracked for clean-up)
 
 let current: ReturnType<typeof Bun.spawn> | undefined;
 let serve: ReturnType<typeof Bun.spawn> | undefined;
 let postfix: PostfixInstance | undefined;
-const tempDirs: string[] = [];
 
 async function stopServe(): Promise<void> {
   const p = serve;
   if (!p) return;
   serve = undefined;
-  if (p.exitCode === null && p.signalCode === null) {
-    p.kill("SIGTERM");
-    await Promise.race([p.exited, sleep(10_000)]);
-    if (p.exitCode === null && p.signalCode === null) {
-      p.kill("SIGKILL");
-      await p.exited;
-    }
-  }
+  await stopProc(p, "SIGTERM", 10_000);
 }
 
-let cleaned: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaned ??= (async () => {
-    if (current && current.exitCode === null) current.kill("SIGKILL");
-    await stopServe().catch((e) => console.error(`stopping madmail: ${e}`));
-    await postfix?.stop().catch((e) => console.error(`stopping postfix: ${e}`));
-    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  })();
-  return cleaned;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-async function madmailCli(dir: string, db: string, args: string[]): Promise<string> {
-  const p = Bun.spawnSync([BIN, ...args], { cwd: dir, env: { PATH, HOME: dir, NO_COLOR: "1", MADMAIL_DB: db }, stdout: "pipe", stderr: "pipe" });
-  if (p.exitCode !== 0) throw new Error(`madmail ${args.join(" ")} failed (${p.exitCode}): ${p.stderr.toString()}${p.stdout.toString()}`);
-  return p.stdout.toString();
-}
+// the load generator first (SIGKILL), then serve, then Postfix; then the temp dirs
+const { tempDirs, cleanup } = createCleanup(async () => {
+  if (current && current.exitCode === null) current.kill("SIGKILL");
+  await stopServe().catch((e) => console.error(`stopping madmail: ${e}`));
+  await postfix?.stop().catch((e) => console.error(`stopping postfix: ${e}`));
+});
 
 async function waitHttp(url: string, alive: () => boolean): Promise<void> {
   const end = Date.now() + 15_000;
@@ -342,20 +209,6 @@ async function waitHttp(url: string, alive: () => boolean): Promise<void> {
     if (!alive()) throw new Error("madmail serve exited during start-up");
     if (Date.now() > end) throw new Error(`${url} did not answer within 15 s`);
     await sleep(50);
-  }
-}
-
-async function waitPort(port: number): Promise<void> {
-  const end = Date.now() + 15_000;
-  for (;;) {
-    try {
-      const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
-      s.end();
-      return;
-    } catch {
-      if (Date.now() > end) throw new Error(`nothing listens on 127.0.0.1:${port}`);
-      await sleep(50);
-    }
   }
 }
 
@@ -373,11 +226,10 @@ async function spawnClient(cmd: string[], env: Record<string, string | undefined
   const t0 = performance.now();
   const proc = Bun.spawn(cmd, { env: { ...ENV, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   current = proc;
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const { stdout, stderr, code } = await collectOutput(proc);
   const seconds = (performance.now() - t0) / 1000;
   current = undefined;
-  const ru = proc.resourceUsage();
-  return { code, out: stdout + stderr, seconds, clientCpu: ru ? Number(ru.cpuTime.total) / 1e6 : NaN };
+  return { code, out: stdout + stderr, seconds, clientCpu: childUsage(proc).total };
 }
 
 interface WrkResult {
@@ -462,11 +314,11 @@ const measurements: Measurement[] = [];
 const problems: string[] = [];
 
 function runLine(m: Measurement): string {
-  const lat = m.p99 !== undefined ? ` p50=${dec(m.p50!)}ms p99=${dec(m.p99)}ms` : "";
-  const deliv = m.deliveredSeconds !== undefined ? ` in_maildir_after=${dec(m.deliveredSeconds)}s cpu_until_in_maildir=${dec(m.serverCpuTotal!)}s` : "";
+  const lat = m.p99 !== undefined ? ` p50=${fmtDec(m.p50!)}ms p99=${fmtDec(m.p99)}ms` : "";
+  const deliv = m.deliveredSeconds !== undefined ? ` in_maildir_after=${fmtDec(m.deliveredSeconds)}s cpu_until_in_maildir=${fmtDec(m.serverCpuTotal!)}s` : "";
   const o = m.other;
-  const other = `other_cpu=${dec(o.total)}s(kernel_threads=${dec(o.kernel)} harness=${dec(o.harness)} other_procs=${dec(o.visible)}${o.top ? `[${o.top}]` : ""} unseen=${dec(o.unseen)}) irq+softirq=${dec(o.irq)}s steal=${dec(o.steal)}s`;
-  return `r${m.round} ${m.key.padEnd(17)} ${int(m.rate).padStart(6)} msg/s n=${m.messages} t=${dec(m.seconds)}s${lat} server_cpu=${dec(m.serverCpu)}s(sys=${dec(m.serverSys)}) client_cpu=${dec(m.clientCpu)}s ${other}${deliv} busy_before=${dec(m.background)}cores loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
+  const other = `other_cpu=${fmtDec(o.total)}s(kernel_threads=${fmtDec(o.kernel)} harness=${fmtDec(o.harness)} other_procs=${fmtDec(o.visible)}${o.top ? `[${o.top}]` : ""} unseen=${fmtDec(o.unseen)}) irq+softirq=${fmtDec(o.irq)}s steal=${fmtDec(o.steal)}s`;
+  return `r${m.round} ${m.key.padEnd(17)} ${fmtInt(m.rate).padStart(6)} msg/s n=${m.messages} t=${fmtDec(m.seconds)}s${lat} server_cpu=${fmtDec(m.serverCpu)}s(sys=${fmtDec(m.serverSys)}) client_cpu=${fmtDec(m.clientCpu)}s ${other}${deliv} busy_before=${fmtDec(m.background)}cores loadavg_before="${m.load}"${m.note ? ` ${m.note}` : ""}`;
 }
 
 function logRun(m: Measurement): void {
@@ -487,20 +339,20 @@ try {
   // --- madmail: fresh state, bob with a big quota, passthrough sender for smtp-source's plaintext
   const mmDir = mkdtempSync(join(tmpdir(), "mm-bench-"));
   tempDirs.push(mmDir);
-  const db = join(mmDir, "data", "madmail.db");
+  const mm = { dir: mmDir, db: join(mmDir, "data", "madmail.db") };
   const mailRoot = join(mmDir, "mail");
-  await madmailCli(mmDir, db, ["init", "--domain", "chat.test"]);
-  await madmailCli(mmDir, db, ["user", "add", RCPT, "--quota", "100G"]);
-  await madmailCli(mmDir, db, ["config", "set", "gate.passthrough_senders", PASSTHROUGH_SENDER]);
-  await madmailCli(mmDir, db, ["config", "set", "mail_root", mailRoot]);
+  madmailCli(mm, ["init", "--domain", "chat.test"]);
+  madmailCli(mm, ["user", "add", RCPT, "--quota", "100G"]);
+  madmailCli(mm, ["config", "set", "gate.passthrough_senders", PASSTHROUGH_SENDER]);
+  madmailCli(mm, ["config", "set", "mail_root", mailRoot]);
   // serve has no flag for the submission listener; keep it off the machine's shared 2587
-  await madmailCli(mmDir, db, ["config", "set", "listen.submission", "off"]);
+  madmailCli(mm, ["config", "set", "listen.submission", "off"]);
   const mmHttp = await freePort();
   const mmSmtp = await freePort();
   const serveLog = join(mmDir, "serve.log");
   serve = Bun.spawn([BIN, "serve", "--http", `127.0.0.1:${mmHttp}`, "--smtp", `127.0.0.1:${mmSmtp}`, "--lmtp", "off"], {
     cwd: mmDir,
-    env: { PATH, HOME: mmDir, NO_COLOR: "1", MADMAIL_DB: db },
+    env: madmailEnv(mm),
     stdin: "ignore",
     stdout: "ignore",
     stderr: Bun.file(serveLog),
@@ -509,7 +361,7 @@ try {
   const serveAlive = () => serve !== undefined && serve.exitCode === null && serve.signalCode === null;
   try {
     await waitHttp(`http://127.0.0.1:${mmHttp}/healthz`, serveAlive);
-    await waitPort(mmSmtp);
+    await waitPort(mmSmtp, { timeoutMs: 15_000 });
   } catch (e) {
     throw new Error(`${(e as Error).message}\n--- serve.log ---\n${existsSync(serveLog) ? readFileSync(serveLog, "utf8") : ""}`);
   }
@@ -519,43 +371,29 @@ try {
   // --- Postfix: virtual(8) delivery of chat.test into Maildirs owned by nobody
   const pfDir = peerDir("pfbench");
   tempDirs.push(pfDir);
-  const owner = mailOwner();
-  const vmail = join(pfDir, "vmail");
-  mkdirSync(vmail, { mode: 0o755 });
-  chownSync(vmail, owner.uid, owner.gid);
-  mkdirSync(join(pfDir, "etc"), { recursive: true });
-  writeFileSync(join(pfDir, "etc", "vmailbox"), `${RCPT}\tchat.test/bob/\n`); // back-dated by startPostfix
+  const vmail = virtualMaildir(pfDir, RCPT);
   const pfPort = await freePort();
-  postfix = await startPostfix({
-    dir: pfDir,
-    smtpPort: pfPort,
-    relayDomains: {},
-    hostname: "postfix.bench.test",
-    extra: {
-      virtual_mailbox_domains: "chat.test",
-      virtual_mailbox_base: "@DIR@/vmail",
-      virtual_mailbox_maps: "texthash:@DIR@/etc/vmailbox",
-      virtual_uid_maps: `static:${owner.uid}`,
-      virtual_gid_maps: `static:${owner.gid}`,
-      // per-file limit for Maildirs; must not be below the template's message_size_limit
-      virtual_mailbox_limit: "0",
-    },
-    masterAppend: "virtual   unix  -       n       n       -       -       virtual",
-  });
+  postfix = await startPostfix({ dir: pfDir, smtpPort: pfPort, relayDomains: {}, hostname: "postfix.bench.test", extra: vmail.extra, masterAppend: vmail.masterAppend });
   const pfSpool = join(pfDir, "spool");
-  const pfNew = join(vmail, "chat.test", "bob", "new");
+  const pfNew = vmail.maildirNew;
   const pf = postfix;
 
-  async function mxdeliv(round: number, background: number): Promise<Measurement> {
-    const load = loadText();
-    const before = countFiles(mmNew);
+  /** Runs one load against serve, with serve's CPU (all, and kernel) and the machine snapshots taken around it. */
+  async function aroundServe<T>(run: () => Promise<T>): Promise<{ out: T; cpu: number; sys: number; s0: Snapshot; s1: Snapshot }> {
     const s0 = snapshot();
     const cpu0 = procCpu(servePid);
     const sys0 = procSys(servePid);
-    const w = await runWrk(mxdelivUrl);
+    const out = await run();
     const cpu1 = procCpu(servePid);
     const sys1 = procSys(servePid);
     const s1 = snapshot();
+    return { out, cpu: cpu1 - cpu0, sys: sys1 - sys0, s0, s1 };
+  }
+
+  async function mxdeliv(round: number, background: number): Promise<Measurement> {
+    const load = loadText(true);
+    const before = countFiles(mmNew);
+    const { out: w, cpu, sys, s0, s1 } = await aroundServe(() => runWrk(mxdelivUrl));
     const delivered = (await settledCount(() => countFiles(mmNew))) - before;
     if (w.non2xx > 0) problems.push(`round ${round} /mxdeliv: ${w.non2xx} non-2xx responses: the run is INVALID\n${w.out}`);
     if (w.socketErrors > 0) problems.push(`round ${round} /mxdeliv: ${w.socketErrors} socket errors (connect/read/write/timeout)\n${w.out}`);
@@ -572,10 +410,10 @@ try {
       rate: w.rate,
       messages: w.requests,
       seconds: DURATION,
-      serverCpu: cpu1 - cpu0,
-      serverSys: sys1 - sys0,
+      serverCpu: cpu,
+      serverSys: sys,
       clientCpu: w.clientCpu,
-      other: otherCpu(s0, s1, [servePid], cpu1 - cpu0, w.clientCpu),
+      other: otherCpu(s0, s1, [servePid], cpu, w.clientCpu),
       p50: w.p50,
       p99: w.p99,
       note: `completed=${w.requests} in_maildir=${delivered}`,
@@ -583,15 +421,9 @@ try {
   }
 
   async function madmailSmtp(round: number, mode: SmtpMode, background: number): Promise<Measurement> {
-    const load = loadText();
+    const load = loadText(true);
     const before = countFiles(mmNew);
-    const s0 = snapshot();
-    const cpu0 = procCpu(servePid);
-    const sys0 = procSys(servePid);
-    const r = await spawnClient(smtpSourceArgs(mmSmtp, mode));
-    const cpu1 = procCpu(servePid);
-    const sys1 = procSys(servePid);
-    const s1 = snapshot();
+    const { out: r, cpu, sys, s0, s1 } = await aroundServe(() => spawnClient(smtpSourceArgs(mmSmtp, mode)));
     const delivered = countFiles(mmNew) - before;
     if (r.code !== 0 || r.out.trim()) problems.push(`round ${round} madmail SMTP ${mode}: smtp-source exited ${r.code}: ${r.out.trim().slice(0, 2000)}`);
     if (delivered !== N) problems.push(`round ${round} madmail SMTP ${mode}: ${delivered} files in bob's Maildir after smtp-source returned, expected ${N}`);
@@ -603,15 +435,15 @@ try {
       rate: N / r.seconds,
       messages: N,
       seconds: r.seconds,
-      serverCpu: cpu1 - cpu0,
-      serverSys: sys1 - sys0,
+      serverCpu: cpu,
+      serverSys: sys,
       clientCpu: r.clientCpu,
-      other: otherCpu(s0, s1, [servePid], cpu1 - cpu0, r.clientCpu),
+      other: otherCpu(s0, s1, [servePid], cpu, r.clientCpu),
     };
   }
 
   async function postfixSmtp(round: number, mode: SmtpMode, background: number): Promise<Measurement> {
-    const load = loadText();
+    const load = loadText(true);
     const before = countFiles(pfNew);
     const pids0 = pidsWithCwdUnder(pfSpool);
     const s0 = snapshot();
@@ -721,13 +553,7 @@ const LABELS: Record<Key, string> = {
 
 function report(): string {
   const out: string[] = [];
-  const machine = [
-    `nproc ${sh(["nproc"]) || cpus().length}`,
-    `CPU ${cpus()[0]?.model ?? "?"}`,
-    `RAM ${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    `kernel ${sh(["uname", "-r"])}`,
-    `temp dirs on ${sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", tmpdir()]).replace(/\s+/, " on ") || "?"} (${tmpdir()})`,
-  ].join("; ");
+  const machine = machineLine(`${tempDirFilesystem()} (${tmpdir()})`);
   const versions = [
     `madmail ${sh([BIN, "--version"]) || "?"} (dist/madmail built ${binaryBuilt}, repository HEAD ${gitHead})`,
     `bun ${Bun.version}`,
@@ -744,13 +570,13 @@ function report(): string {
   out.push("| --- | ---: | --- | --- | ---: | ---: |");
   for (const k of Object.keys(LABELS) as Key[]) {
     if (!by(k).length) continue;
-    const lat = k === "mm_mxdeliv" ? `${dec(med(k, (m) => m.p50))} / ${dec(med(k, (m) => m.p99))}` : "";
-    out.push(`| ${LABELS[k]} | ${int(med(k, (m) => m.rate))} | ${by(k).map((m) => int(m.rate)).join(", ")} | ${lat} | ${dec(perK(k, (m) => m.serverCpu), 3)} (kernel ${dec(100 * median(by(k).map((m) => m.serverSys / m.serverCpu)), 0)}%) | ${dec(perK(k, (m) => m.clientCpu), 3)} |`);
+    const lat = k === "mm_mxdeliv" ? `${fmtDec(med(k, (m) => m.p50))} / ${fmtDec(med(k, (m) => m.p99))}` : "";
+    out.push(`| ${LABELS[k]} | ${fmtInt(med(k, (m) => m.rate))} | ${by(k).map((m) => fmtInt(m.rate)).join(", ")} | ${lat} | ${fmtDec(perK(k, (m) => m.serverCpu), 3)} (kernel ${fmtDec(100 * median(by(k).map((m) => m.serverSys / m.serverCpu)), 0)}%) | ${fmtDec(perK(k, (m) => m.clientCpu), 3)} |`);
   }
   for (const k of ["pf_smtp_generated", "pf_smtp_sample"] as const) {
     if (!by(k).length) continue;
     out.push(
-      `| Postfix accept + virtual(8) delivery to Maildir (${k === "pf_smtp_generated" ? `-l ${GENERATED_LEN}` : "-F sample"}): until the last file is in new/ | ${int(median(by(k).map((m) => m.messages / (m.deliveredSeconds ?? NaN))))} | ${by(k).map((m) => int(m.messages / (m.deliveredSeconds ?? NaN))).join(", ")} |  | ${dec(perK(k, (m) => m.serverCpuTotal ?? NaN), 3)} |  |`,
+      `| Postfix accept + virtual(8) delivery to Maildir (${k === "pf_smtp_generated" ? `-l ${GENERATED_LEN}` : "-F sample"}): until the last file is in new/ | ${fmtInt(median(by(k).map((m) => m.messages / (m.deliveredSeconds ?? NaN))))} | ${by(k).map((m) => fmtInt(m.messages / (m.deliveredSeconds ?? NaN))).join(", ")} |  | ${fmtDec(perK(k, (m) => m.serverCpuTotal ?? NaN), 3)} |  |`,
     );
   }
   out.push("");
@@ -760,22 +586,21 @@ function report(): string {
   const pf = med("pf_smtp_generated", (m) => m.rate);
   const pfF = med("pf_smtp_sample", (m) => m.rate);
   const p99 = med("mm_mxdeliv", (m) => m.p99);
-  const verdict = (ok: boolean) => (ok ? "met" : "**not met**");
   out.push("| Goal (issue) | measured | |");
   out.push("| --- | ---: | --- |");
-  out.push(`| /mxdeliv ≥ ${int(MIN_MXDELIV_RATE)} msg/s | ${int(mx)} msg/s | ${verdict(mx >= MIN_MXDELIV_RATE)} |`);
-  out.push(`| madmail /mxdeliv ÷ Postfix SMTP accept (-l ${GENERATED_LEN}) ≥ ${MIN_RATIO}x | ${dec(mx / pf)}x | ${verdict(mx / pf >= MIN_RATIO)} |`);
-  out.push(`| madmail SMTP door ÷ Postfix SMTP accept (both -l ${GENERATED_LEN}) (reported; goal ${MIN_RATIO}x) | ${dec(mmSmtp / pf)}x | ${verdict(mmSmtp / pf >= MIN_RATIO)} |`);
-  out.push(`| same message both sides: madmail SMTP ÷ Postfix SMTP (both -F sample; informational) | ${dec(mmSmtpF / pfF)}x | |`);
-  out.push(`| same message: madmail /mxdeliv ÷ Postfix SMTP (-F sample; informational) | ${dec(mx / pfF)}x | |`);
+  out.push(`| /mxdeliv ≥ ${fmtInt(MIN_MXDELIV_RATE)} msg/s | ${fmtInt(mx)} msg/s | ${verdict(mx >= MIN_MXDELIV_RATE)} |`);
+  out.push(`| madmail /mxdeliv ÷ Postfix SMTP accept (-l ${GENERATED_LEN}) ≥ ${MIN_RATIO}x | ${fmtDec(mx / pf)}x | ${verdict(mx / pf >= MIN_RATIO)} |`);
+  out.push(`| madmail SMTP door ÷ Postfix SMTP accept (both -l ${GENERATED_LEN}) (reported; goal ${MIN_RATIO}x) | ${fmtDec(mmSmtp / pf)}x | ${verdict(mmSmtp / pf >= MIN_RATIO)} |`);
+  out.push(`| same message both sides: madmail SMTP ÷ Postfix SMTP (both -F sample; informational) | ${fmtDec(mmSmtpF / pfF)}x | |`);
+  out.push(`| same message: madmail /mxdeliv ÷ Postfix SMTP (-F sample; informational) | ${fmtDec(mx / pfF)}x | |`);
   // CPU per message is much less sensitive to other load on the machine than msg/s
   const pfCost = perK("pf_smtp_generated", (m) => m.serverCpuTotal ?? NaN);
-  out.push(`| CPU cost (informational): Postfix CPU-s per 1000 msgs accepted + delivered (-l ${GENERATED_LEN}) ÷ madmail's, /mxdeliv | ${dec(pfCost / perK("mm_mxdeliv", (m) => m.serverCpu))}x | |`);
-  out.push(`| CPU cost (informational): the same ÷ madmail SMTP door (-l ${GENERATED_LEN}) | ${dec(pfCost / perK("mm_smtp_generated", (m) => m.serverCpu))}x | |`);
+  out.push(`| CPU cost (informational): Postfix CPU-s per 1000 msgs accepted + delivered (-l ${GENERATED_LEN}) ÷ madmail's, /mxdeliv | ${fmtDec(pfCost / perK("mm_mxdeliv", (m) => m.serverCpu))}x | |`);
+  out.push(`| CPU cost (informational): the same ÷ madmail SMTP door (-l ${GENERATED_LEN}) | ${fmtDec(pfCost / perK("mm_smtp_generated", (m) => m.serverCpu))}x | |`);
   if (finalStatus) {
-    out.push(`| RSS of serve after the run < ${MAX_RSS_MB} MB | VmRSS ${dec(finalStatus.rssMb, 1)} MB (peak VmHWM ${dec(finalStatus.hwmMb, 1)} MB; after each round: ${rssAfterRound.map((x) => x.toFixed(1)).join(", ")}) | ${verdict(finalStatus.rssMb < MAX_RSS_MB)} |`);
+    out.push(`| RSS of serve after the run < ${MAX_RSS_MB} MB | VmRSS ${fmtDec(finalStatus.rssMb, 1)} MB (peak VmHWM ${fmtDec(finalStatus.hwmMb, 1)} MB; after each round: ${rssAfterRound.map((x) => x.toFixed(1)).join(", ")}) | ${verdict(finalStatus.rssMb < MAX_RSS_MB)} |`);
   }
-  out.push(`| p99 latency per /mxdeliv request reported | p99 ${dec(p99)} ms (p50 ${dec(med("mm_mxdeliv", (m) => m.p50))} ms), median over rounds | |`);
+  out.push(`| p99 latency per /mxdeliv request reported | p99 ${fmtDec(p99)} ms (p50 ${fmtDec(med("mm_mxdeliv", (m) => m.p50))} ms), median over rounds | |`);
   out.push("");
   out.push(`Validity: ${problems.length ? `**${problems.length} problem(s)**, see below` : "every /mxdeliv answer was 2xx, no socket errors, every Maildir count matched (wrk completed requests ≤ files ≤ completed + in flight; SMTP: exactly N per run, Postfix after delivery)"}.`);
   out.push("");
@@ -784,19 +609,10 @@ function report(): string {
   out.push("```");
   for (const m of measurements) out.push(runLine(m));
   out.push("```");
-  if (problems.length) {
-    out.push("");
-    out.push("Problems:");
-    out.push("");
-    out.push("```");
-    for (const p of problems) out.push(p);
-    out.push("```");
-  }
+  out.push(...problemsBlock(problems));
   return out.join("\n");
 }
 
-const BEGIN = "<!-- BEGIN inbound.bench.ts (generated; replaced on every run) -->";
-const END = "<!-- END inbound.bench.ts -->";
 const HEADER = `# Benchmark results
 
 Benchmarks live in \`test/bench/*.bench.ts\`; they are scripts, not tests (\`bun test\` ignores them).
@@ -839,20 +655,12 @@ What each benchmark measures:
   throw-away Postfix relaying to smtp-sink); writes its own section into this file.
 `;
 
-const body = measurements.length ? report() : "";
-if (body) console.log(`\n${body}`);
-if (!values["no-results"] && measurements.length) {
-  const section = `${BEGIN}\n## Inbound: /mxdeliv and SMTP door vs. Postfix (inbound.bench.ts)\n\n${body}\n${END}\n`;
-  let text = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : HEADER;
-  const a = text.indexOf(BEGIN);
-  const b = text.indexOf(END);
-  if (a >= 0 && b > a) text = text.slice(0, a) + section + text.slice(b + END.length).replace(/^\n/, "");
-  else text = text.trimEnd() + "\n\n" + section;
-  writeFileSync(RESULTS, text);
-  console.log(`\nwritten to ${RESULTS}`);
-}
-if (problems.length) {
-  console.error(`\n${problems.length} problem(s):\n${problems.join("\n")}`);
-  exitCode ||= 1;
-}
-process.exit(exitCode);
+finish({
+  report: measurements.length ? report() : "",
+  heading: "## Inbound: /mxdeliv and SMTP door vs. Postfix (inbound.bench.ts)",
+  bench: "inbound.bench.ts",
+  noResults: values["no-results"],
+  header: HEADER,
+  problems,
+  exitCode,
+});

@@ -12,10 +12,11 @@
 //   madmail queue stats                    counts + qshape table;           goal < 1 s
 // plus `madmail --version` for the start-up cost included in each figure.
 import { Database } from "bun:sqlite";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { BIN, hyperfine, queueId, timeRuns } from "./_lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -26,7 +27,6 @@ const { values } = parseArgs({
 });
 const ROWS = Number(values.rows);
 const RUNS = Number(values.runs);
-const BIN = resolve(import.meta.dir, "../../dist/madmail");
 if (!existsSync(BIN)) {
   console.error(`${BIN} is missing: run ./node_modules/.bin/bun build.ts first`);
   process.exit(1);
@@ -39,19 +39,6 @@ const env = { ...process.env, MADMAIL_DB: dbPath, NO_COLOR: "1" };
 
 const init = Bun.spawnSync([BIN, "init", "--quiet"], { env });
 if (init.exitCode !== 0) throw new Error(`madmail init failed: ${init.stderr.toString()}`);
-
-// Queue ids as the server makes them: 10 characters of time, 6 random (src/queue/ids.ts).
-const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
-function queueId(ms: number): string {
-  let t = ms;
-  let id = "";
-  for (let i = 0; i < 10; i++) {
-    id = ALPHABET[t % 32]! + id;
-    t = Math.floor(t / 32);
-  }
-  for (let i = 0; i < 6; i++) id += ALPHABET[Math.floor(Math.random() * 32)];
-  return id;
-}
 
 const MIN = 60_000;
 const DAY = 1440 * MIN;
@@ -113,13 +100,16 @@ for (const c of cases) {
   if (r.exitCode !== 0) throw new Error(`${c.name} failed: ${r.stderr.toString()}`);
 }
 
-const hyperfine = Bun.which("hyperfine");
-console.log(`# timing with ${hyperfine ? `hyperfine (2 warm-up runs, ${RUNS} runs)` : `${RUNS} runs each after 2 warm-up runs`}\n`);
+const HYPERFINE = Bun.which("hyperfine");
+console.log(`# timing with ${HYPERFINE ? `hyperfine (2 warm-up runs, ${RUNS} runs)` : `${RUNS} runs each after 2 warm-up runs`}\n`);
 console.log("| command | mean | min | max | goal |");
 console.log("|---|---|---|---|---|");
 let missed = 0;
 for (const c of cases) {
-  const times = hyperfine ? timeWithHyperfine(hyperfine, c.args) : timeRuns(c.args);
+  // ms per run: hyperfine's (2 warm-up runs, then RUNS), or RUNS timed runs after 2 unmeasured ones
+  const times = HYPERFINE
+    ? hyperfine(HYPERFINE, [BIN, ...c.args], { runs: RUNS, json: join(dir, "hyperfine.json"), flags: ["--output", "null"], env, stdout: "ignore", what: "hyperfine failed" }).times.map((s) => s * 1000)
+    : timeRuns(RUNS, () => Bun.spawnSync([BIN, ...c.args], { env, stdout: "ignore" }), 2);
   const mean = times.reduce((a, b) => a + b, 0) / times.length;
   const met = c.goalMs === null ? "" : mean < c.goalMs ? `< ${c.goalMs} ms: met` : `< ${c.goalMs} ms: MISSED`;
   if (c.goalMs !== null && mean >= c.goalMs) missed++;
@@ -127,25 +117,6 @@ for (const c of cases) {
 }
 if (values.keep) console.log(`\nstate file kept: ${dbPath}`);
 process.exit(missed ? 1 : 0);
-
-function timeWithHyperfine(bin: string, args: string[]): number[] {
-  const out = join(dir, "hyperfine.json");
-  const cmd = [BIN, ...args].map((a) => `'${a}'`).join(" ");
-  const r = Bun.spawnSync([bin, "-N", "--warmup", "2", "--runs", String(RUNS), "--export-json", out, "--output", "null", cmd], { env, stdout: "ignore" });
-  if (r.exitCode !== 0) throw new Error(`hyperfine failed: ${r.stderr.toString()}`);
-  const json = JSON.parse(readFileSync(out, "utf8")) as { results: { times: number[] }[] };
-  return json.results[0]!.times.map((s) => s * 1000);
-}
-
-function timeRuns(args: string[]): number[] {
-  const times: number[] = [];
-  for (let i = 0; i < RUNS + 2; i++) {
-    const t = performance.now();
-    Bun.spawnSync([BIN, ...args], { env, stdout: "ignore" });
-    if (i >= 2) times.push(performance.now() - t);
-  }
-  return times;
-}
 
 function ms(x: number): string {
   return `${x.toFixed(0)} ms`;

@@ -36,20 +36,20 @@
 // Prints a markdown report and writes it into test/bench/RESULTS.md between the relay.bench.ts
 // markers (--no-results skips that).
 import { Database } from "bun:sqlite";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, watch, writeFileSync, type FSWatcher } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, unlinkSync, watch, writeFileSync, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { cpus, tmpdir, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import * as openpgp from "openpgp";
-import { freePort, havePeers, mailOwner, peerDir, startPostfix, type PostfixInstance } from "../helpers/peers.ts";
+import { freePort, havePeers, peerDir, startPostfix, type PostfixInstance } from "../helpers/peers.ts";
+import {
+  BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
+  machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
+  procCpu, profileTable, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
+  waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
+} from "./_lib.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BIN = join(ROOT, "dist/madmail");
-const SOURCE_ENTRY = join(ROOT, "bin/madmail.ts");
-const RESULTS = join(import.meta.dir, "RESULTS.md");
-const PATH = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].filter(Boolean).join(":");
-const ENV = { ...process.env, PATH, LANG: "C", LC_ALL: "C" };
 const SENDER = "alice@a.test";
 const SENDER_PASS = "bench-pw";
 const RCPT = "bob@b.test";
@@ -94,67 +94,19 @@ const GOAL_LIST_S = 0.5;
 const GOAL_STATS_S = 1;
 const GOAL_RSS_MB = 200;
 
-function die(msg: string): never {
-  console.error(`relay.bench: ${msg}`);
-  process.exit(2);
-}
+const die: (msg: string) => never = dieWith("relay.bench");
 const SMTP_SOURCE = Bun.which("smtp-source", { PATH });
 const SMTP_SINK = Bun.which("smtp-sink", { PATH });
 const HYPERFINE = Bun.which("hyperfine", { PATH });
 if (!existsSync(BIN)) die(`${BIN} is missing: build it first with ./node_modules/.bin/bun build.ts`);
 if (!SMTP_SOURCE || !SMTP_SINK) die("smtp-source/smtp-sink are not installed (apt-get install -y postfix)");
 if (!havePeers().postfix) die(`cannot run a throw-away Postfix here: ${havePeers().missing.join("; ")}`);
-for (const [k, v] of Object.entries({ rounds: ROUNDS, messages: N, sessions: SESSIONS, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST })) {
-  if (!Number.isInteger(v) || v < 1) die(`--${k} must be a positive integer`);
-}
+requirePositiveIntegers({ rounds: ROUNDS, messages: N, sessions: SESSIONS, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST }, die);
 if (N % SESSIONS) die("--messages must be a multiple of --sessions");
 for (const p of PARTS) if (!["throughput", "latency", "backlog", "profile"].includes(p)) die(`--only: unknown part ${p}`);
 
 // ---------------------------------------------------------------------------------------------
 // small helpers
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
-const now = () => performance.now();
-
-function sh(cmd: string[]): string {
-  try {
-    return Bun.spawnSync(cmd, { env: ENV, stdout: "pipe", stderr: "pipe" }).stdout.toString().trim();
-  } catch {
-    return "";
-  }
-}
-
-/** utime+stime+cutime+cstime of one process in seconds (0 when gone). */
-function procCpu(pid: number): number {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-/** Every process whose working directory is `dir` or below (each Postfix daemon chdirs to its queue). */
-function pidsWithCwdUnder(dir: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const cwd = readlinkSync(`/proc/${e}/cwd`);
-      if (cwd === dir || cwd.startsWith(dir + "/")) out.push(Number(e));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-/** CPU of a whole Postfix instance: live daemons plus what the master reaped (cutime/cstime). */
-function postfixCpu(spool: string): number {
-  return pidsWithCwdUnder(spool).reduce((sum, pid) => sum + procCpu(pid), 0);
-}
 
 /** This process (load generator + harness), in seconds. */
 function selfCpu(): number {
@@ -162,94 +114,18 @@ function selfCpu(): number {
   return (u.user + u.system) / 1e6;
 }
 
-function machineBusy(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
-}
-
 /** Waits (at most QUIET_WAIT s) until the machine is nearly idle; returns the busy cores of the last second. */
-async function waitQuiet(): Promise<number> {
-  const end = Date.now() + QUIET_WAIT * 1000;
-  for (;;) {
-    const a = machineBusy();
-    await sleep(1000);
-    const busy = machineBusy() - a;
-    if (busy < QUIET_CORES || Date.now() >= end) return busy;
-  }
-}
-
-function memStatus(pid: number): { rssMb: number; hwmMb: number } {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, "utf8");
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? NaN);
-    return { rssMb: kb("VmRSS") / 1024, hwmMb: kb("VmHWM") / 1024 };
-  } catch {
-    return { rssMb: NaN, hwmMb: NaN };
-  }
-}
-
-const loadText = () => readFileSync("/proc/loadavg", "utf8").trim().split(" ").slice(0, 3).join(" ");
-
-function countFiles(dir: string): number {
-  try {
-    return readdirSync(dir).length;
-  } catch {
-    return 0;
-  }
-}
+const waitQuiet = () => waitQuietFor({ maxS: QUIET_WAIT, cores: QUIET_CORES });
 
 function clearDir(dir: string): void {
   if (!existsSync(dir)) return;
   for (const f of readdirSync(dir)) unlinkSync(join(dir, f));
 }
 
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-/** Nearest-rank percentile. */
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-const int = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
-const dec = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
-
 // ---------------------------------------------------------------------------------------------
 // clean-up of everything started here
 
-const stoppers = new Map<string, () => Promise<void>>();
-const tempDirs: string[] = [];
-let cleaned: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaned ??= (async () => {
-    for (const [name, stop] of [...stoppers].reverse()) {
-      await stop().catch((e) => console.error(`stopping ${name}: ${e}`));
-    }
-    stoppers.clear();
-    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  })();
-  return cleaned;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-async function stopProc(p: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals = "SIGTERM", graceMs = 20_000): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  p.kill(signal);
-  await Promise.race([p.exited, sleep(graceMs)]);
-  if (p.exitCode === null && p.signalCode === null) {
-    p.kill("SIGKILL");
-    await p.exited;
-  }
-}
+const { stoppers, tempDirs, cleanup, track } = createCleanup();
 
 // ---------------------------------------------------------------------------------------------
 // message bodies: real PGP/MIME (password-encrypted: SKESK v4 + SEIPD v1, as GnuPG's -c writes)
@@ -514,29 +390,15 @@ function nextArrival(a: Arrivals): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // madmail instances
 
-interface MmState {
-  name: string;
-  dir: string;
-  db: string;
+interface MmState extends MadmailState {
   mailRoot: string;
 }
 
-function mmCli(m: MmState, args: string[], stdin?: string): string {
-  const p = Bun.spawnSync([BIN, ...args], {
-    cwd: m.dir,
-    env: { PATH, HOME: m.dir, NO_COLOR: "1", MADMAIL_DB: m.db },
-    stdin: stdin === undefined ? "ignore" : Buffer.from(stdin),
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  if (p.exitCode !== 0) throw new Error(`madmail ${args.join(" ")} (${m.name}) failed (${p.exitCode}): ${p.stderr.toString()}${p.stdout.toString()}`);
-  return p.stdout.toString();
-}
+const mmCli = (m: MmState, args: string[], stdin?: string) => madmailCli(m, args, { stdin });
 
 function mmState(name: string): MmState {
-  const dir = mkdtempSync(join(tmpdir(), `mm-relay-${name}-`));
-  tempDirs.push(dir);
-  return { name, dir, db: join(dir, "data", "madmail.db"), mailRoot: join(dir, "mail") };
+  const st = newMadmailState("mm-relay", name, tempDirs);
+  return { ...st, mailRoot: join(st.dir, "mail") };
 }
 
 interface MmServer {
@@ -549,43 +411,23 @@ interface MmServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-async function waitPort(port: number, alive: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 20_000;
-  for (;;) {
-    try {
-      const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
-      s.end();
-      return;
-    } catch {
-      if (!alive()) throw new Error(`${what} exited during start-up`);
-      if (Date.now() > end) throw new Error(`${what}: nothing listens on 127.0.0.1:${port}`);
-      await sleep(50);
-    }
-  }
-}
-
 async function mmServe(m: MmState, opts: { submission: boolean; profileDir?: string }): Promise<MmServer> {
   const httpPort = await freePort();
   const submissionPort = opts.submission ? await freePort() : null;
   const log = join(m.dir, `serve-${Date.now()}.log`);
-  const head = opts.profileDir ? [process.execPath, "--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`, SOURCE_ENTRY] : [BIN];
   const proc = Bun.spawn(
     [
-      ...head, "serve", "--http", `127.0.0.1:${httpPort}`, "--https", "off", "--smtp", "off", "--lmtp", "off",
+      ...madmailHead(opts.profileDir), "serve", "--http", `127.0.0.1:${httpPort}`, "--https", "off", "--smtp", "off", "--lmtp", "off",
       "--submission", submissionPort ? `127.0.0.1:${submissionPort}` : "off", "--submissions", "off",
     ],
-    { cwd: m.dir, env: { PATH, HOME: m.dir, NO_COLOR: "1", MADMAIL_DB: m.db }, stdin: "ignore", stdout: "ignore", stderr: Bun.file(log) },
+    { cwd: m.dir, env: madmailEnv(m), stdin: "ignore", stdout: "ignore", stderr: Bun.file(log) },
   );
-  const key = `madmail ${m.name} pid ${proc.pid}`;
-  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
-    stoppers.delete(key);
-    await stopProc(proc, signal);
-  };
-  stoppers.set(key, () => stop());
+  const stop = track(`madmail ${m.name} pid ${proc.pid}`, proc);
   const alive = () => proc.exitCode === null && proc.signalCode === null;
+  const what = `madmail ${m.name}`;
   try {
-    await waitPort(httpPort, alive, `madmail ${m.name}`);
-    if (submissionPort) await waitPort(submissionPort, alive, `madmail ${m.name}`);
+    await waitPort(httpPort, { timeoutMs: 20_000, alive, what });
+    if (submissionPort) await waitPort(submissionPort, { timeoutMs: 20_000, alive, what });
     const end = Date.now() + 10_000;
     while (!(await fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok, () => false))) {
       if (Date.now() > end) throw new Error(`madmail ${m.name}: /healthz does not answer`);
@@ -623,12 +465,7 @@ interface Sink {
 async function startSink(): Promise<Sink> {
   const port = await freePort();
   const proc = Bun.spawn([SMTP_SINK!, "-u", "nobody", "-c", `127.0.0.1:${port}`, "256"], { env: ENV, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const key = `smtp-sink pid ${proc.pid}`;
-  const stop = async () => {
-    stoppers.delete(key);
-    await stopProc(proc, "SIGTERM", 3000);
-  };
-  stoppers.set(key, stop);
+  const stop = track(`smtp-sink pid ${proc.pid}`, proc, 3000);
   let count = 0;
   let waiters: { n: number; resolve: (t: number) => void }[] = [];
   (async () => {
@@ -648,7 +485,7 @@ async function startSink(): Promise<Sink> {
       }
     }
   })().catch(() => undefined);
-  await waitPort(port, () => proc.exitCode === null, "smtp-sink");
+  await waitPort(port, { timeoutMs: 20_000, alive: () => proc.exitCode === null, what: "smtp-sink" });
   return {
     pid: proc.pid,
     port,
@@ -668,28 +505,9 @@ async function startPostfixPair(sink: Sink): Promise<{ relay: PostfixInstance; f
   // The final stop: c.test delivered by virtual(8) into Maildirs owned by nobody.
   const finalDir = peerDir("relayfin");
   tempDirs.push(finalDir);
-  const owner = mailOwner();
-  const vmail = join(finalDir, "vmail");
-  mkdirSync(vmail, { mode: 0o755 });
-  chownSync(vmail, owner.uid, owner.gid);
-  mkdirSync(join(finalDir, "etc"), { recursive: true });
-  writeFileSync(join(finalDir, "etc", "vmailbox"), `${RCPT_PF2}\tc.test/bob/\n`);
+  const vmail = virtualMaildir(finalDir, RCPT_PF2);
   const finalPort = await freePort();
-  const final = await startPostfix({
-    dir: finalDir,
-    smtpPort: finalPort,
-    relayDomains: {},
-    hostname: "mx.c.test",
-    extra: {
-      virtual_mailbox_domains: "c.test",
-      virtual_mailbox_base: "@DIR@/vmail",
-      virtual_mailbox_maps: "texthash:@DIR@/etc/vmailbox",
-      virtual_uid_maps: `static:${owner.uid}`,
-      virtual_gid_maps: `static:${owner.gid}`,
-      virtual_mailbox_limit: "0",
-    },
-    masterAppend: "virtual   unix  -       n       n       -       -       virtual",
-  });
+  const final = await startPostfix({ dir: finalDir, smtpPort: finalPort, relayDomains: {}, hostname: "mx.c.test", extra: vmail.extra, masterAppend: vmail.masterAppend });
   stoppers.set(`postfix ${finalDir}`, () => final.stop());
   const relayDir = peerDir("relaypf");
   tempDirs.push(relayDir);
@@ -700,7 +518,7 @@ async function startPostfixPair(sink: Sink): Promise<{ relay: PostfixInstance; f
     hostname: "mx.a.test",
   });
   stoppers.set(`postfix ${relayDir}`, () => relay.stop());
-  return { relay, final, finalNew: join(vmail, "c.test", "bob", "new") };
+  return { relay, final, finalNew: vmail.maildirNew };
 }
 
 function queueEmpty(pf: PostfixInstance): boolean {
@@ -735,9 +553,9 @@ const partLoad: Record<string, string> = {};
 const settingsNotes: string[] = [];
 
 function runLine(r: ThroughputRun): string {
-  const cpu = Object.entries(r.cpu).map(([k, v]) => `${k}=${dec(v)}s`).join(" ");
+  const cpu = Object.entries(r.cpu).map(([k, v]) => `${k}=${fmtDec(v)}s`).join(" ");
   const others = r.busy - Object.values(r.cpu).reduce((x, y) => x + (Number.isFinite(y) ? y : 0), 0);
-  return `r${r.round} ${r.system.padEnd(24)} ${String(r.size).padStart(4)} B n=${r.n} accepted=${int(r.n / r.acceptS).padStart(6)}/s (${dec(r.acceptS)}s) delivered=${int(r.n / r.deliverS).padStart(6)}/s (${dec(r.deliverS)}s) cpu: ${cpu} machine_busy=${dec(r.busy)}s (not ours: ${dec(others)}s) busy_before=${dec(r.before)}cores loadavg_before="${r.load}"${r.note ? ` ${r.note}` : ""}`;
+  return `r${r.round} ${r.system.padEnd(24)} ${String(r.size).padStart(4)} B n=${r.n} accepted=${fmtInt(r.n / r.acceptS).padStart(6)}/s (${fmtDec(r.acceptS)}s) delivered=${fmtInt(r.n / r.deliverS).padStart(6)}/s (${fmtDec(r.deliverS)}s) cpu: ${cpu} machine_busy=${fmtDec(r.busy)}s (not ours: ${fmtDec(others)}s) busy_before=${fmtDec(r.before)}cores loadavg_before="${r.load}"${r.note ? ` ${r.note}` : ""}`;
 }
 
 const LAT_MM = "madmail A → /mxdeliv → madmail B Maildir";
@@ -924,11 +742,10 @@ try {
         env: ENV, stdin: "ignore", stdout: "pipe", stderr: "pipe",
       });
       stoppers.set(`smtp-source ${proc.pid}`, () => stopProc(proc, "SIGKILL"));
-      const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+      const { stdout: out, stderr: err, code } = await collectOutput(proc);
       stoppers.delete(`smtp-source ${proc.pid}`);
       acceptMs = now() - t0;
-      const ru = proc.resourceUsage();
-      loadgenCpu = ru ? Number(ru.cpuTime.total) / 1e6 : NaN;
+      loadgenCpu = childUsage(proc).total;
       if (code !== 0 || (out + err).trim()) problems.push(`round ${round} smtp-source ${size}: exit ${code}: ${(out + err).trim().slice(0, 1000)}`);
     } else {
       const r = await runLoad(relay.smtpPort, undefined, toMaildir ? RCPT_PF2 : RCPT, bodies.get(size)!, N / SESSIONS, `r${round}p${size}`, t0);
@@ -1028,7 +845,7 @@ try {
       if (got !== LAT_N + 20) problems.push(`latency ${label}: ${got} files, expected ${LAT_N + 20}`);
       const l = { label, accept: acc, deliver: del, load };
       latencies.push(l);
-      console.log(`latency ${label}: dot->250 p50 ${dec(pct(acc, 50))} p99 ${dec(pct(acc, 99))} ms; dot->file p50 ${dec(pct(del, 50))} p99 ${dec(pct(del, 99))} max ${dec(Math.max(...del))} ms (loadavg before ${load})`);
+      console.log(`latency ${label}: dot->250 p50 ${fmtDec(percentile(acc, 50))} p99 ${fmtDec(percentile(acc, 99))} ms; dot->file p50 ${fmtDec(percentile(del, 50))} p99 ${fmtDec(percentile(del, 99))} max ${fmtDec(Math.max(...del))} ms (loadavg before ${load})`);
     };
     await measure(LAT_MM, a.submissionPort!, auth, RCPT, bNew);
     await measure(LAT_PF, relay.smtpPort, undefined, RCPT_PF2, finalNew);
@@ -1061,16 +878,13 @@ try {
     await a.stop("SIGINT");
     await b.stop("SIGINT");
     const summary = (dir: string, who: string, perMsgCpu: number) => {
-      const f = readdirSync(dir).find((x) => x.endsWith(".cpuprofile"));
-      if (!f) {
+      const keep = values["keep-profiles"];
+      const p = loadCpuProfile(dir, keep ? { dir: keep, prefix: who.slice(0, 1) } : undefined);
+      if (!p) {
         problems.push(`profile of ${who}: no .cpuprofile written in ${dir}`);
         return "";
       }
-      if (values["keep-profiles"]) {
-        mkdirSync(values["keep-profiles"], { recursive: true });
-        writeFileSync(join(values["keep-profiles"], `${who.slice(0, 1)}-${f}`), readFileSync(join(dir, f)));
-      }
-      return summariseProfile(JSON.parse(readFileSync(join(dir, f), "utf8")) as CpuProfile, who, perMsgCpu);
+      return summariseProfile(p, who, perMsgCpu);
     };
     profileText = [
       summary(profA, "A (submission -> queue -> POST /mxdeliv)", (r.cpu.A! / r.n) * 1000),
@@ -1112,17 +926,6 @@ async function backlog(body: Body): Promise<void> {
   mmCli(Q, ["user", "add", SENDER, "--password-stdin"], `${SENDER_PASS}\n`);
   const closed = await freePort(); // nothing listens there: connection refused at once
   mmCli(Q, ["endpoint-cache", "set", "*.test", `http://127.0.0.1:${closed}/mxdeliv`]);
-  const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
-  const qid = (ms: number) => {
-    let t = ms;
-    let id = "";
-    for (let i = 0; i < 10; i++) {
-      id = ALPHABET[t % 32]! + id;
-      t = Math.floor(t / 32);
-    }
-    for (let i = 0; i < 6; i++) id += ALPHABET[Math.floor(Math.random() * 32)];
-    return id;
-  };
   const MIN = 60_000;
   const DAY = 1440 * MIN;
   const t = Date.now();
@@ -1141,8 +944,8 @@ async function backlog(body: Body): Promise<void> {
     db.transaction(() => {
       for (let i = 0; i < BACKLOG; i++) {
         const created = t - Math.floor(Math.random() * 2 * DAY);
-        const mid = qid(created);
-        const did = qid(created);
+        const mid = queueId(created);
+        const did = queueId(created);
         const dom = pick();
         const tries = 1 + Math.floor(Math.random() * 8);
         const endpoint = `http://127.0.0.1:${closed}/mxdeliv`;
@@ -1156,9 +959,9 @@ async function backlog(body: Body): Promise<void> {
   }
   const fillS = (now() - t0) / 1000;
   backlogNotes.push(
-    `backlog state file: ${int(BACKLOG)} deferred deliveries (1 per message, ${int(BACKLOG)} messages with the ${body.size}-byte body, 1 attempt row each), 200 destination domains (skewed), next attempts 1-60 min ahead; filled in ${dec(fillS, 1)} s; ${(statSync(Q.db).size / 2 ** 20).toFixed(0)} MB`,
+    `backlog state file: ${fmtInt(BACKLOG)} deferred deliveries (1 per message, ${fmtInt(BACKLOG)} messages with the ${body.size}-byte body, 1 attempt row each), 200 destination domains (skewed), next attempts 1-60 min ahead; filled in ${fmtDec(fillS, 1)} s; ${(statSync(Q.db).size / 2 ** 20).toFixed(0)} MB`,
   );
-  const env = { PATH, HOME: Q.dir, NO_COLOR: "1", MADMAIL_DB: Q.db };
+  const env = madmailEnv(Q);
   const check = (args: string[]) => {
     const p = Bun.spawnSync([BIN, ...args], { cwd: Q.dir, env, stdout: "pipe", stderr: "pipe" });
     if (p.exitCode !== 0) throw new Error(`madmail ${args.join(" ")}: ${p.stderr.toString()}`);
@@ -1171,23 +974,14 @@ async function backlog(body: Body): Promise<void> {
 
   const timeIt = async (label: string, args: string[], runsN = 10): Promise<void> => {
     if (HYPERFINE) {
-      const json = join(Q.dir, "hf.json");
-      const cmd = [BIN, ...args].map((x) => `'${x}'`).join(" ");
-      const p = Bun.spawnSync([HYPERFINE, "-N", "--warmup", "2", "--runs", String(runsN), "--export-json", json, "--style", "none", cmd], { cwd: Q.dir, env: { ...env }, stdout: "pipe", stderr: "pipe" });
-      if (p.exitCode !== 0) throw new Error(`hyperfine ${label}: ${p.stderr.toString()}`);
-      const r = (JSON.parse(readFileSync(json, "utf8")) as { results: { mean: number; median: number; min: number; max: number; times: number[] }[] }).results[0]!;
+      const r = hyperfine(HYPERFINE, [BIN, ...args], { runs: runsN, json: join(Q.dir, "hf.json"), flags: ["--style", "none"], env: { ...env }, cwd: Q.dir, what: `hyperfine ${label}` });
       timings.push({ label, mean: r.mean, median: r.median, min: r.min, max: r.max, runs: r.times.length, tool: "hyperfine -N --warmup 2" });
     } else {
-      const xs: number[] = [];
-      for (let i = 0; i < runsN; i++) {
-        const s = now();
-        check(args);
-        xs.push((now() - s) / 1000);
-      }
+      const xs = timeRuns(runsN, () => check(args)).map((ms) => ms / 1000);
       timings.push({ label, mean: xs.reduce((x, y) => x + y, 0) / xs.length, median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: xs.length, tool: "timed runs" });
     }
     const tm = timings[timings.length - 1]!;
-    console.log(`${label}: median ${dec(tm.median, 3)} s (min ${dec(tm.min, 3)}, max ${dec(tm.max, 3)}, ${tm.runs} runs)`);
+    console.log(`${label}: median ${fmtDec(tm.median, 3)} s (min ${fmtDec(tm.min, 3)}, max ${fmtDec(tm.max, 3)}, ${tm.runs} runs)`);
   };
   await waitQuiet();
   await timeIt("madmail --version (start-up cost alone)", ["--version"]);
@@ -1199,7 +993,7 @@ async function backlog(body: Body): Promise<void> {
   const srv = await mmServe(Q, { submission: false });
   const cpu0 = procCpu(srv.pid);
   await sleep(10_000);
-  memRows.push({ label: `serve on the ${int(BACKLOG)}-row backlog, after 10 s idle`, ...memStatus(srv.pid), note: `CPU in those 10 s: ${dec(procCpu(srv.pid) - cpu0)} s` });
+  memRows.push({ label: `serve on the ${fmtInt(BACKLOG)}-row backlog, after 10 s idle`, ...memStatus(srv.pid), note: `CPU in those 10 s: ${fmtDec(procCpu(srv.pid) - cpu0)} s` });
   const triesBefore = sumTries(Q.db);
   const tf = now();
   check(["queue", "flush"]);
@@ -1213,12 +1007,7 @@ async function backlog(body: Body): Promise<void> {
     if (i === 9) {
       // the admin commands while the worker churns (writer busy)
       for (const [label, args] of [["queue list during the retry churn", ["queue", "list"]], ["queue stats during the retry churn", ["queue", "stats"]]] as const) {
-        const xs: number[] = [];
-        for (let k = 0; k < 3; k++) {
-          const s = now();
-          check([...args]);
-          xs.push((now() - s) / 1000);
-        }
+        const xs = timeRuns(3, () => check([...args])).map((ms) => ms / 1000);
         during.push({ label, mean: xs.reduce((x, y) => x + y, 0) / 3, median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: 3, tool: "timed runs" });
       }
     }
@@ -1230,7 +1019,7 @@ async function backlog(body: Body): Promise<void> {
   memRows.push({
     label: `serve 20 s after \`queue flush\` (peer refused, worker retrying)`,
     ...st,
-    note: `peak VmRSS sampled each second ${dec(peak, 1)} MB; ${int(triesAfter - triesBefore)} delivery attempts in 20 s (${int((triesAfter - triesBefore) / 20)}/s), CPU ${dec(cpuChurn)} s; queue afterwards ${JSON.stringify(states)}; \`queue flush\` itself took ${dec(flushS, 2)} s`,
+    note: `peak VmRSS sampled each second ${fmtDec(peak, 1)} MB; ${fmtInt(triesAfter - triesBefore)} delivery attempts in 20 s (${fmtInt((triesAfter - triesBefore) / 20)}/s), CPU ${fmtDec(cpuChurn)} s; queue afterwards ${JSON.stringify(states)}; \`queue flush\` itself took ${fmtDec(flushS, 2)} s`,
   });
   timings.push(...during);
   await srv.stop();
@@ -1248,84 +1037,9 @@ function sumTries(db: string): number {
 // ---------------------------------------------------------------------------------------------
 // .cpuprofile summary
 
-interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
-  samples: number[];
-}
-
-function shortUrl(url: string): string {
-  if (!url) return "";
-  const nm = url.lastIndexOf("node_modules/");
-  if (nm >= 0) return url.slice(nm + "node_modules/".length);
-  const i = url.indexOf("/src/");
-  if (i >= 0) return url.slice(i + 1);
-  return url.replace(/^.*\//, "");
-}
-
-function area(url: string, fn: string): string {
-  if (!url) return fn.startsWith("(") ? fn : "(native / runtime)";
-  const nm = url.lastIndexOf("node_modules/");
-  if (nm >= 0) {
-    const rest = url.slice(nm + "node_modules/".length).split("/");
-    return rest[0]!.startsWith("@") ? `${rest[0]}/${rest[1]}` : rest[0]!;
-  }
-  const i = url.indexOf("/src/");
-  if (i >= 0) return url.slice(i + 1).split("/").slice(0, 2).join("/");
-  if (url.startsWith("node:") || url.includes("[native code]") || !url.includes("/")) return "(bun runtime: node:* built-ins)";
-  return shortUrl(url);
-}
-
 function summariseProfile(p: CpuProfile, who: string, perKMsgCpu: number): string {
-  // Bun's profiler samples only while JavaScript runs (no idle samples; the time deltas include
-  // the gaps), so shares are counted in samples: share of the JS thread's busy time.
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const parent = new Map<number, number>();
-  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const keyOf = (id: number) => {
-    const cf = byId.get(id)!.callFrame;
-    return `${cf.functionName || "(anonymous)"} ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ""}`.trim();
-  };
-  const selfFn = new Map<string, number>();
-  const selfArea = new Map<string, number>();
-  const incl = new Map<string, number>();
-  for (const id of p.samples) {
-    const n = byId.get(id);
-    if (!n) continue;
-    const k = keyOf(id);
-    selfFn.set(k, (selfFn.get(k) ?? 0) + 1);
-    const ar = area(n.callFrame.url, n.callFrame.functionName);
-    selfArea.set(ar, (selfArea.get(ar) ?? 0) + 1);
-    // inclusive: every madmail (src/) function on the stack, once per sample
-    const seen = new Set<string>();
-    for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) {
-      const cf = byId.get(x)!.callFrame;
-      if (!cf.url.includes("/src/")) continue;
-      const kk = keyOf(x);
-      if (!seen.has(kk)) {
-        seen.add(kk);
-        incl.set(kk, (incl.get(kk) ?? 0) + 1);
-      }
-    }
-  }
-  const total = p.samples.length;
-  const top = (m: Map<string, number>, k: number) => [...m].sort((x, y) => y[1] - x[1]).slice(0, k);
-  const pc = (v: number) => `${dec((100 * v) / total, 1)}%`;
-  const esc = (k: string) => k.replace(/\|/g, "\\|").replace(/`/g, "'");
-  const out: string[] = [];
-  out.push(`**${who}**: ${int(total)} samples of the JS thread over the process's life (start-up, warm-up and the run); whole-process CPU in the profiled run: ${dec(perKMsgCpu, 3)} s per 1000 messages.`);
-  out.push("");
-  out.push("| self time by area | share |  | self time by function | share |  | inclusive, madmail functions | share |");
-  out.push("| --- | ---: | --- | --- | ---: | --- | --- | ---: |");
-  const ta = top(selfArea, 12);
-  const tf = top(selfFn, 12);
-  const ti = top(incl, 12);
-  for (let i = 0; i < 12; i++) {
-    const x = ta[i];
-    const y = tf[i];
-    const z = ti[i];
-    out.push(`| ${x ? esc(x[0]) : ""} | ${x ? pc(x[1]) : ""} |  | ${y ? `\`${esc(y[0])}\`` : ""} | ${y ? pc(y[1]) : ""} |  | ${z ? `\`${esc(z[0])}\`` : ""} | ${z ? pc(z[1]) : ""} |`);
-  }
-  return out.join("\n");
+  const { samples, table } = profileTable(p);
+  return `**${who}**: ${fmtInt(samples)} samples of the JS thread over the process's life (start-up, warm-up and the run); whole-process CPU in the profiled run: ${fmtDec(perKMsgCpu, 3)} s per 1000 messages.\n\n${table}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1342,20 +1056,14 @@ const LABELS: Record<System, string> = {
 
 function report(): string {
   const out: string[] = [];
-  const machine = [
-    `nproc ${sh(["nproc"]) || cpus().length}`,
-    `CPU ${cpus()[0]?.model ?? "?"}`,
-    `RAM ${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    `kernel ${sh(["uname", "-r"])}`,
-    `temp dirs on ${sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", tmpdir()]).replace(/\s+/, " on ") || "?"}`,
-  ].join("; ");
+  const machine = machineLine(tempDirFilesystem());
   out.push(`Date: ${startedAt.toISOString()}  `);
   out.push(`Command: \`${COMMAND}\` (from the repository root; dist/madmail built from the working tree)  `);
   out.push(`Machine: ${machine}  `);
   out.push(`Versions: madmail ${sh([BIN, "--version"]) || "?"}; bun ${Bun.version}; Postfix ${sh(["postconf", "-d", "-h", "mail_version"]) || "?"}  `);
   out.push(`Load average (1/5/15 min) before each part: ${Object.entries(partLoad).map(([k, v]) => `${k} ${v}`).join("; ")}  `);
   out.push(
-    `Load: ${SESSIONS} SMTP sessions in parallel, ${N / SESSIONS} messages each over the same connection (N = ${int(N)} per run), MAIL/RCPT/DATA pipelined, one recipient; ` +
+    `Load: ${SESSIONS} SMTP sessions in parallel, ${N / SESSIONS} messages each over the same connection (N = ${fmtInt(N)} per run), MAIL/RCPT/DATA pipelined, one recipient; ` +
       `bodies: real PGP/MIME (openpgp: SKESK + SEIPD, password-encrypted), ${[...SIZES].map((s) => `${s} bytes`).join(" and ")} with a unique Message-ID each. ` +
       `madmail: AUTH PLAIN once per session on A's submission port, MAIL FROM = the authenticated user. ${ROUNDS} rounds alternating which system goes first, medians; ` +
       `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared).  `,
@@ -1385,8 +1093,8 @@ function report(): string {
         const xs = sel(sys, size);
         if (!xs.length) continue;
         const servers = Object.keys(xs[0]!.cpu).filter((k) => k !== "loadgen");
-        const cpuTxt = servers.map((k) => `${k} ${dec(medOf(xs, (r) => (r.cpu[k]! / r.n) * 1000), 3)}`).join(", ");
-        out.push(`| ${LABELS[sys]} | ${size} B | ${int(medOf(xs, acc))} | ${int(medOf(xs, del))} | ${xs.map((r) => int(del(r))).join(", ")} | ${cpuTxt} | ${dec(medOf(xs, (r) => (r.cpu.loadgen! / r.n) * 1000), 3)} | ${int(medOf(xs, ceiling))} |`);
+        const cpuTxt = servers.map((k) => `${k} ${fmtDec(medOf(xs, (r) => (r.cpu[k]! / r.n) * 1000), 3)}`).join(", ");
+        out.push(`| ${LABELS[sys]} | ${size} B | ${fmtInt(medOf(xs, acc))} | ${fmtInt(medOf(xs, del))} | ${xs.map((r) => fmtInt(del(r))).join(", ")} | ${cpuTxt} | ${fmtDec(medOf(xs, (r) => (r.cpu.loadgen! / r.n) * 1000), 3)} | ${fmtInt(medOf(xs, ceiling))} |`);
       }
     }
     out.push("");
@@ -1399,7 +1107,7 @@ function report(): string {
     out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for (const l of latencies) {
       const after = l.deliver.map((d, i) => d - l.accept[i]!);
-      out.push(`| ${l.label} | ${dec(pct(l.accept, 50))} | ${dec(pct(l.accept, 99))} | ${dec(pct(after, 50))} | **${dec(pct(l.deliver, 50))}** | ${dec(pct(l.deliver, 90))} | **${dec(pct(l.deliver, 99))}** | ${dec(Math.max(...l.deliver))} | ${l.load} |`);
+      out.push(`| ${l.label} | ${fmtDec(percentile(l.accept, 50))} | ${fmtDec(percentile(l.accept, 99))} | ${fmtDec(percentile(after, 50))} | **${fmtDec(percentile(l.deliver, 50))}** | ${fmtDec(percentile(l.deliver, 90))} | **${fmtDec(percentile(l.deliver, 99))}** | ${fmtDec(Math.max(...l.deliver))} | ${l.load} |`);
     }
     out.push("");
   }
@@ -1409,13 +1117,13 @@ function report(): string {
     if (timings.length) {
       out.push("| command | median s | mean s | min s | max s | runs | tool |");
       out.push("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
-      for (const t of timings) out.push(`| ${t.label} | ${dec(t.median, 3)} | ${dec(t.mean, 3)} | ${dec(t.min, 3)} | ${dec(t.max, 3)} | ${t.runs} | ${t.tool} |`);
+      for (const t of timings) out.push(`| ${t.label} | ${fmtDec(t.median, 3)} | ${fmtDec(t.mean, 3)} | ${fmtDec(t.min, 3)} | ${fmtDec(t.max, 3)} | ${t.runs} | ${t.tool} |`);
       out.push("");
     }
     if (memRows.length) {
       out.push("| process | VmRSS MB | VmHWM (peak) MB | notes |");
       out.push("| --- | ---: | ---: | --- |");
-      for (const m of memRows) out.push(`| ${m.label} | ${dec(m.rssMb, 1)} | ${dec(m.hwmMb, 1)} | ${m.note ?? ""} |`);
+      for (const m of memRows) out.push(`| ${m.label} | ${fmtDec(m.rssMb, 1)} | ${fmtDec(m.hwmMb, 1)} | ${m.note ?? ""} |`);
       out.push("");
     }
     for (const n of backlogNotes) out.push(`- ${n}`);
@@ -1423,7 +1131,6 @@ function report(): string {
   }
 
   // goals
-  const verdict = (ok: boolean) => (ok ? "met" : "**not met**");
   out.push("### Goals (issue)");
   out.push("");
   out.push("| goal | measured | |");
@@ -1433,27 +1140,27 @@ function report(): string {
     const p = sel("postfix_sink", size);
     if (m.length && p.length) {
       const ratio = medOf(m, del) / medOf(p, del);
-      out.push(`| end to end ≥ ${GOAL_RATIO}x Postfix → smtp-sink, ${size} B, ${SESSIONS} sessions | ${int(medOf(m, del))} / ${int(medOf(p, del))} msg/s = ${dec(ratio)}x (accepted/s: ${dec(medOf(m, acc) / medOf(p, acc))}x; CPU-bound ceilings: ${dec(medOf(m, ceiling) / medOf(p, ceiling))}x) | ${verdict(ratio >= GOAL_RATIO)} |`);
+      out.push(`| end to end ≥ ${GOAL_RATIO}x Postfix → smtp-sink, ${size} B, ${SESSIONS} sessions | ${fmtInt(medOf(m, del))} / ${fmtInt(medOf(p, del))} msg/s = ${fmtDec(ratio)}x (accepted/s: ${fmtDec(medOf(m, acc) / medOf(p, acc))}x; CPU-bound ceilings: ${fmtDec(medOf(m, ceiling) / medOf(p, ceiling))}x) | ${verdict(ratio >= GOAL_RATIO)} |`);
       const nd = sel("madmail_nodkim", size);
-      if (nd.length) out.push(`| (informational) the same with A not signing (Postfix does not sign either) | ${int(medOf(nd, del))} / ${int(medOf(p, del))} msg/s = ${dec(medOf(nd, del) / medOf(p, del))}x (CPU-bound ceilings: ${dec(medOf(nd, ceiling) / medOf(p, ceiling))}x) | |`);
+      if (nd.length) out.push(`| (informational) the same with A not signing (Postfix does not sign either) | ${fmtInt(medOf(nd, del))} / ${fmtInt(medOf(p, del))} msg/s = ${fmtDec(medOf(nd, del) / medOf(p, del))}x (CPU-bound ceilings: ${fmtDec(medOf(nd, ceiling) / medOf(p, ceiling))}x) | |`);
     }
   }
   const ml = lat(LAT_MM);
   if (ml) {
-    out.push(`| latency A accepts → file in B's Maildir: p50 < ${GOAL_P50} ms | ${dec(pct(ml.deliver, 50))} ms | ${verdict(pct(ml.deliver, 50) < GOAL_P50)} |`);
-    out.push(`| same, p99 < ${GOAL_P99} ms | ${dec(pct(ml.deliver, 99))} ms | ${verdict(pct(ml.deliver, 99) < GOAL_P99)} |`);
+    out.push(`| latency A accepts → file in B's Maildir: p50 < ${GOAL_P50} ms | ${fmtDec(percentile(ml.deliver, 50))} ms | ${verdict(percentile(ml.deliver, 50) < GOAL_P50)} |`);
+    out.push(`| same, p99 < ${GOAL_P99} ms | ${fmtDec(percentile(ml.deliver, 99))} ms | ${verdict(percentile(ml.deliver, 99) < GOAL_P99)} |`);
   }
   const pl = lat(LAT_PF);
-  if (pl) out.push(`| Postfix → Postfix relay latency (reported) | p50 ${dec(pct(pl.deliver, 50))} ms, p99 ${dec(pct(pl.deliver, 99))} ms | |`);
+  if (pl) out.push(`| Postfix → Postfix relay latency (reported) | p50 ${fmtDec(percentile(pl.deliver, 50))} ms, p99 ${fmtDec(percentile(pl.deliver, 99))} ms | |`);
   const tList = timings.find((t) => t.label.startsWith("madmail queue list (first"));
   const tStats = timings.find((t) => t.label === "madmail queue stats");
-  if (tList) out.push(`| \`queue list\` on ${int(BACKLOG)} deferred rows < ${GOAL_LIST_S} s to first page | median ${dec(tList.median, 3)} s (whole command, start-up included) | ${verdict(tList.median < GOAL_LIST_S)} |`);
-  if (tStats) out.push(`| \`queue stats\` < ${GOAL_STATS_S} s | median ${dec(tStats.median, 3)} s | ${verdict(tStats.median < GOAL_STATS_S)} |`);
+  if (tList) out.push(`| \`queue list\` on ${fmtInt(BACKLOG)} deferred rows < ${GOAL_LIST_S} s to first page | median ${fmtDec(tList.median, 3)} s (whole command, start-up included) | ${verdict(tList.median < GOAL_LIST_S)} |`);
+  if (tStats) out.push(`| \`queue stats\` < ${GOAL_STATS_S} s | median ${fmtDec(tStats.median, 3)} s | ${verdict(tStats.median < GOAL_STATS_S)} |`);
   const memIdle = memRows.find((m) => m.label.includes("idle"));
   const memChurn = memRows.find((m) => m.label.includes("flush"));
   if (memIdle && memChurn) {
     const worst = Math.max(memIdle.hwmMb, memChurn.hwmMb);
-    out.push(`| serve with that backlog < ${GOAL_RSS_MB} MB | VmRSS idle ${dec(memIdle.rssMb, 1)} MB, while retrying ${dec(memChurn.rssMb, 1)} MB, peak (VmHWM) ${dec(worst, 1)} MB | ${verdict(worst < GOAL_RSS_MB)} |`);
+    out.push(`| serve with that backlog < ${GOAL_RSS_MB} MB | VmRSS idle ${fmtDec(memIdle.rssMb, 1)} MB, while retrying ${fmtDec(memChurn.rssMb, 1)} MB, peak (VmHWM) ${fmtDec(worst, 1)} MB | ${verdict(worst < GOAL_RSS_MB)} |`);
   }
   out.push("");
   out.push(`Validity: ${problems.length ? `**${problems.length} problem(s)**, see below` : "every message of every run arrived exactly once at the far end (Maildir file count / smtp-sink counter), A's queue and Postfix's queue empty after each run, no SMTP errors"}.`);
@@ -1472,19 +1179,10 @@ function report(): string {
   out.push("```");
   for (const r of runs) out.push(runLine(r));
   out.push("```");
-  if (problems.length) {
-    out.push("");
-    out.push("Problems:");
-    out.push("");
-    out.push("```");
-    for (const p of problems) out.push(p);
-    out.push("```");
-  }
+  out.push(...problemsBlock(problems));
   return out.join("\n");
 }
 
-const BEGIN = "<!-- BEGIN relay.bench.ts (generated; replaced on every run) -->";
-const END = "<!-- END relay.bench.ts -->";
 const INTRO = `## Outbound relay: submission → queue → /mxdeliv vs. Postfix (relay.bench.ts)
 
 What it measures: madmail A accepts over submission (AUTH) for remote recipients and delivers to madmail
@@ -1494,21 +1192,4 @@ to an smtp-sink (and, informational, to a second Postfix storing in a Maildir). 
 (\`queue list\`, \`queue stats\`, memory of \`serve\`), and a CPU profile of A and B.`;
 
 const haveData = runs.length || latencies.length || timings.length || memRows.length;
-const body = haveData ? report() : "";
-if (body) console.log(`\n${body}`);
-if (!values["no-results"] && haveData) {
-  const section = `${BEGIN}\n${INTRO}\n\n${body}\n${END}\n`;
-  // re-read right before writing: someone else may have changed other sections meanwhile
-  let text = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
-  const i = text.indexOf(BEGIN);
-  const j = text.indexOf(END);
-  if (i >= 0 && j > i) text = text.slice(0, i) + section + text.slice(j + END.length).replace(/^\n/, "");
-  else text = text.trimEnd() + "\n\n" + section;
-  writeFileSync(RESULTS, text);
-  console.log(`\nwritten to ${RESULTS}`);
-}
-if (problems.length) {
-  console.error(`\n${problems.length} problem(s):\n${problems.join("\n")}`);
-  exitCode ||= 1;
-}
-process.exit(exitCode);
+finish({ report: haveData ? report() : "", heading: INTRO, bench: "relay.bench.ts", noResults: values["no-results"], problems, exitCode });
