@@ -20,20 +20,24 @@ const httpByReason: Record<RejectReason, HttpReply> = {
 export const HTTP_OK: HttpReply = { status: 200, body: "OK" };
 export const HTTP_ERROR: HttpReply = { status: 500, body: "error" };
 
+/** Refusal that decides a single answer for all recipients, most decisive first. */
+const PRECEDENCE = ["too_large", "policy", "encryption", "bad_address", "relay_denied", "unknown_user", "quota"] as const;
+
 /**
- * /mxdeliv has one answer for all recipients: success if any recipient was accepted or
- * dismissed; otherwise the first refusal in order of precedence (a message-level refusal
- * such as policy or encryption applies to all recipients alike; 507 only when every
- * recipient is over quota).
+ * One answer for all recipients (/mxdeliv, SMTP DATA): success if any recipient was accepted
+ * or dismissed; else a temporary failure if any had one; else the first refusal in order of
+ * precedence (a message-level refusal such as policy or encryption applies to all recipients
+ * alike; quota only when every recipient is over quota).
  */
+function overall(verdicts: RcptVerdict[]): "ok" | "tempfail" | RejectReason {
+  if (verdicts.some((v) => v.verdict === "accept" || v.verdict === "dismiss")) return "ok";
+  if (verdicts.some((v) => v.verdict === "tempfail")) return "tempfail";
+  return PRECEDENCE.find((r) => verdicts.some((v) => v.verdict === "reject" && v.reason === r)) ?? "tempfail";
+}
+
 export function toHttpReply(verdicts: RcptVerdict[]): HttpReply {
-  if (verdicts.some((v) => v.verdict === "accept" || v.verdict === "dismiss")) return HTTP_OK;
-  if (verdicts.some((v) => v.verdict === "tempfail")) return HTTP_ERROR;
-  const reasons = new Set(verdicts.map((v) => (v.verdict === "reject" ? v.reason : "bad_address")));
-  for (const r of ["too_large", "policy", "encryption", "bad_address", "relay_denied", "unknown_user", "quota"] as const) {
-    if (reasons.has(r)) return httpByReason[r];
-  }
-  return HTTP_ERROR;
+  const o = overall(verdicts);
+  return o === "ok" ? HTTP_OK : o === "tempfail" ? HTTP_ERROR : httpByReason[o];
 }
 
 export interface SmtpReply {
@@ -72,9 +76,6 @@ export function smtpReplyForReason(reason: RejectReason): SmtpReply {
 
 /** SMTP (not LMTP) answers DATA once for all recipients, with the same precedence as HTTP. */
 export function toSmtpReply(verdicts: RcptVerdict[]): SmtpReply {
-  if (verdicts.some((v) => v.verdict === "accept" || v.verdict === "dismiss")) return SMTP_OK;
-  if (verdicts.some((v) => v.verdict === "tempfail")) return SMTP_TEMPFAIL;
-  const first = (["too_large", "policy", "encryption", "bad_address", "relay_denied", "unknown_user", "quota"] as const)
-    .find((r) => verdicts.some((v) => v.verdict === "reject" && v.reason === r));
-  return first ? smtpByReason[first] : SMTP_TEMPFAIL;
+  const o = overall(verdicts);
+  return o === "ok" ? SMTP_OK : o === "tempfail" ? SMTP_TEMPFAIL : smtpByReason[o];
 }

@@ -298,21 +298,8 @@ export function createCleanup(first?: () => Promise<void>): Cleanup {
   return { stoppers, tempDirs, cleanup, track };
 }
 
-/** Waits until something accepts TCP connections on 127.0.0.1:port; `what` names the process in errors. */
-export async function waitPort(port: number, o: { timeoutMs: number; alive?: () => boolean; what?: string }): Promise<void> {
-  const end = Date.now() + o.timeoutMs;
-  for (;;) {
-    try {
-      const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
-      s.end();
-      return;
-    } catch {
-      if (o.alive && !o.alive()) throw new Error(`${o.what} exited during start-up`);
-      if (Date.now() > end) throw new Error(`${o.what ? `${o.what}: ` : ""}nothing listens on 127.0.0.1:${port}`);
-      await sleep(50);
-    }
-  }
-}
+/** The test harness's port wait, under the name the benches use. */
+export { waitForPort as waitPort } from "../helpers/server.ts";
 
 /**
  * Readies `dir` (a peerDir) for a throw-away Postfix that stores mail for `rcpt` with virtual(8) in

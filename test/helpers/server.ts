@@ -69,7 +69,9 @@ export async function startServe(opts: StartOptions = {}): Promise<ServerHandle>
     await Bun.sleep(25);
   }
   // The SMTP listeners start after HTTP; wait for them too.
-  for (const port of [smtpPort, lmtpPort, submissionPort]) await waitForPort(port, deadline);
+  for (const port of [smtpPort, lmtpPort, submissionPort]) {
+    await waitForPort(port, { timeoutMs: Math.max(0, deadline - Date.now()), alive: () => proc.exitCode === null, what: "madmail serve" });
+  }
   return {
     box, httpPort, smtpPort, lmtpPort, submissionPort, url, proc,
     logs: () => stderr,
@@ -80,14 +82,17 @@ export async function startServe(opts: StartOptions = {}): Promise<ServerHandle>
   };
 }
 
-async function waitForPort(port: number, deadline: number): Promise<void> {
+/** Waits until something accepts TCP connections on 127.0.0.1:port; `what` names the process in errors. */
+export async function waitForPort(port: number, o: { timeoutMs: number; alive?: () => boolean; what?: string }): Promise<void> {
+  const end = Date.now() + o.timeoutMs;
   for (;;) {
     try {
       const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
       s.end();
       return;
     } catch {
-      if (Date.now() > deadline) throw new Error(`port ${port} did not open`);
+      if (o.alive && !o.alive()) throw new Error(`${o.what} exited during start-up`);
+      if (Date.now() > end) throw new Error(`${o.what ? `${o.what}: ` : ""}nothing listens on 127.0.0.1:${port}`);
       await Bun.sleep(25);
     }
   }
