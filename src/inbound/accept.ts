@@ -67,9 +67,10 @@ export function createAcceptor(deps: AcceptDeps) {
     let stored = 0;
     let queued: AcceptResult["queued"];
 
+    const idState = env.deliveryId && size <= snap.config["limits.max_message_size"] ? await deliveryIdState(deps.db, env.deliveryId) : "new";
     if (size > snap.config["limits.max_message_size"]) {
       verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
-    } else if (env.deliveryId && (await deliveryIdState(deps.db, env.deliveryId)) === "done") {
+    } else if (idState === "done") {
       verdicts = all({ verdict: "accept", stored: false, note: "duplicate" });
     } else {
       const senderDomain = senderDomainOf(env);
@@ -88,7 +89,7 @@ export function createAcceptor(deps: AcceptDeps) {
         // pending (committed) before they are written: after a crash between the Maildir write
         // and the final record, the retry finds the copies that already landed.
         const fileName = env.deliveryId ? stableMaildirName(env.deliveryId, size) : undefined;
-        const recovering = env.deliveryId ? (await deliveryIdState(deps.db, env.deliveryId)) === "pending" : false;
+        const recovering = idState === "pending";
         if (env.deliveryId && !recovering && plan.some((p) => p.kind === "local")) {
           const id = env.deliveryId;
           // Not durable: it must survive a crash of this process, which WAL gives without fsync.

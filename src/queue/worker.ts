@@ -87,6 +87,11 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       }
       for (const c of claimed) launch(c);
       if (claimed.length && claimed.length === free) continue;
+      // Every slot is busy: nothing can be claimed before a delivery finishes, and that pokes us.
+      if (free <= 0) {
+        await sleep(MAX_SLEEP_MS);
+        continue;
+      }
       // Everything claimable is claimed. Rows still due are held back by a concurrency cap:
       // a finishing delivery pokes us. Otherwise sleep until the next row comes due.
       const next = await nextDueAt(deps.db).catch(() => null);
