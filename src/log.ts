@@ -29,10 +29,28 @@ export const log: ConsolaInstance = createConsola({
   reporters: [humanReporter],
 });
 
+// consola's withTag builds a new instance (an options merge) on every call, and the hot paths
+// log a tagged line per message: keep one per tag. A tagged instance copies the level and
+// reporters when it is made, so changing either goes through setLevel/setLogFormat, which
+// drop the copies.
+const tagged = new Map<string, ConsolaInstance>();
+const makeTagged = log.withTag.bind(log);
+log.withTag = (tag: string) => {
+  let child = tagged.get(tag);
+  if (!child) tagged.set(tag, (child = makeTagged(tag)));
+  return child;
+};
+
 export function setLogFormat(format: LogFormat): void {
   log.setReporters([format === "json" ? jsonReporter : humanReporter]);
+  tagged.clear();
+}
+
+export function setLevel(level: number): void {
+  log.level = level;
+  tagged.clear();
 }
 
 export function setQuiet(quiet: boolean): void {
-  if (quiet) log.level = 1; // errors and warnings only
+  if (quiet) setLevel(1); // errors and warnings only
 }

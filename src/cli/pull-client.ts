@@ -9,7 +9,7 @@ import { withDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
 import { resolveDbPath } from "../db/open.ts";
 import { MadmailError, usageError } from "../errors.ts";
-import { log } from "../log.ts";
+import { setLevel } from "../log.ts";
 import { normaliseDomain } from "../util/names.ts";
 import { drainPartner, parseBaseUrl, readTokenFile, verifyTlsFor, type DrainResult } from "../exchanger/pull-client.ts";
 
@@ -37,7 +37,7 @@ export default command({
   ],
   async run({ args, rawArgs }) {
     // Per-message log lines stay out of cron mail; warnings (refused mail) and errors do not.
-    if (!process.env.MADMAIL_LOG_LEVEL) log.level = 1;
+    if (!process.env.MADMAIL_LOG_LEVEL) setLevel(1);
     const protocol = args.protocol === "madexchanger" ? "madexchanger" : "madmail";
     const domains = checkDomains(repeatedFlag(rawArgs, "--domain"), protocol);
     const maxTime = seconds(args["max-time"], "--max-time", 1, 86_400, 300);

@@ -5,7 +5,7 @@ import { printJson } from "./_output.ts";
 import { MadmailError, usageError } from "../errors.ts";
 import { normaliseAddress } from "../util/names.ts";
 import { smtpReplyFor } from "../inbound/replies.ts";
-import { log } from "../log.ts";
+import { setLevel } from "../log.ts";
 
 export default command({
   meta: { name: "send", description: "Send a message from standard input through the accept pipeline (as a local user, no AUTH); prints the queue id per destination domain" },
@@ -27,7 +27,7 @@ export default command({
     const body = new Uint8Array(await new Response(process.stdin as unknown as ReadableStream).arrayBuffer());
     if (!body.length) throw usageError("no message on standard input");
     // The pipeline's log line is for servers; a script wants only the queue id (or the error).
-    log.level = args.quiet ? 0 : 1;
+    setLevel(args.quiet ? 0 : 1);
     return withDb(args, async (state) => {
       const { openCore } = await import("../server.ts");
       const core = await openCore(state);
