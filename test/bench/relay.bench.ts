@@ -36,7 +36,7 @@
 // Prints a markdown report and writes it into test/bench/RESULTS.md between the relay.bench.ts
 // markers (--no-results skips that).
 import { Database } from "bun:sqlite";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, unlinkSync, watch, writeFileSync, type FSWatcher } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, watch, writeFileSync, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -117,10 +117,11 @@ function selfCpu(): number {
 /** Waits (at most QUIET_WAIT s) until the machine is nearly idle; returns the busy cores of the last second. */
 const waitQuiet = () => waitQuietFor({ maxS: QUIET_WAIT, cores: QUIET_CORES });
 
-function clearDir(dir: string): void {
-  if (!existsSync(dir)) return;
-  for (const f of readdirSync(dir)) unlinkSync(join(dir, f));
-}
+// Maildirs are never emptied between runs: the temp dirs are on ext4 without a journal here,
+// where creating a file costs up to 30x more for about five minutes after many files were
+// deleted (new inodes avoid the recently deleted ones; see the floor section of RESULTS.md).
+// Emptying B's Maildir before each run made B pay that in the next run; each run counts the
+// files it adds instead.
 
 // ---------------------------------------------------------------------------------------------
 // clean-up of everything started here
@@ -344,8 +345,11 @@ class Arrivals {
   count = 0;
   lastAt = 0;
   private waiters: { n: number; resolve: (t: number) => void }[] = [];
+  /** Files already there: the directories are not emptied between runs. */
+  readonly base: number;
 
   constructor(readonly dir: string) {
+    this.base = countFiles(dir);
     this.watcher = watch(dir, (ev, name) => {
       if (ev !== "rename" || !name) return;
       this.count++;
@@ -371,8 +375,8 @@ class Arrivals {
     while (done === null) {
       await Promise.race([p, sleep(500)]);
       if (done !== null) break;
-      if (countFiles(this.dir) >= n) return now();
-      if (Date.now() > end) throw new Error(`${countFiles(this.dir)} of ${n} files in ${this.dir} after ${timeoutMs} ms`);
+      if (countFiles(this.dir) - this.base >= n) return now();
+      if (Date.now() > end) throw new Error(`${countFiles(this.dir) - this.base} of ${n} new files in ${this.dir} after ${timeoutMs} ms`);
     }
     return done;
   }
@@ -680,8 +684,6 @@ try {
     const end3 = Date.now() + 120_000;
     while ((countFiles(bNew) < 1 + 6 * W || sink.count() < 2 * W || !queueEmpty(relay)) && Date.now() < end3) await sleep(200);
     if (countFiles(bNew) < 1 + 6 * W) throw new Error(`warm-up: ${countFiles(bNew)} files in B's Maildir, expected ${1 + 6 * W}`);
-    clearDir(bNew);
-    clearDir(finalNew);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -690,7 +692,6 @@ try {
   async function madmailRun(round: number, size: Size, before: number, profiled = false, sender = a): Promise<ThroughputRun> {
     const a = sender;
     const A = sender.state;
-    clearDir(bNew);
     const load = loadText();
     const arr = new Arrivals(bNew);
     const cpuA0 = procCpu(a.pid);
@@ -711,7 +712,7 @@ try {
     const cpu = { A: procCpu(a.pid) - cpuA0, B: procCpu(b.pid) - cpuB0, loadgen: selfCpu() - self0 };
     arr.close();
     await sleep(300);
-    const files = countFiles(bNew);
+    const files = countFiles(bNew) - arr.base;
     const q = queueStates(A.db);
     const pending = Object.entries(q).filter(([k]) => k !== "delivered").reduce((s, [, v]) => s + v, 0);
     if (files !== N || r.sent !== N) problems.push(`round ${round} madmail ${size}: sent ${r.sent}, ${files} files in B's Maildir, expected ${N}`);
@@ -726,7 +727,7 @@ try {
     const load = loadText();
     const c0 = sink.count();
     const toMaildir = kind === "postfix_maildir";
-    if (toMaildir) clearDir(finalNew);
+
     const arr = toMaildir ? new Arrivals(finalNew) : null;
     const cpuR0 = postfixCpu(relaySpool);
     const cpuF0 = postfixCpu(finalSpool);
@@ -767,7 +768,7 @@ try {
     cpu.loadgen = kind === "postfix_sink_smtp_source" ? loadgenCpu : selfCpu() - self0;
     arr?.close();
     await sleep(300);
-    const got = toMaildir ? countFiles(finalNew) : sink.count() - c0;
+    const got = toMaildir ? countFiles(finalNew) - arr!.base : sink.count() - c0;
     if (got !== N || sent !== N) problems.push(`round ${round} ${kind} ${size}: sent ${sent}, ${got} arrived, expected ${N}`);
     if (!queueEmpty(relay)) problems.push(`round ${round} ${kind} ${size}: the relay's queue is not empty:\n${relay.queue().slice(0, 1000)}`);
     return { system: kind, size, round, n: sent, acceptS: acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before };
@@ -820,7 +821,6 @@ try {
     const measure = async (label: string, port: number, authFor: typeof auth | undefined, to: string, dir: string): Promise<void> => {
       await waitQuiet();
       const load = loadText();
-      clearDir(dir);
       const arr = new Arrivals(dir);
       const conn = await SmtpConn.open(port, authFor);
       const acc: number[] = [];
@@ -841,7 +841,7 @@ try {
         await conn.quit();
         arr.close();
       }
-      const got = countFiles(dir);
+      const got = countFiles(dir) - arr.base;
       if (got !== LAT_N + 20) problems.push(`latency ${label}: ${got} files, expected ${LAT_N + 20}`);
       const l = { label, accept: acc, deliver: del, load };
       latencies.push(l);
