@@ -29,7 +29,8 @@ const embedLibsql: BunPlugin = {
 };
 
 const result = await Bun.build({
-  entrypoints: [join(root, "bin", "madmail.ts")],
+  // The DKIM signing thread's entry is a second entrypoint: Workers load it from the executable.
+  entrypoints: [join(root, "bin", "madmail.ts"), join(root, "src", "delivery", "dkim-worker.ts")],
   compile: { outfile },
   target: "bun",
   format: "esm",

@@ -19,7 +19,7 @@ import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts"
 import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
 import { createQueueWorker, type Bounce } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
-import { loadDkimSigner } from "./delivery/dkim.ts";
+import { startDkimThread } from "./delivery/dkim-thread.ts";
 import { findUser } from "./store/users.repository.ts";
 import { recountUsage } from "./store/usage.ts";
 import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
@@ -101,7 +101,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await store.deliver(mailFrom.toLowerCase(), dsn);
     },
   };
-  const signer = loadDkimSigner(state.dataDir);
+  const signer = startDkimThread(state.dataDir, { logFormat: opts.logFormat ?? config["log.format"], level: log.level });
   const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: (body, domain) => signer.sign(body, domain), bounce,
     track: (domain, transport, ok, ms, error) => tracker.recordOutbound(domain, transport, ok, ms, error),
   });
@@ -118,6 +118,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // Listeners first (no new mail), then the worker (in-flight deliveries), then the files.
     for (const s of stops.reverse()) await s().catch((err) => log.warn(err));
     await worker.stop((await snapshot.get()).config["delivery.shutdown_grace"] * 1000);
+    signer.close();
     await tracker.stop().catch((err) => log.warn(`federation stats: ${(err as Error).message}`));
     await writes.drain();
     await store.dispose();

@@ -56,7 +56,16 @@ export async function openDb(path: string): Promise<OpenedDb> {
     throw err;
   }
   const dataVersionStmt = raw.prepare("PRAGMA data_version");
-  const dataVersion = () => pragmaNumber(dataVersionStmt);
+  // Asked several times per message (every snapshot read): one look per event-loop turn is
+  // enough: a commit by another process is seen at most one turn later.
+  let seen: number | null = null;
+  const dataVersion = () => {
+    if (seen === null) {
+      seen = pragmaNumber(dataVersionStmt);
+      setImmediate(() => (seen = null));
+    }
+    return seen;
+  };
   return { db, path, dataDir: dirname(path), dataVersion, close: () => db.destroy() };
 }
 

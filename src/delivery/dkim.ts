@@ -146,6 +146,21 @@ export interface DkimSigner {
   sign(message: Uint8Array, senderDomain: string): Promise<Uint8Array>;
 }
 
+export interface DkimHeaderSigner extends DkimSigner {
+  /** The DKIM-Signature header field for `message` (with its line ending), or null when it goes out unsigned. */
+  signatureFor(message: Uint8Array, senderDomain: string): Promise<string | null>;
+}
+
+/** `message` with `header` (latin1, already in the message's line-ending style) in front. */
+export function prependHeader(message: Uint8Array, header: string | null): Uint8Array {
+  if (header === null) return message;
+  const head = Buffer.from(header, "latin1");
+  const out = new Uint8Array(head.length + message.length);
+  out.set(head, 0);
+  out.set(message, head.length);
+  return out;
+}
+
 export interface DkimSignerOptions {
   /** Milliseconds between checks of a cached key against the files. @default 10000 */
   recheckMs?: number;
@@ -163,7 +178,7 @@ export interface DkimSignerOptions {
  * message, so a key made by `madmail dkim generate` while the server runs is used at once
  * and a replaced one within 10 s.
  */
-export function loadDkimSigner(dataDir: string, options: DkimSignerOptions = {}): DkimSigner {
+export function loadDkimSigner(dataDir: string, options: DkimSignerOptions = {}): DkimHeaderSigner {
   const recheckMs = options.recheckMs ?? RECHECK_MS;
   // Imported once per key, not parsed again for every message.
   const cache = new Map<string, { stamp: string; checkedAt: number; selector: string; key: RsaSigningKey }>();
@@ -198,23 +213,23 @@ export function loadDkimSigner(dataDir: string, options: DkimSignerOptions = {})
     }
   }
 
+  async function signatureFor(message: Uint8Array, senderDomain: string): Promise<string | null> {
+    const domain = normaliseDomain(senderDomain);
+    const entry = domain && (await keyFor(domain));
+    if (!domain || !entry) return null;
+    try {
+      const header = await signatureHeader(message, domain, entry.selector, entry.key);
+      return usesCrlf(message) ? header : header.replace(/\r\n/g, "\n");
+    } catch (err) {
+      log.withTag("dkim").warn(`DKIM signing for ${domain} failed, sending unsigned: ${(err as Error).message}`);
+      return null;
+    }
+  }
+
   return {
+    signatureFor,
     async sign(message, senderDomain) {
-      const domain = normaliseDomain(senderDomain);
-      const entry = domain && (await keyFor(domain));
-      if (!domain || !entry) return message;
-      try {
-        let header = await signatureHeader(message, domain, entry.selector, entry.key);
-        if (!usesCrlf(message)) header = header.replace(/\r\n/g, "\n");
-        const head = Buffer.from(header, "latin1");
-        const out = new Uint8Array(head.length + message.length);
-        out.set(head, 0);
-        out.set(message, head.length);
-        return out;
-      } catch (err) {
-        log.withTag("dkim").warn(`DKIM signing for ${domain} failed, sending unsigned: ${(err as Error).message}`);
-        return message;
-      }
+      return prependHeader(message, await signatureFor(message, senderDomain));
     },
   };
 }

@@ -9,6 +9,7 @@ import { dkimVerify } from "mailauth/lib/dkim/verify";
 import {
   OVERSIGNED_HEADERS, createDkimKey, formatTxtRecord, loadDkimSigner, readDkimKey, type DkimSignerOptions,
 } from "../../src/delivery/dkim.ts";
+import { startDkimThread } from "../../src/delivery/dkim-thread.ts";
 
 const SAMPLES = resolve(import.meta.dir, "../fixtures/samples");
 const DC = readFileSync(join(SAMPLES, "pass-deltachat-2.57-chat.eml")); // LF line endings
@@ -234,5 +235,33 @@ describe.skipIf(!PYTHON)("dkimpy agrees (python3-dkim)", () => {
     for (const msg of ["From: <a@chat.test>\nTo: <b@x.test>\nSubject: hi\n", "From: <a@chat.test>\r\nSubject: hi"]) {
       expect(dkimpy(await signer().sign(Buffer.from(msg), "chat.test"), rec)).toBe("pass");
     }
+  });
+});
+
+describe("signing thread (what serve uses)", () => {
+  test("LF and CRLF messages signed on the thread verify; the caller's bytes stay as they were; no key: unchanged", async () => {
+    const rec = await keyFor("chat.test");
+    const thread = startDkimThread(dataDir, { logFormat: "human", level: 1 });
+    try {
+      const dcCopy = Buffer.from(DC);
+      const signed = await Promise.all([thread.sign(DC, "chat.test"), thread.sign(GPG, "chat.test"), thread.sign(DC, "nokey.test")]);
+      expect(await verify(signed[0]!, { [rec.name]: rec.txt })).toMatchObject({ result: "pass", domain: "chat.test", selector: "sel" });
+      expect(await verify(signed[1]!, { [rec.name]: rec.txt })).toMatchObject({ result: "pass", domain: "chat.test", selector: "sel" });
+      expect(Buffer.from(signed[0]!.subarray(signed[0]!.length - DC.length)).equals(DC)).toBe(true);
+      expect(DC.equals(dcCopy)).toBe(true);
+      expect(signed[2]).toBe(DC);
+    } finally {
+      thread.close();
+    }
+  });
+
+  test("after close, signing goes on in the calling thread", async () => {
+    const rec = await keyFor("chat.test");
+    const thread = startDkimThread(dataDir, { logFormat: "human", level: 1 });
+    const pending = thread.sign(DC, "chat.test");
+    thread.close();
+    const [before, after] = [await pending, await thread.sign(DC, "chat.test")];
+    expect(await verify(before, { [rec.name]: rec.txt })).toMatchObject({ result: "pass" });
+    expect(await verify(after, { [rec.name]: rec.txt })).toMatchObject({ result: "pass" });
   });
 });

@@ -1,0 +1,83 @@
+// DKIM signing on a worker thread. A relay signs every message it sends: the canonicalisation,
+// the body hash and the RSA operation take about a third of the sending server's CPU per
+// message, and on one JavaScript thread they would hold up accepting and delivering. The main
+// thread sends each message to the signing thread and puts the header it gets back in front.
+// If the thread cannot start or dies, signing continues on the main thread (logged): mail is
+// never held up or sent unsigned because of the thread.
+import { log } from "../log.ts";
+import type { LogFormat } from "../log.ts";
+import { loadDkimSigner, prependHeader, type DkimHeaderSigner, type DkimSigner } from "./dkim.ts";
+
+export interface SignRequest {
+  type: "sign";
+  id: number;
+  message: Uint8Array;
+  senderDomain: string;
+}
+
+export interface SignReply {
+  id: number;
+  header: string | null;
+  error?: string;
+}
+
+export interface DkimThread extends DkimSigner {
+  /** Stops the thread; later and pending signatures are made on the calling thread. */
+  close(): void;
+}
+
+export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; level: number }): DkimThread {
+  let local: DkimHeaderSigner | null = null;
+  const inThread = () => (local ??= loadDkimSigner(dataDir));
+  const pending = new Map<number, { message: Uint8Array; senderDomain: string; resolve: (header: string | null) => void }>();
+  let nextId = 1;
+  let worker: Worker | null = null;
+
+  // Whatever was sent to a thread that is gone is signed here instead.
+  function fallBack(reason: string): void {
+    if (!worker) return;
+    worker = null;
+    if (reason) log.withTag("dkim").warn(`signing thread stopped (${reason}); signing on the main thread`);
+    const orphans = [...pending.values()];
+    pending.clear();
+    for (const p of orphans) void inThread().signatureFor(p.message, p.senderDomain).then(p.resolve);
+  }
+
+  try {
+    worker = new Worker(new URL("./dkim-worker.ts", import.meta.url).href);
+    worker.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level });
+    worker.addEventListener("message", (e: MessageEvent<SignReply>) => {
+      const p = pending.get(e.data.id);
+      if (!p) return;
+      pending.delete(e.data.id);
+      if (e.data.error) log.withTag("dkim").warn(`signing thread: ${e.data.error}`);
+      p.resolve(e.data.header);
+    });
+    worker.addEventListener("error", (e) => fallBack((e as ErrorEvent).message || "error"));
+    worker.addEventListener("close", () => fallBack("exited"));
+    // The server's lifetime decides; an idle signing thread must not keep the process up.
+    (worker as Worker & { unref(): void }).unref();
+  } catch (err) {
+    log.withTag("dkim").warn(`cannot start the signing thread (${(err as Error).message}); signing on the main thread`);
+    worker = null;
+  }
+
+  return {
+    async sign(message, senderDomain) {
+      if (!worker) return inThread().sign(message, senderDomain);
+      const id = nextId++;
+      const header = await new Promise<string | null>((resolve) => {
+        pending.set(id, { message, senderDomain, resolve });
+        // A copy, moved to the thread: the caller keeps its bytes (the queue's body is reused for bounces).
+        const copy = new Uint8Array(message); // (Buffer#slice would share the memory)
+        worker!.postMessage({ type: "sign", id, message: copy, senderDomain } satisfies SignRequest, [copy.buffer]);
+      });
+      return prependHeader(message, header);
+    },
+    close() {
+      const w = worker;
+      fallBack("");
+      w?.terminate();
+    },
+  };
+}
