@@ -12,7 +12,7 @@ set -euo pipefail
 SUDO=
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
-PKGS="postfix dovecot-imapd swaks python3-dkim libnet-ssleay-perl libio-socket-ssl-perl openssl curl ca-certificates dnsmasq-base iproute2 strace"
+PKGS="postfix dovecot-imapd swaks python3-dkim libnet-ssleay-perl libio-socket-ssl-perl openssl curl ca-certificates dnsmasq-base iproute2"
 
 missing=
 for p in $PKGS; do
