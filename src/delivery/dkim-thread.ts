@@ -27,56 +27,68 @@ export interface DkimThread extends DkimSigner {
 }
 
 export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; level: number }): DkimThread {
-  let local: DkimHeaderSigner | null = null;
-  const inThread = () => (local ??= loadDkimSigner(dataDir));
+  // Decides whether a message is signed at all, and signs when the thread is not there.
+  const local: DkimHeaderSigner = loadDkimSigner(dataDir, { announce: false });
   const pending = new Map<number, { message: Uint8Array; senderDomain: string; resolve: (header: string | null) => void }>();
   let nextId = 1;
+  // Started with the first message that has a key: a server that signs nothing has no thread.
   let worker: Worker | null = null;
+  let state: "idle" | "running" | "gone" = "idle";
 
   // Whatever was sent to a thread that is gone is signed here instead.
   function fallBack(reason: string): void {
-    if (!worker) return;
+    if (state !== "running") return;
+    state = "gone";
     worker = null;
     if (reason) log.withTag("dkim").warn(`signing thread stopped (${reason}); signing on the main thread`);
     const orphans = [...pending.values()];
     pending.clear();
-    for (const p of orphans) void inThread().signatureFor(p.message, p.senderDomain).then(p.resolve);
+    for (const p of orphans) void local.signatureFor(p.message, p.senderDomain).then(p.resolve);
   }
 
-  try {
-    worker = new Worker(new URL("./dkim-worker.ts", import.meta.url).href);
-    worker.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level });
-    worker.addEventListener("message", (e: MessageEvent<SignReply>) => {
-      const p = pending.get(e.data.id);
-      if (!p) return;
-      pending.delete(e.data.id);
-      if (e.data.error) log.withTag("dkim").warn(`signing thread: ${e.data.error}`);
-      p.resolve(e.data.header);
-    });
-    worker.addEventListener("error", (e) => fallBack((e as ErrorEvent).message || "error"));
-    worker.addEventListener("close", () => fallBack("exited"));
-    // The server's lifetime decides; an idle signing thread must not keep the process up.
-    (worker as Worker & { unref(): void }).unref();
-  } catch (err) {
-    log.withTag("dkim").warn(`cannot start the signing thread (${(err as Error).message}); signing on the main thread`);
-    worker = null;
+  function start(): Worker | null {
+    if (state !== "idle") return worker;
+    try {
+      const w = new Worker(new URL("./dkim-worker.ts", import.meta.url).href);
+      w.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level });
+      w.addEventListener("message", (e: MessageEvent<SignReply>) => {
+        const p = pending.get(e.data.id);
+        if (!p) return;
+        pending.delete(e.data.id);
+        if (e.data.error) log.withTag("dkim").warn(`signing thread: ${e.data.error}`);
+        p.resolve(e.data.header);
+      });
+      w.addEventListener("error", (e) => fallBack((e as ErrorEvent).message || "error"));
+      w.addEventListener("close", () => fallBack("exited"));
+      // The server's lifetime decides; an idle signing thread must not keep the process up.
+      (w as Worker & { unref(): void }).unref();
+      worker = w;
+      state = "running";
+    } catch (err) {
+      log.withTag("dkim").warn(`cannot start the signing thread (${(err as Error).message}); signing on the main thread`);
+      state = "gone";
+    }
+    return worker;
   }
 
   return {
     async sign(message, senderDomain) {
-      if (!worker) return inThread().sign(message, senderDomain);
+      if (!(await local.hasKey(senderDomain))) return message;
+      const w = start();
+      if (!w) return local.sign(message, senderDomain);
       const id = nextId++;
       const header = await new Promise<string | null>((resolve) => {
         pending.set(id, { message, senderDomain, resolve });
         // A copy, moved to the thread: the caller keeps its bytes (the queue's body is reused for bounces).
         const copy = new Uint8Array(message); // (Buffer#slice would share the memory)
-        worker!.postMessage({ type: "sign", id, message: copy, senderDomain } satisfies SignRequest, [copy.buffer]);
+        w.postMessage({ type: "sign", id, message: copy, senderDomain } satisfies SignRequest, [copy.buffer]);
       });
       return prependHeader(message, header);
     },
     close() {
       const w = worker;
-      fallBack("");
+      if (state === "running") fallBack("");
+      state = "gone";
       w?.terminate();
     },
   };

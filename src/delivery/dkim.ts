@@ -149,6 +149,8 @@ export interface DkimSigner {
 export interface DkimHeaderSigner extends DkimSigner {
   /** The DKIM-Signature header field for `message` (with its line ending), or null when it goes out unsigned. */
   signatureFor(message: Uint8Array, senderDomain: string): Promise<string | null>;
+  /** Whether mail from this domain is signed: it has a usable key. */
+  hasKey(senderDomain: string): Promise<boolean>;
 }
 
 /** `message` with `header` (latin1, already in the message's line-ending style) in front. */
@@ -164,6 +166,8 @@ export function prependHeader(message: Uint8Array, header: string | null): Uint8
 export interface DkimSignerOptions {
   /** Milliseconds between checks of a cached key against the files. @default 10000 */
   recheckMs?: number;
+  /** Log a line when a key is loaded (which key, which crypto). @default true */
+  announce?: boolean;
 }
 
 /**
@@ -203,7 +207,9 @@ export function loadDkimSigner(dataDir: string, options: DkimSignerOptions = {})
       const settled = after.split("|")[0] === before.split("|")[0];
       const key = await importRsaSigningKey(loaded.key);
       const entry = { stamp: settled ? after : "", checkedAt: settled ? now : 0, selector: loaded.info.selector, key };
-      log.withTag("dkim").info(`signing for ${domain} with selector ${entry.selector} (${key.backend === "openssl" ? "system OpenSSL" : "WebCrypto"})`);
+      if (options.announce !== false) {
+        log.withTag("dkim").info(`signing for ${domain} with selector ${entry.selector} (${key.backend === "openssl" ? "system OpenSSL" : "WebCrypto"})`);
+      }
       cache.set(domain, entry);
       return entry;
     } catch (err) {
@@ -228,6 +234,10 @@ export function loadDkimSigner(dataDir: string, options: DkimSignerOptions = {})
 
   return {
     signatureFor,
+    async hasKey(senderDomain) {
+      const domain = normaliseDomain(senderDomain);
+      return !!domain && !!(await keyFor(domain));
+    },
     async sign(message, senderDomain) {
       return prependHeader(message, await signatureFor(message, senderDomain));
     },
