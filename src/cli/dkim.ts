@@ -9,6 +9,7 @@ import {
 import { listDomains } from "../policy/local-domains.ts";
 import { notFound, usageError } from "../errors.ts";
 import { normaliseDomain } from "../util/names.ts";
+import { rsaBackend } from "../delivery/rsa-sign.ts";
 import { tableTime } from "../util/time.ts";
 
 const domainArg = { domain: { type: "positional", required: true, description: "A local domain", valueHint: "DOMAIN" } } as const;
@@ -73,7 +74,7 @@ const generate = command({
 });
 
 const show = command({
-  meta: { name: "show", description: "Show a domain's DKIM key: selector, key file, size and the DNS TXT record" },
+  meta: { name: "show", description: "Show a domain's DKIM key: selector, key file, size, what signs with it here, and the DNS TXT record" },
   args: { ...domainArg, ...readArgs },
   examples: ["madmail dkim show chat.example.org", "madmail dkim show chat.example.org --json | jq -r .dns_txt"],
   run: ({ args }) => {
@@ -81,7 +82,8 @@ const show = command({
     return withDb(args, async ({ dataDir }) => {
       const key = await readDkimKey(dataDir, domain);
       if (!key) throw notFound(`no DKIM key for "${domain}"; create one with madmail dkim generate ${domain}`);
-      if (args.json) return printJson(keyJson(key));
+      const signer = await rsaBackend();
+      if (args.json) return printJson({ ...keyJson(key), signer });
       process.stdout.write(
         [
           `Domain:     ${key.domain}`,
@@ -89,6 +91,7 @@ const show = command({
           `Key file:   ${key.keyPath}`,
           `Bits:       ${key.bits}`,
           `Created at: ${shownTime(key.createdAt)}`,
+          `Signed by:  ${signer === "openssl" ? "the system's OpenSSL (libcrypto.so.3)" : "the built-in crypto (no libcrypto.so.3 loaded, or MADMAIL_DKIM_OPENSSL=0)"}`,
           `DNS record:`,
           formatTxtRecord(key),
         ].join("\n") + "\n",

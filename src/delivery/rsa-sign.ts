@@ -34,6 +34,11 @@ export async function importRsaSigningKey(key: KeyObject): Promise<RsaSigningKey
   };
 }
 
+/** What signs on this host: "openssl" when libcrypto.so.3 loads and MADMAIL_DKIM_OPENSSL is not 0. */
+export async function rsaBackend(): Promise<RsaSigningKey["backend"]> {
+  return process.env.MADMAIL_DKIM_OPENSSL !== "0" && (await openssl()) ? "openssl" : "webcrypto";
+}
+
 interface OpenSsl {
   importKey(key: KeyObject): RsaSigningKey;
 }

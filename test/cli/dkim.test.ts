@@ -22,6 +22,7 @@ const ok = async (args: string[]) => {
   expect({ args, code: r.code }).toEqual({ args, code: 0 });
   return r;
 };
+const HAS_LIBCRYPTO = ["/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "/usr/lib/aarch64-linux-gnu/libcrypto.so.3", "/usr/lib/libcrypto.so.3", "/lib64/libcrypto.so.3"].some(existsSync);
 const stdout = async (args: string[]) => {
   const r = await ok(args);
   expect(r.stderr).toBe("");
@@ -162,8 +163,9 @@ describe("show and list", () => {
     const rec = parseRecord((await ok(["dkim", "generate", "chat.test", "--selector", "sel"])).stdout.trimEnd());
     const json = JSON.parse(await stdout(["dkim", "show", "chat.test", "--json"]));
     const keyPath = join(dataDir, "dkim", "chat.test", "sel.key");
-    expect(Object.keys(json)).toEqual(["domain", "selector", "key_path", "bits", "created_at", "dns_name", "dns_txt"]);
+    expect(Object.keys(json)).toEqual(["domain", "selector", "key_path", "bits", "created_at", "dns_name", "dns_txt", "signer"]);
     expect(json).toMatchObject({ domain: "chat.test", selector: "sel", key_path: keyPath, bits: 2048, dns_name: "sel._domainkey.chat.test", dns_txt: rec.txt });
+    expect(json.signer).toBe(HAS_LIBCRYPTO ? "openssl" : "webcrypto");
     expect(json.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(await stdout(["dkim", "show", "chat.test"])).toBe([
       "Domain:     chat.test",
@@ -171,10 +173,18 @@ describe("show and list", () => {
       `Key file:   ${keyPath}`,
       "Bits:       2048",
       `Created at: ${json.created_at.slice(0, 19).replace("T", " ")}`,
+      `Signed by:  ${HAS_LIBCRYPTO ? "the system's OpenSSL (libcrypto.so.3)" : "the built-in crypto (no libcrypto.so.3 loaded, or MADMAIL_DKIM_OPENSSL=0)"}`,
       "DNS record:",
       `sel._domainkey.chat.test. IN TXT ( ${rec.strings.map((s) => `"${s}"`).join(" ")} )`,
       "",
     ].join("\n"));
+  });
+
+  test("show --json: MADMAIL_DKIM_OPENSSL=0 means the built-in crypto signs", async () => {
+    await ok(["dkim", "generate", "chat.test", "--selector", "sel"]);
+    const r = await sb.run(["dkim", "show", "chat.test", "--json"], { env: { MADMAIL_DKIM_OPENSSL: "0" } });
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).signer).toBe("webcrypto");
   });
 
   test("show without a key: exit 1", async () => {
@@ -190,7 +200,10 @@ describe("show and list", () => {
     await ok(["dkim", "generate", "b.test", "--selector", "mail-2"]);
     const json = JSON.parse(await stdout(["dkim", "list", "--json"]));
     expect(json.map((k: { domain: string; selector: string; bits: number }) => [k.domain, k.selector, k.bits])).toEqual([["b.test", "mail-2", 2048], ["chat.test", "s1", 2048]]);
-    expect(json[1]).toEqual(JSON.parse(await stdout(["dkim", "show", "chat.test", "--json"])));
+    // show adds what signs on this host (not a property of the key)
+    const { signer, ...shown } = JSON.parse(await stdout(["dkim", "show", "chat.test", "--json"]));
+    expect(signer).toBeString();
+    expect(json[1]).toEqual(shown);
     const t = (iso: string) => iso.slice(0, 19).replace("T", " ");
     expect(await stdout(["dkim", "list"])).toBe([
       "DOMAIN     SELECTOR  BITS  CREATED AT           DNS NAME",
