@@ -7,8 +7,9 @@
 //       [--clients 20] [--quiet-wait 30] [--no-results]
 //
 // 1. RSA-2048 PKCS#1 v1.5 SHA-256 signatures of a 600-byte input (what DKIM signs): node:crypto sign()
-//    with a cached KeyObject, WebCrypto (what madmail uses) one at a time and 20 in flight (it runs
-//    on a thread pool), Ed25519 for comparison, `openssl speed -seconds 2 rsa2048` for reference.
+//    with a cached KeyObject, WebCrypto (madmail's fallback when libcrypto.so.3 is missing) one at a time and 20 in flight (it runs
+//    on a thread pool), Ed25519 for comparison, `openssl speed -seconds 2 rsa2048` for what the system
+//    OpenSSL costs (madmail signs with it through bun:ffi when it can: src/delivery/rsa-sign.ts).
 // 2. Durable Maildir write: open tmp/NAME "wx" 0600, write 1.5 KB, fsync, close, rename to new/,
 //    fsync new/ (async: one directory fsync in flight, renames meanwhile wait for the next one and
 //    share it); node:fs promises at concurrency 1 and CLIENTS, and all-synchronous at concurrency 1.
