@@ -26,6 +26,10 @@ export interface DkimThread extends DkimSigner {
   close(): void;
 }
 
+// In the executable, a worker is found by the path its entrypoint had at build time (build.ts),
+// relative to the project root; from source, by its file's URL.
+const WORKER_ENTRY = import.meta.url.includes("/$bunfs/") ? "./src/delivery/dkim-worker.ts" : new URL("./dkim-worker.ts", import.meta.url).href;
+
 export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; level: number }): DkimThread {
   // Decides whether a message is signed at all, and signs when the thread is not there.
   const local: DkimHeaderSigner = loadDkimSigner(dataDir, { announce: false });
@@ -49,7 +53,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
   function start(): Worker | null {
     if (state !== "idle") return worker;
     try {
-      const w = new Worker(new URL("./dkim-worker.ts", import.meta.url).href);
+      const w = new Worker(WORKER_ENTRY);
       w.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level });
       w.addEventListener("message", (e: MessageEvent<SignReply>) => {
         const p = pending.get(e.data.id);

@@ -1,6 +1,7 @@
 // A signs outbound mail with the key `madmail dkim generate` made; the copy B stored verifies
 // with mailauth against exactly the TXT record the command printed.
 import { afterAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { dkimVerify } from "mailauth/lib/dkim/verify";
 import type { ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
@@ -37,4 +38,9 @@ test("outbound mail carries a DKIM signature that verifies against the printed D
   expect(r.results[0]!.signingDomain).toBe("a.test");
   // The rest of the message is what alice sent, untouched.
   expect(stored.subarray(stored.length - ENCRYPTED().length).equals(ENCRYPTED())).toBe(true);
+  // Signed on the signing thread (only it announces the key), by OpenSSL where it is installed;
+  // a thread that cannot start inside the executable falls back silently but for this warning.
+  expect(a.logs()).not.toContain("signing thread");
+  const libcrypto = ["/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "/usr/lib/aarch64-linux-gnu/libcrypto.so.3", "/usr/lib/libcrypto.so.3", "/lib64/libcrypto.so.3"].some(existsSync);
+  expect(a.logs()).toContain(`[dkim] signing for a.test with selector s1 (${libcrypto ? "system OpenSSL" : "WebCrypto"})`);
 }, 60_000);
