@@ -8,6 +8,13 @@ import { log } from "../log.ts";
 import type { LogFormat } from "../log.ts";
 import { loadDkimSigner, prependHeader, type DkimHeaderSigner, type DkimSigner } from "./dkim.ts";
 
+export interface InitRequest {
+  type: "init";
+  dataDir: string;
+  logFormat: LogFormat;
+  level: number;
+}
+
 export interface SignRequest {
   type: "sign";
   id: number;
@@ -54,7 +61,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
     if (state !== "idle") return worker;
     try {
       const w = new Worker(WORKER_ENTRY);
-      w.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level });
+      w.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level } satisfies InitRequest);
       w.addEventListener("message", (e: MessageEvent<SignReply>) => {
         const p = pending.get(e.data.id);
         if (!p) return;
@@ -91,7 +98,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
     },
     close() {
       const w = worker;
-      if (state === "running") fallBack("");
+      fallBack("");
       state = "gone";
       w?.terminate();
     },

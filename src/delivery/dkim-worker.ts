@@ -1,14 +1,14 @@
 // The DKIM signing thread (see dkim-thread.ts): the same signer as in the main thread, fed
 // by messages. Its own key cache; its log lines go to the same stderr.
-import { setLevel, setLogFormat, type LogFormat } from "../log.ts";
+import { setLevel, setLogFormat } from "../log.ts";
 import { loadDkimSigner, type DkimHeaderSigner } from "./dkim.ts";
-import type { SignReply, SignRequest } from "./dkim-thread.ts";
+import type { InitRequest, SignReply, SignRequest } from "./dkim-thread.ts";
 
 declare const self: Worker;
 
 let signer: DkimHeaderSigner | null = null;
 
-self.onmessage = async (e: MessageEvent<SignRequest | { type: "init"; dataDir: string; logFormat: LogFormat; level: number }>) => {
+self.onmessage = async (e: MessageEvent<SignRequest | InitRequest>) => {
   const m = e.data;
   if (m.type === "init") {
     setLogFormat(m.logFormat);

@@ -16,7 +16,7 @@ export interface RsaSigningKey {
 }
 
 export async function importRsaSigningKey(key: KeyObject): Promise<RsaSigningKey> {
-  const ssl = process.env.MADMAIL_DKIM_OPENSSL === "0" ? null : await openssl();
+  const ssl = await usableOpenssl();
   if (ssl) {
     try {
       return ssl.importKey(key);
@@ -36,7 +36,12 @@ export async function importRsaSigningKey(key: KeyObject): Promise<RsaSigningKey
 
 /** What signs on this host: "openssl" when libcrypto.so.3 loads and MADMAIL_DKIM_OPENSSL is not 0. */
 export async function rsaBackend(): Promise<RsaSigningKey["backend"]> {
-  return process.env.MADMAIL_DKIM_OPENSSL !== "0" && (await openssl()) ? "openssl" : "webcrypto";
+  return (await usableOpenssl()) ? "openssl" : "webcrypto";
+}
+
+/** The system's OpenSSL unless MADMAIL_DKIM_OPENSSL=0 turns it off. */
+async function usableOpenssl(): Promise<OpenSsl | null> {
+  return process.env.MADMAIL_DKIM_OPENSSL === "0" ? null : openssl();
 }
 
 interface OpenSsl {

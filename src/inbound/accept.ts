@@ -67,8 +67,9 @@ export function createAcceptor(deps: AcceptDeps) {
     let stored = 0;
     let queued: AcceptResult["queued"];
 
-    const idState = env.deliveryId && size <= snap.config["limits.max_message_size"] ? await deliveryIdState(deps.db, env.deliveryId) : "new";
-    if (size > snap.config["limits.max_message_size"]) {
+    const tooLarge = size > snap.config["limits.max_message_size"];
+    const idState = env.deliveryId && !tooLarge ? await deliveryIdState(deps.db, env.deliveryId) : "new";
+    if (tooLarge) {
       verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
     } else if (idState === "done") {
       verdicts = all({ verdict: "accept", stored: false, note: "duplicate" });

@@ -7,6 +7,7 @@ import { dirname, join, resolve } from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify";
 import { loadDkimSigner } from "../../src/delivery/dkim.ts";
 import { sandbox, type Sandbox } from "../helpers/binary.ts";
+import { HAS_LIBCRYPTO } from "../helpers/libcrypto.ts";
 
 let sb: Sandbox;
 let dataDir: string;
@@ -22,7 +23,6 @@ const ok = async (args: string[]) => {
   expect({ args, code: r.code }).toEqual({ args, code: 0 });
   return r;
 };
-const HAS_LIBCRYPTO = ["/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "/usr/lib/aarch64-linux-gnu/libcrypto.so.3", "/usr/lib/libcrypto.so.3", "/lib64/libcrypto.so.3"].some(existsSync);
 const stdout = async (args: string[]) => {
   const r = await ok(args);
   expect(r.stderr).toBe("");

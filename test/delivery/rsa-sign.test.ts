@@ -2,12 +2,11 @@
 // as node:crypto, and the OpenSSL path must be the one used where libcrypto.so.3 exists.
 import { describe, expect, test } from "bun:test";
 import { generateKeyPairSync, sign, verify } from "node:crypto";
-import { existsSync } from "node:fs";
 import { importRsaSigningKey } from "../../src/delivery/rsa-sign.ts";
+import { HAS_LIBCRYPTO } from "../helpers/libcrypto.ts";
 
 const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
 const inputs = [new Uint8Array(0), new Uint8Array([0x61]), new Uint8Array(600).fill(0x41), new Uint8Array(65_537).map((_, i) => i % 251)];
-const hasLibcrypto = ["/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "/usr/lib/aarch64-linux-gnu/libcrypto.so.3", "/usr/lib/libcrypto.so.3", "/lib64/libcrypto.so.3"].some(existsSync);
 
 async function withOpenSsl<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
   const before = process.env.MADMAIL_DKIM_OPENSSL;
@@ -22,7 +21,7 @@ async function withOpenSsl<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
 }
 
 describe("RSA signing for DKIM", () => {
-  test.if(hasLibcrypto)("the system OpenSSL is used where libcrypto.so.3 exists", async () => {
+  test.if(HAS_LIBCRYPTO)("the system OpenSSL is used where libcrypto.so.3 exists", async () => {
     const key = await importRsaSigningKey(privateKey);
     expect(key.backend).toBe("openssl");
   });
