@@ -67,7 +67,11 @@ async function reportError(err: unknown, path: MadmailCommand[]): Promise<number
     process.stderr.write(`madmail: ${err.message}\n`);
     return err.exitCode;
   }
-  process.stderr.write(`madmail: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+  // Some library errors (libsql's SqliteError) have a stack that lacks their message.
+  const e = err as Error | undefined;
+  const stack = e?.stack ?? String(err);
+  const text = e?.message && !stack.includes(e.message) ? `${e.name}: ${e.message}\n${stack}` : stack;
+  process.stderr.write(`madmail: internal error: ${text}\n`);
   return 1;
 }
 

@@ -22,6 +22,8 @@ export interface OpenedDb {
 
 export const SCHEMA_VERSION = migrations.length;
 export const DEFAULT_DB_PATH = "madmail-data/madmail.db";
+/** How long a writer waits for another process's lock before giving up. */
+const BUSY_TIMEOUT_MS = 30_000;
 
 /** --db flag, then MADMAIL_DB, then ./madmail-data/madmail.db. */
 export function resolveDbPath(flag?: string): string {
@@ -37,14 +39,14 @@ export async function openDb(path: string): Promise<OpenedDb> {
     throw new MadmailError("config", `cannot open state file ${path}: ${(err as Error).message}`, { cause: err });
   }
   // busy_timeout first: the WAL switch below needs the write lock another process may hold.
-  raw.exec("PRAGMA busy_timeout = 30000");
+  raw.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
   // Refuse a newer file before anything (even the journal mode switch) writes to it.
   const version = pragmaNumber(raw.prepare("PRAGMA user_version"));
   if (version > SCHEMA_VERSION) {
     raw.close();
     throw newerSchema(path, version);
   }
-  raw.exec("PRAGMA journal_mode = WAL");
+  await switchToWal(raw, path);
   // FULL: a commit is on disk when it returns; we acknowledge mail only after commits.
   raw.exec("PRAGMA synchronous = FULL");
   raw.exec("PRAGMA foreign_keys = ON");
@@ -67,6 +69,28 @@ export async function openDb(path: string): Promise<OpenedDb> {
     return seen;
   };
   return { db, path, dataDir: dirname(path), dataVersion, close: () => db.destroy() };
+}
+
+/**
+ * Switching a file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+ * without its busy handler, when another process holds the file meanwhile: this happens when
+ * several commands open a fresh file together. Retried here up to the busy timeout.
+ */
+async function switchToWal(raw: InstanceType<typeof Libsql>, path: string): Promise<void> {
+  const deadline = Date.now() + BUSY_TIMEOUT_MS;
+  for (let pause = 2; ; pause = Math.min(pause * 2, 100)) {
+    try {
+      raw.exec("PRAGMA journal_mode = WAL");
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== "SQLITE_BUSY") throw err;
+      if (Date.now() >= deadline) {
+        raw.close();
+        throw new MadmailError("temporary", `cannot switch ${path} to WAL mode: still locked by another process after ${BUSY_TIMEOUT_MS / 1000} s`, { cause: err });
+      }
+      await new Promise((r) => setTimeout(r, pause * (0.5 + Math.random())));
+    }
+  }
 }
 
 /**
