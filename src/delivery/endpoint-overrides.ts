@@ -100,14 +100,22 @@ export async function overridesPointingAt(db: Db, exchanger: string): Promise<st
   return rows.map((r) => r.lookup_key);
 }
 
+/** Every override by its key: a running server keeps them in its snapshot. */
+export async function loadOverrides(db: Db): Promise<Map<string, DnsOverrideRow>> {
+  return new Map((await listOverrides(db)).map((r) => [r.lookup_key, r]));
+}
+
 /**
  * The override for a domain: exact key first, then the longest matching `*.` wildcard
  * (`*.example.org` matches `a.example.org` and `b.a.example.org`, not `example.org`).
  */
-export async function lookupOverride(db: Db, domain: string): Promise<DnsOverrideRow | undefined> {
-  const keys = [domain];
+export function matchOverride(overrides: ReadonlyMap<string, DnsOverrideRow>, domain: string): DnsOverrideRow | undefined {
+  const exact = overrides.get(domain);
+  if (exact) return exact;
   const labels = domain.split(".");
-  for (let i = 1; i < labels.length; i++) keys.push(`*.${labels.slice(i).join(".")}`);
-  const rows = await db.selectFrom("dns_overrides").selectAll().where("lookup_key", "in", keys).execute();
-  return keys.map((k) => rows.find((r) => r.lookup_key === k)).find(Boolean);
+  for (let i = 1; i < labels.length; i++) {
+    const wild = overrides.get(`*.${labels.slice(i).join(".")}`);
+    if (wild) return wild;
+  }
+  return undefined;
 }

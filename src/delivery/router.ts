@@ -4,10 +4,10 @@
 // first, then MX hosts: https://mx, https://domain, http://mx, smtp mx:25).
 import type { Db } from "../db/open.ts";
 import type { Config } from "../db/settings.ts";
-import type { ExchangerRow } from "../db/schema.ts";
+import type { DnsOverrideRow, ExchangerRow } from "../db/schema.ts";
 import { federationVerdict, type FederationRules } from "../policy/federation.ts";
 import { hostForUrl } from "../util/names.ts";
-import { lookupOverride, parseTarget } from "./endpoint-overrides.ts";
+import { matchOverride, parseTarget } from "./endpoint-overrides.ts";
 import { findLearnedEndpoint } from "./endpoint-cache.ts";
 import { resolveMxHosts, type MxResult } from "./mx.ts";
 
@@ -31,6 +31,8 @@ export interface RouterContext {
   rules: FederationRules;
   localDomains: ReadonlySet<string>;
   exchangers: readonly ExchangerRow[];
+  /** Endpoint rewrites by lookup key (the snapshot's). */
+  overrides: ReadonlyMap<string, DnsOverrideRow>;
   resolveMx?: (domain: string) => Promise<MxResult>;
   now?: number;
   /** The queue row being routed: for delayed reroute to the fallback exchanger. */
@@ -50,7 +52,7 @@ export async function routeDomain(domain: string, ctx: RouterContext): Promise<R
     if (r.kind === "try" || r.kind === "hold") return { ...r, reroutedTo: rerouted.name };
   }
 
-  const override = await lookupOverride(ctx.db, domain);
+  const override = matchOverride(ctx.overrides, domain);
   if (override) {
     const target = parseTarget(override.target_host);
     if (target.kind === "exchanger") return exchangerRoute(ctx.exchangers.find((e) => e.name === target.name), target.name, ctx);

@@ -5,13 +5,16 @@ import { loadConfig, type Config } from "../db/settings.ts";
 import { listDomains } from "../policy/local-domains.ts";
 import { listRules, toRules, type FederationRules } from "../policy/federation.ts";
 import { listExchangers } from "../exchanger/exchangers.ts";
-import type { ExchangerRow } from "../db/schema.ts";
+import type { DnsOverrideRow, ExchangerRow } from "../db/schema.ts";
+import { loadOverrides } from "../delivery/endpoint-overrides.ts";
 
 export interface Snapshot {
   config: Config;
   localDomains: ReadonlySet<string>;
   rules: FederationRules;
   exchangers: readonly ExchangerRow[];
+  /** Endpoint rewrites by lookup key; only the CLI changes them. */
+  overrides: ReadonlyMap<string, DnsOverrideRow>;
 }
 
 export interface SnapshotSource {
@@ -24,8 +27,8 @@ export function createSnapshotSource(state: OpenedDb): SnapshotSource {
   let version = -1;
   const load = async (): Promise<Snapshot> => {
     const config = await loadConfig(state.db);
-    const [domains, rows, exchangers] = [await listDomains(state.db), await listRules(state.db), await listExchangers(state.db)];
-    return { config, localDomains: new Set(domains.map((d) => d.name)), rules: toRules(config["federation.policy"], rows), exchangers };
+    const [domains, rows, exchangers, overrides] = [await listDomains(state.db), await listRules(state.db), await listExchangers(state.db), await loadOverrides(state.db)];
+    return { config, localDomains: new Set(domains.map((d) => d.name)), rules: toRules(config["federation.policy"], rows), exchangers, overrides };
   };
   return {
     get() {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { openDb, type OpenedDb } from "../../src/db/open.ts";
 import { loadConfig } from "../../src/db/settings.ts";
 import { candidateKey, routeDomain, type RouterContext } from "../../src/delivery/router.ts";
-import { upsertOverride } from "../../src/delivery/endpoint-overrides.ts";
+import { loadOverrides, upsertOverride } from "../../src/delivery/endpoint-overrides.ts";
 import { learnEndpoint } from "../../src/delivery/endpoint-cache.ts";
 import { toRules } from "../../src/policy/federation.ts";
 import { nextAttemptAt } from "../../src/queue/schedule.ts";
@@ -42,7 +42,7 @@ const exchanger = (o: Partial<ExchangerRow>): ExchangerRow => ({
 
 async function ctx(over: Partial<RouterContext> = {}): Promise<RouterContext> {
   return {
-    db: state.db, config: await loadConfig(state.db), rules: toRules("accept", [{ domain: "blocked.test", kind: "block" }, { domain: "quiet.test", kind: "dismiss" }]),
+    db: state.db, config: await loadConfig(state.db), overrides: await loadOverrides(state.db), rules: toRules("accept", [{ domain: "blocked.test", kind: "block" }, { domain: "quiet.test", kind: "dismiss" }]),
     localDomains: new Set(["a.test"]), exchangers: [
       exchanger({ name: "hub", mode: "pull", domains: "" }),
       exchanger({ name: "pusher", url: "https://push.test", domains: "pushed.test" }),
