@@ -16,8 +16,8 @@ import { startSmtpDoor, type SmtpDoor, type SmtpDoorKind } from "./inbound/smtp.
 import { createSnapshotSource, type SnapshotSource } from "./inbound/snapshot.ts";
 import type { Envelope } from "./inbound/types.ts";
 import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts";
-import { enqueueMessage, pruneDelivered, type Enqueued } from "./queue/queue.repository.ts";
-import { createQueueWorker, type Bounce, type QueueHandoff } from "./queue/worker.ts";
+import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
+import { createQueueWorker, type Bounce } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
 import { startDkimThread } from "./delivery/dkim-thread.ts";
 import { findUser } from "./store/users.repository.ts";
@@ -50,8 +50,6 @@ export interface Core {
   writes: WriteBatcher;
   events: EventEmitter;
   acceptor: ReturnType<typeof createAcceptor>;
-  /** The running queue worker of `serve`, which takes new rows over at once; none in one-shot commands. */
-  handoff: QueueHandoff | null;
 }
 
 export async function openCore(state: OpenedDb, tracker?: FederationTracker): Promise<Core> {
@@ -63,33 +61,15 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   events.setMaxListeners(0);
   const enqueue = async (env: Envelope, byDomain: Map<string, string[]>) => {
     const lifetime = (await snapshot.get()).config["queue.lifetime"] * 1000;
-    const { handoff } = core;
-    const leases = new Map<string, number>();
-    for (const domain of byDomain.keys()) {
-      const lease = handoff?.reserve(domain) ?? null;
-      if (lease !== null) leases.set(domain, lease);
-    }
-    let queued: Enqueued | undefined;
-    try {
-      await writes.run(async (trx) => {
-        queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime, leases);
-      });
-    } catch (err) {
-      for (const domain of leases.keys()) handoff!.cancel(domain);
-      throw err;
-    }
-    const { message, deliveries } = queued!;
-    for (const d of deliveries) {
-      if (d.lease_until !== null) handoff!.adopt({ delivery: d, lease: d.lease_until }, message);
-    }
-    // Rows written unclaimed wait for a claim pass: by this process's worker, or by `serve`
-    // when this is a one-shot command (it sees the commit through PRAGMA data_version).
-    if (leases.size < deliveries.length) events.emit("enqueued", message.id);
-    return queued!;
+    let queued = { messageId: "", deliveryIds: [] as string[] };
+    await writes.run(async (trx) => {
+      queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime);
+    });
+    events.emit("enqueued", queued.messageId);
+    return queued;
   };
   const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });
-  const core: Core = { state, snapshot, store, writes, events, acceptor, handoff: null };
-  return core;
+  return { state, snapshot, store, writes, events, acceptor };
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
@@ -190,7 +170,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     throw err;
   }
   worker.start();
-  core.handoff = worker;
   tracker.start();
   // Pull from partners that hold our token (exchanger set NAME --remote-token-file F).
   const pollers = startPollers({ core, db: state.db });

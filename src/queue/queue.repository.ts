@@ -18,36 +18,24 @@ export interface NewQueuedMessage {
 export interface Enqueued {
   messageId: string;
   deliveryIds: string[];
-  /** The rows as written, for a worker that takes them over without reading them back. */
-  message: MessageRow;
-  deliveries: DeliveryRow[];
 }
 
-/**
- * Stores the body once and one delivery row per domain; call inside the caller's transaction.
- * `leases` names domains whose row is written already claimed (state delivering under that
- * lease) by a worker in this process that will deliver it without a claim pass.
- */
-export async function enqueueMessage(
-  trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, leases: ReadonlyMap<string, number> = new Map(), now = Date.now(),
-): Promise<Enqueued> {
-  const message: MessageRow = {
-    id: newQueueId(now), mail_from: m.mailFrom, body: m.body, size: m.body.length, door: m.door, auth_user: m.authUser, received_at: now,
-  };
-  await trx.insertInto("messages").values(message).execute();
-  const deliveries: DeliveryRow[] = [];
+/** Stores the body once and one delivery row per domain; call inside the caller's transaction. */
+export async function enqueueMessage(trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, now = Date.now()): Promise<Enqueued> {
+  const messageId = newQueueId(now);
+  await trx.insertInto("messages").values({
+    id: messageId, mail_from: m.mailFrom, body: m.body, size: m.body.length, door: m.door, auth_user: m.authUser, received_at: now,
+  }).execute();
+  const deliveryIds: string[] = [];
   for (const [domain, rcpts] of m.byDomain) {
-    const lease = leases.get(domain) ?? null;
-    const row: DeliveryRow = {
-      id: newQueueId(now), message_id: message.id, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), state: lease === null ? "queued" : "delivering",
-      route: null, tries: 0, next_attempt_at: now, lease_until: lease, last_error: null, created_at: now, updated_at: now, expires_at: now + lifetimeMs,
-      rerouted_to: null,
-    };
-    const { tries: _default, ...values } = row;
-    await trx.insertInto("deliveries").values(values).execute();
-    deliveries.push(row);
+    const id = newQueueId(now);
+    deliveryIds.push(id);
+    await trx.insertInto("deliveries").values({
+      id, message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), state: "queued", route: null,
+      next_attempt_at: now, lease_until: null, last_error: null, created_at: now, updated_at: now, expires_at: now + lifetimeMs, rerouted_to: null,
+    }).execute();
   }
-  return { messageId: message.id, deliveryIds: deliveries.map((d) => d.id), message, deliveries };
+  return { messageId, deliveryIds };
 }
 
 export interface Claimed {

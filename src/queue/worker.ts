@@ -14,7 +14,6 @@ import { postMxdeliv } from "../delivery/transports/mxdeliv-http.ts";
 import { sendSmtp } from "../delivery/transports/smtp.ts";
 import type { OutboundMessage, RecipientRefusal, TransportResult } from "../delivery/transports/types.ts";
 import type { MxResult } from "../delivery/mx.ts";
-import type { MessageRow } from "../db/schema.ts";
 import {
   claimDue, expediteDomain, reclaimOrphans, loadMessage, nextDueAt, recordAttempts, releaseLeases, settleDelivery,
   type AttemptRecord, type Claimed, type Outcome,
@@ -40,21 +39,7 @@ export interface WorkerDeps {
   resolveMx?: (domain: string) => Promise<MxResult>;
 }
 
-/**
- * Mail queued by this process goes to the worker without a claim pass: the enqueue reserves a
- * slot, writes the row already claimed under the reserved lease, and hands it over after the
- * commit. A crash before delivery leaves the row delivering; the next start retries it.
- */
-export interface QueueHandoff {
-  /** A slot for a new row to this domain: the lease to write it under, or null (queue it). */
-  reserve(domain: string): number | null;
-  /** The reserved row was not written (the transaction failed). */
-  cancel(domain: string): void;
-  /** The row is committed, claimed under its reserved lease: deliver it. */
-  adopt(c: Claimed, message: MessageRow): void;
-}
-
-export interface QueueWorker extends QueueHandoff {
+export interface QueueWorker {
   start(): void;
   /** Stops claiming, lets in-flight deliveries finish for `graceMs`, then aborts them and releases their leases. */
   stop(graceMs: number): Promise<void>;
@@ -86,24 +71,11 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   let poked = false;
   let loopDone: Promise<void> | null = null;
   const poke = () => (wake ? wake() : (poked = true));
-  // Slots promised to rows being written by an enqueue (QueueHandoff), not yet in flight.
-  let reserved = 0;
-  // The limits of the last pass, for reserve(), which cannot wait for a snapshot.
-  let limits: { concurrency: number; perDomain: number; leaseMs: number } | null = null;
-  // Whether rows may be waiting in the table (queued by another door or process, or held
-  // back by a cap). When not, a finished delivery need not start a claim pass: mail handed
-  // over by the enqueue never waits there.
-  let waiting = true;
-  const somethingQueued = () => {
-    waiting = true;
-    poke();
-  };
 
   async function loop(): Promise<void> {
     while (!stopping) {
       const { config } = await deps.snapshot.get();
-      limits = { concurrency: config["queue.concurrency"], perDomain: config["queue.per_destination"], leaseMs: config["queue.lease"] * 1000 };
-      const free = config["queue.concurrency"] - inflight.size - reserved;
+      const free = config["queue.concurrency"] - inflight.size;
       let claimed: Claimed[] = [];
       if (free > 0) {
         try {
@@ -124,7 +96,6 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       // a finishing delivery pokes us. Otherwise sleep until the next row comes due.
       const next = await nextDueAt(deps.db).catch(() => null);
       const now = Date.now();
-      waiting = next === null ? false : next <= now;
       await sleep(next === null || next <= now ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, next - now));
     }
   }
@@ -146,17 +117,10 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     });
   }
 
-  const countDomain = (domain: string, by: 1 | -1) => {
-    const n = (perDomain.get(domain) ?? 0) + by;
-    if (n > 0) perDomain.set(domain, n);
-    else perDomain.delete(domain);
-  };
-
-  /** `counted`: its slot was reserved already (a hand-over from the enqueue). */
-  function launch(c: Claimed, message?: MessageRow, counted = false): void {
+  function launch(c: Claimed): void {
     const domain = c.delivery.rcpt_domain;
-    if (!counted) countDomain(domain, 1);
-    const done = deliver(c, message)
+    perDomain.set(domain, (perDomain.get(domain) ?? 0) + 1);
+    const done = deliver(c)
       .catch(async (err) => {
         // A bug or a broken row must not sit leased for queue.lease: defer it with the error.
         log.withTag("queue").error(`delivery ${c.delivery.id} failed: ${(err as Error).stack ?? err}`);
@@ -165,17 +129,19 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       })
       .finally(() => {
         inflight.delete(c.delivery.id);
-        countDomain(domain, -1);
-        if (waiting) poke();
+        const n = (perDomain.get(domain) ?? 1) - 1;
+        if (n > 0) perDomain.set(domain, n);
+        else perDomain.delete(domain);
+        poke();
       });
     inflight.set(c.delivery.id, { claimed: c, done });
   }
 
-  async function deliver(c: Claimed, message?: MessageRow): Promise<void> {
+  async function deliver(c: Claimed): Promise<void> {
     const d = c.delivery;
     const t0 = performance.now();
     const snap = await deps.snapshot.get();
-    const msg = message ?? (await loadMessage(deps.db, d.message_id));
+    const msg = await loadMessage(deps.db, d.message_id);
     const rcpts = JSON.parse(d.rcpts) as string[];
     if (!msg) {
       await settle(c, { state: "dead", route: null, error: "message body missing from the queue" }, []);
@@ -317,36 +283,14 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     const v = deps.dataVersion?.() ?? 0;
     if (v !== seenVersion) {
       seenVersion = v;
-      somethingQueued();
+      poke();
     }
   }, 250);
   watch.unref();
 
   return {
-    reserve(domain) {
-      if (stopping || !limits) return null;
-      if (inflight.size + reserved >= limits.concurrency || (perDomain.get(domain) ?? 0) >= limits.perDomain) return null;
-      reserved++;
-      countDomain(domain, 1);
-      return Date.now() + limits.leaseMs;
-    },
-    cancel(domain) {
-      reserved--;
-      countDomain(domain, -1);
-      if (waiting) poke();
-    },
-    adopt(c, message) {
-      reserved--;
-      if (stopping) {
-        // Too late to start: hand the row back as due now, as stop() does with its leases.
-        countDomain(c.delivery.rcpt_domain, -1);
-        void deps.writes.run((trx) => releaseLeases(trx, [c]), { durable: false }).catch(() => {});
-        return;
-      }
-      launch(c, message, true);
-    },
     start() {
-      deps.events.on("enqueued", somethingQueued);
+      deps.events.on("enqueued", poke);
       // One server per state file: rows still marked delivering were claimed by a process
       // that died (kill -9, power loss). Retry them now instead of waiting out their lease.
       loopDone = reclaimOrphans(deps.db)
@@ -356,7 +300,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     async stop(graceMs) {
       stopping = true;
       clearInterval(watch);
-      deps.events.off("enqueued", somethingQueued);
+      deps.events.off("enqueued", poke);
       poke();
       await loopDone;
       const all = Promise.all([...inflight.values()].map((f) => f.done));
