@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import type { Db } from "../db/open.ts";
 import type { WriteBatcher } from "../db/write-batcher.ts";
+import { firstRow, prepareQuery } from "../db/prepared.ts";
 import { log } from "../log.ts";
 import { checkEncryption } from "../policy/pgp-gate.ts";
 import { federationVerdict } from "../policy/federation.ts";
@@ -94,9 +95,7 @@ export function createAcceptor(deps: AcceptDeps) {
         if (env.deliveryId && !recovering && plan.some((p) => p.kind === "local")) {
           const id = env.deliveryId;
           // Not durable: it must survive a crash of this process, which WAL gives without fsync.
-          await deps.writes.run(async (trx) => {
-            await trx.insertInto("delivery_ids").values({ id, seen_at: Date.now(), pending: 1 }).onConflict((oc) => oc.column("id").doNothing()).execute();
-          }, { durable: false });
+          await deps.writes.run(async (trx) => void (await markDeliveryIdPending(trx, { id, at: Date.now() })), { durable: false });
         }
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
@@ -161,10 +160,7 @@ export function createAcceptor(deps: AcceptDeps) {
     if (!used.length && !(env.deliveryId && anyAccepted)) return;
     await deps.writes.run(async (trx) => {
       for (const a of used) await addUsedBytes(trx, a, size);
-      if (env.deliveryId && anyAccepted) {
-        await trx.insertInto("delivery_ids").values({ id: env.deliveryId, seen_at: Date.now(), pending: 0 })
-          .onConflict((oc) => oc.column("id").doUpdateSet({ pending: 0 })).execute();
-      }
+      if (env.deliveryId && anyAccepted) await markDeliveryIdDone(trx, { id: env.deliveryId, at: Date.now() });
       // The mail itself is fsynced in its Maildir; this is bookkeeping.
     }, { durable: false });
   }
@@ -205,8 +201,14 @@ export function createAcceptor(deps: AcceptDeps) {
 
 export type Acceptor = ReturnType<typeof createAcceptor>;
 
+const selectDeliveryId = prepareQuery((db, p: { id: string }) => db.selectFrom("delivery_ids").select("pending").where("id", "=", p.id));
+const markDeliveryIdPending = prepareQuery((db, p: { id: string; at: number }) =>
+  db.insertInto("delivery_ids").values({ id: p.id, seen_at: p.at, pending: 1 }).onConflict((oc) => oc.column("id").doNothing()));
+const markDeliveryIdDone = prepareQuery((db, p: { id: string; at: number }) =>
+  db.insertInto("delivery_ids").values({ id: p.id, seen_at: p.at, pending: 0 }).onConflict((oc) => oc.column("id").doUpdateSet({ pending: 0 })));
+
 async function deliveryIdState(db: Db, id: string): Promise<"new" | "pending" | "done"> {
-  const row = await db.selectFrom("delivery_ids").select("pending").where("id", "=", id).executeTakeFirst();
+  const row = await firstRow(selectDeliveryId, db, { id });
   return !row ? "new" : row.pending ? "pending" : "done";
 }
 

@@ -1,8 +1,9 @@
 // The delivery side of the queue: enqueue, claim with a lease, record outcomes. Every update
 // after a claim is conditioned on the lease, so a row that a crashed or slow worker lost (its
 // lease ran out and someone else claimed it), or that an admin changed, is never overwritten.
-import { sql, type Kysely } from "kysely";
-import type { Database, DeliveryRow, MessageRow } from "../db/schema.ts";
+import { sql, type Insertable, type Kysely } from "kysely";
+import type { Database, DeliveryRow, DeliveryState, MessageRow } from "../db/schema.ts";
+import { changedRows, firstRow, prepareQuery } from "../db/prepared.ts";
 import type { Db } from "../db/open.ts";
 import { newQueueId } from "./ids.ts";
 
@@ -20,20 +21,26 @@ export interface Enqueued {
   deliveryIds: string[];
 }
 
+const insertMessage = prepareQuery((db, p: Insertable<Database["messages"]>) => db.insertInto("messages").values({
+  id: p.id, mail_from: p.mail_from, body: p.body, size: p.size, door: p.door, auth_user: p.auth_user, received_at: p.received_at,
+}));
+const insertDelivery = prepareQuery((db, p: { id: string; message_id: string; rcpt_domain: string; rcpts: string; now: number; expires_at: number }) =>
+  db.insertInto("deliveries").values({
+    id: p.id, message_id: p.message_id, rcpt_domain: p.rcpt_domain, rcpts: p.rcpts, state: "queued", route: null,
+    next_attempt_at: p.now, lease_until: null, last_error: null, created_at: p.now, updated_at: p.now, expires_at: p.expires_at, rerouted_to: null,
+  }));
+
 /** Stores the body once and one delivery row per domain; call inside the caller's transaction. */
 export async function enqueueMessage(trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, now = Date.now()): Promise<Enqueued> {
   const messageId = newQueueId(now);
-  await trx.insertInto("messages").values({
+  await insertMessage(trx, {
     id: messageId, mail_from: m.mailFrom, body: m.body, size: m.body.length, door: m.door, auth_user: m.authUser, received_at: now,
-  }).execute();
+  });
   const deliveryIds: string[] = [];
   for (const [domain, rcpts] of m.byDomain) {
     const id = newQueueId(now);
     deliveryIds.push(id);
-    await trx.insertInto("deliveries").values({
-      id, message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), state: "queued", route: null,
-      next_attempt_at: now, lease_until: null, last_error: null, created_at: now, updated_at: now, expires_at: now + lifetimeMs, rerouted_to: null,
-    }).execute();
+    await insertDelivery(trx, { id, message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), now, expires_at: now + lifetimeMs });
   }
   return { messageId, deliveryIds };
 }
@@ -89,8 +96,10 @@ export async function nextDueAt(db: Db): Promise<number | null> {
   return times.length ? Math.min(...times) : null;
 }
 
+const selectMessage = prepareQuery((db, p: { id: string }) => db.selectFrom("messages").selectAll().where("id", "=", p.id));
+
 export async function loadMessage(db: Db, id: string): Promise<MessageRow | undefined> {
-  const row = await db.selectFrom("messages").selectAll().where("id", "=", id).executeTakeFirst();
+  const row = await firstRow(selectMessage, db, { id });
   // libsql hands BLOBs out as ArrayBuffer.
   return row && { ...row, body: toBytes(row.body) };
 }
@@ -107,19 +116,27 @@ export type Outcome = (
   | { state: "dead"; route: string | null; error: string }
 ) & { /** Delayed reroute: the fallback exchanger this row now goes through. */ reroutedTo?: string };
 
+const settle = prepareQuery((db, p: {
+  id: string; lease: number; state: DeliveryState; route: string | null; last_error: string | null; next_attempt_at: number; now: number;
+  /** null keeps the row's own. */
+  rerouted_to: string | null;
+}) => db.updateTable("deliveries").set({
+  state: p.state, route: p.route, tries: sql`tries + 1`, last_error: p.last_error, next_attempt_at: p.next_attempt_at, lease_until: null,
+  updated_at: p.now, rerouted_to: sql`coalesce(${p.rerouted_to}, rerouted_to)`,
+}).where("id", "=", p.id).where("state", "=", "delivering").where("lease_until", "=", p.lease));
+
 /** Applies an outcome if the lease is still ours; returns false if the row was taken from us. */
 export async function settleDelivery(trx: Kysely<Database>, c: Claimed, outcome: Outcome, now = Date.now()): Promise<boolean> {
-  const r = await trx.updateTable("deliveries").set({
+  return (await changedRows(settle, trx, {
+    id: c.delivery.id,
+    lease: c.lease,
     state: outcome.state,
     route: outcome.route ?? c.delivery.route,
-    tries: sql`tries + 1`,
     last_error: outcome.state === "delivered" ? null : outcome.error.slice(0, 1000),
     next_attempt_at: outcome.state === "deferred" ? outcome.nextAttemptAt : c.delivery.next_attempt_at,
-    lease_until: null,
-    updated_at: now,
-    ...(outcome.reroutedTo ? { rerouted_to: outcome.reroutedTo } : {}),
-  }).where("id", "=", c.delivery.id).where("state", "=", "delivering").where("lease_until", "=", c.lease).executeTakeFirst();
-  return r.numUpdatedRows > 0n;
+    now,
+    rerouted_to: outcome.reroutedTo ?? null,
+  })) > 0n;
 }
 
 export interface AttemptRecord {
@@ -132,12 +149,17 @@ export interface AttemptRecord {
   at?: number;
 }
 
+const insertAttempt = prepareQuery((db, p: Insertable<Database["delivery_attempts"]>) => db.insertInto("delivery_attempts").values({
+  delivery_id: p.delivery_id, at: p.at, transport: p.transport, endpoint: p.endpoint, outcome: p.outcome, detail: p.detail, ms: p.ms,
+}));
+
 export async function recordAttempts(trx: Kysely<Database>, attempts: AttemptRecord[]): Promise<void> {
-  if (!attempts.length) return;
-  await trx.insertInto("delivery_attempts").values(attempts.map((a) => ({
-    delivery_id: a.deliveryId, at: a.at ?? Date.now(), transport: a.transport, endpoint: a.endpoint, outcome: a.outcome,
-    detail: a.detail?.slice(0, 1000) ?? null, ms: a.ms,
-  }))).execute();
+  for (const a of attempts) {
+    await insertAttempt(trx, {
+      delivery_id: a.deliveryId, at: a.at ?? Date.now(), transport: a.transport, endpoint: a.endpoint, outcome: a.outcome,
+      detail: a.detail?.slice(0, 1000) ?? null, ms: a.ms,
+    });
+  }
 }
 
 /** On shutdown: give back our claims so that the next start retries them at once. */

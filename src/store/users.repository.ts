@@ -2,13 +2,16 @@
 import { sql } from "kysely";
 import type { Db } from "../db/open.ts";
 import type { UserRow } from "../db/schema.ts";
+import { firstRow, prepareQuery } from "../db/prepared.ts";
 
 export async function listUsers(db: Db): Promise<UserRow[]> {
   return db.selectFrom("users").selectAll().orderBy("address").execute();
 }
 
+const selectUser = prepareQuery((db, p: { address: string }) => db.selectFrom("users").selectAll().where("address", "=", p.address));
+
 export async function findUser(db: Db, address: string): Promise<UserRow | undefined> {
-  return db.selectFrom("users").selectAll().where("address", "=", address).executeTakeFirst();
+  return firstRow(selectUser, db, { address });
 }
 
 /** Returns false when the address exists already (nothing written). */
@@ -35,6 +38,9 @@ export async function setUserPassword(db: Db, address: string, passwordHash: str
   return r.numUpdatedRows > 0n;
 }
 
+const addUsed = prepareQuery((db, p: { address: string; bytes: number }) =>
+  db.updateTable("users").set({ used_bytes: sql`used_bytes + ${p.bytes}` }).where("address", "=", p.address));
+
 export async function addUsedBytes(db: Db, address: string, bytes: number): Promise<void> {
-  await db.updateTable("users").set({ used_bytes: sql`used_bytes + ${bytes}` }).where("address", "=", address).execute();
+  await addUsed(db, { address, bytes });
 }
