@@ -79,8 +79,11 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       let claimed: Claimed[] = [];
       if (free > 0) {
         try {
-          claimed = await withWriteTransaction(deps.db, (trx) =>
-            claimDue(trx, free, config["queue.lease"] * 1000, perDomain, config["queue.per_destination"]), { durable: false });
+          // Through the group commit: the claim shares its transaction (one COMMIT, and each
+          // page written once) with the outcomes and new mail of the same event-loop turn.
+          await deps.writes.run(async (trx) => {
+            claimed = await claimDue(trx, free, config["queue.lease"] * 1000, perDomain, config["queue.per_destination"]);
+          }, { durable: false });
         } catch (err) {
           log.withTag("queue").error(`claiming deliveries failed: ${(err as Error).message}`);
         }
