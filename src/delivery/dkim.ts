@@ -13,7 +13,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import { join } from "node:path";
-import type { Writable } from "node:stream";
 import { MadmailError, conflict } from "../errors.ts";
 import { log } from "../log.ts";
 import { normaliseDomain } from "../util/names.ts";
@@ -251,10 +250,12 @@ interface ParsedHeader {
   casedKey?: string;
 }
 
-type SignerClass = new (options: object) => Writable & {
+type SignerClass = new (options: object) => {
   signatureHeaders: string[];
   errors: { err: Error }[];
   messageHeaders(headers: { parsed: ParsedHeader[] }): Promise<void>;
+  nextChunk(body: Buffer): Promise<void>;
+  finalChunk(): Promise<void>;
   finalize(): Promise<void>;
 };
 
@@ -269,6 +270,7 @@ interface SignerState {
 }
 
 interface MailauthTools {
+  parseHeaders(header: Buffer): { parsed: ParsedHeader[] };
   getSigningHeaderLines(parsed: ParsedHeader[], fieldNames: string): unknown;
   formatSignatureHeaderLine(type: "DKIM", values: Record<string, unknown>, folded: boolean): string;
 }
@@ -277,7 +279,7 @@ interface MailauthHeader {
   generateCanonicalizedHeader(type: "DKIM", lines: unknown, options: object): { canonicalizedHeader: Uint8Array<ArrayBuffer>; dkimHeaderOpts: Record<string, unknown> };
 }
 
-let signerClass: Promise<SignerClass> | undefined;
+let signerClass: Promise<{ Signer: SignerClass; parseHeaders: MailauthTools["parseHeaders"] }> | undefined;
 
 /**
  * mailauth's DkimSigner (what its dkimSign() wraps), loaded on first use: mailauth is heavy
@@ -292,7 +294,7 @@ let signerClass: Promise<SignerClass> | undefined;
  *   node:crypto (0.6 ms). We sign with a key loaded once, by the system's OpenSSL when it is
  *   there (0.25 ms), else WebCrypto (see rsa-sign.ts).
  */
-function loadSignerClass(): Promise<SignerClass> {
+function loadSignerClass(): Promise<{ Signer: SignerClass; parseHeaders: MailauthTools["parseHeaders"] }> {
   signerClass ??= (async () => {
     const [{ DkimSigner }, tools, header] = (await Promise.all([
       // @ts-expect-error mailauth ships no type declarations for its internal modules
@@ -303,7 +305,7 @@ function loadSignerClass(): Promise<SignerClass> {
       import("mailauth/lib/dkim/header/index.js"),
     ])) as [{ DkimSigner: SignerClass }, MailauthTools, MailauthHeader];
     const signed = new Set<string>(SIGNED_HEADERS);
-    return class OversigningSigner extends DkimSigner {
+    const Signer = class OversigningSigner extends DkimSigner {
       override messageHeaders(headers: { parsed: ParsedHeader[] }): Promise<void> {
         const top = headers.parsed.find((h) => h.key !== null && signed.has(h.key));
         if (top) top.casedKey = [top.casedKey, ...OVERSIGNED_HEADERS].join(": ");
@@ -327,13 +329,14 @@ function loadSignerClass(): Promise<SignerClass> {
         this.signatureHeaders.push(tools.formatSignatureHeaderLine("DKIM", dkimHeaderOpts, true));
       }
     };
+    return { Signer, parseHeaders: tools.parseHeaders };
   })();
   return signerClass;
 }
 
 /** `DKIM-Signature: ...\r\n`, folded with CRLF. */
 async function signatureHeader(message: Uint8Array, domain: string, selector: string, privateKey: RsaSigningKey): Promise<string> {
-  const Signer = await loadSignerClass();
+  const { Signer, parseHeaders } = await loadSignerClass();
   const signer = new Signer({
     canonicalization: "relaxed/relaxed",
     algorithm: "rsa-sha256",
@@ -347,11 +350,13 @@ async function signatureHeader(message: Uint8Array, domain: string, selector: st
   // Without the empty line that ends the header the parser never reaches the body and signs
   // nothing; an absent body and an empty one canonicalise alike (RFC 6376 §3.4.4).
   if (input.indexOf("\r\n\r\n") === -1) input = Buffer.concat([input, Buffer.from(input.at(-1) === 0x0a ? "\r\n" : "\r\n\r\n")]);
-  await new Promise<void>((resolve, reject) => {
-    signer.once("finish", resolve);
-    signer.once("error", reject);
-    signer.end(input);
-  });
+  // The signer is a Writable that finds the end of the header byte by byte and re-checks every
+  // line ending; the input is whole and in CRLF already, so it gets the header and the body
+  // directly, at the steps where its stream would hand them over.
+  const end = input.indexOf("\r\n\r\n") + 4;
+  await signer.messageHeaders(parseHeaders(input.subarray(0, end)));
+  await signer.nextChunk(input.subarray(end));
+  await signer.finalChunk();
   if (signer.errors.length) throw signer.errors[0]!.err;
   if (!signer.signatureHeaders.length) throw new Error("no signature produced (no header found)");
   return signer.signatureHeaders[0]! + "\r\n";
