@@ -37,6 +37,18 @@ export interface DkimThread extends DkimSigner {
 // relative to the project root; from source, by its file's URL.
 const WORKER_ENTRY = import.meta.url.includes("/$bunfs/") ? "./src/delivery/dkim-worker.ts" : new URL("./dkim-worker.ts", import.meta.url).href;
 
+type RefWorker = Worker & { ref(): void; unref(): void };
+
+/**
+ * An idle signing thread must not keep the process up: the server's lifetime decides. But it is
+ * referenced while signatures are pending: Bun's event loop, waiting for a message from an
+ * unreferenced worker, spins instead of sleeping. Measured: 0.35 ms of main-thread CPU per
+ * signature unreferenced, 0.04 ms referenced.
+ */
+function idle(w: Worker): void {
+  (w as RefWorker).unref();
+}
+
 export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; level: number }): DkimThread {
   // Decides whether a message is signed at all, and signs when the thread is not there.
   const local: DkimHeaderSigner = loadDkimSigner(dataDir, { announce: false });
@@ -66,13 +78,13 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
         const p = pending.get(e.data.id);
         if (!p) return;
         pending.delete(e.data.id);
+        if (!pending.size) idle(w);
         if (e.data.error) log.withTag("dkim").warn(`signing thread: ${e.data.error}`);
         p.resolve(e.data.header);
       });
       w.addEventListener("error", (e) => fallBack((e as ErrorEvent).message || "error"));
       w.addEventListener("close", () => fallBack("exited"));
-      // The server's lifetime decides; an idle signing thread must not keep the process up.
-      (w as Worker & { unref(): void }).unref();
+      idle(w);
       worker = w;
       state = "running";
     } catch (err) {
@@ -89,6 +101,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
       if (!w) return local.sign(message, senderDomain);
       const id = nextId++;
       const header = await new Promise<string | null>((resolve) => {
+        if (!pending.size) (w as RefWorker).ref();
         pending.set(id, { message, senderDomain, resolve });
         // A copy, moved to the thread: the caller keeps its bytes (the queue's body is reused for bounces).
         const copy = new Uint8Array(message); // (Buffer#slice would share the memory)
