@@ -37,17 +37,13 @@ export interface DkimThread extends DkimSigner {
 // relative to the project root; from source, by its file's URL.
 const WORKER_ENTRY = import.meta.url.includes("/$bunfs/") ? "./src/delivery/dkim-worker.ts" : new URL("./dkim-worker.ts", import.meta.url).href;
 
-type RefWorker = Worker & { ref(): void; unref(): void };
-
 /**
- * An idle signing thread must not keep the process up: the server's lifetime decides. But it is
- * referenced while signatures are pending: Bun's event loop, waiting for a message from an
- * unreferenced worker, spins instead of sleeping: 0.38 ms of main-thread CPU per signature
- * unreferenced, 0.05 ms referenced (dkim.bench.ts, 8 in flight).
+ * An idle signing thread must not keep the process up (the server's lifetime decides), so it is
+ * unreferenced; but referenced while signatures are pending: Bun's event loop, waiting for a
+ * message from an unreferenced worker, spins instead of sleeping: 0.38 ms of main-thread CPU
+ * per signature unreferenced, 0.05 ms referenced (dkim.bench.ts, 8 in flight).
  */
-function idle(w: Worker): void {
-  (w as RefWorker).unref();
-}
+type RefWorker = Worker & { ref(): void; unref(): void };
 
 export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; level: number }): DkimThread {
   // Decides whether a message is signed at all, and signs when the thread is not there.
@@ -55,7 +51,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
   const pending = new Map<number, { message: Uint8Array; senderDomain: string; resolve: (header: string | null) => void }>();
   let nextId = 1;
   // Started with the first message that has a key: a server that signs nothing has no thread.
-  let worker: Worker | null = null;
+  let worker: RefWorker | null = null;
   let state: "idle" | "running" | "gone" = "idle";
 
   // Whatever was sent to a thread that is gone is signed here instead.
@@ -69,22 +65,22 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
     for (const p of orphans) void local.signatureFor(p.message, p.senderDomain).then(p.resolve);
   }
 
-  function start(): Worker | null {
+  function start(): RefWorker | null {
     if (state !== "idle") return worker;
     try {
-      const w = new Worker(WORKER_ENTRY);
+      const w = new Worker(WORKER_ENTRY) as RefWorker;
       w.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level } satisfies InitRequest);
       w.addEventListener("message", (e: MessageEvent<SignReply>) => {
         const p = pending.get(e.data.id);
         if (!p) return;
         pending.delete(e.data.id);
-        if (!pending.size) idle(w);
+        if (!pending.size) w.unref();
         if (e.data.error) log.withTag("dkim").warn(`signing thread: ${e.data.error}`);
         p.resolve(e.data.header);
       });
       w.addEventListener("error", (e) => fallBack((e as ErrorEvent).message || "error"));
       w.addEventListener("close", () => fallBack("exited"));
-      idle(w);
+      w.unref();
       worker = w;
       state = "running";
     } catch (err) {
@@ -101,7 +97,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
       if (!w) return local.sign(message, senderDomain);
       const id = nextId++;
       const header = await new Promise<string | null>((resolve) => {
-        if (!pending.size) (w as RefWorker).ref();
+        if (!pending.size) w.ref();
         pending.set(id, { message, senderDomain, resolve });
         // A copy, moved to the thread: the caller keeps its bytes (the queue's body is reused for bounces).
         const copy = new Uint8Array(message); // (Buffer#slice would share the memory)

@@ -108,10 +108,13 @@ export function clkTck(): number {
   return clkTckValue;
 }
 
-/** The fields of /proc/PID/stat after "(comm)" (comm may hold spaces and parentheses); undefined when gone. */
-function statFields(pid: number): { comm: string; f: string[] } | undefined {
+/**
+ * The fields of /proc/PID/stat (or of one thread: /proc/PID/task/TID/stat) after "(comm)" (comm
+ * may hold spaces and parentheses); undefined when gone.
+ */
+function statFields(pid: number, tid?: number): { comm: string; f: string[] } | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const s = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, "utf8");
     const close = s.lastIndexOf(")");
     return { comm: s.slice(s.indexOf("(") + 1, close), f: s.slice(close + 2).split(" ") };
   } catch {
@@ -153,9 +156,9 @@ export function procSys(pid: number): number {
   return s ? (Number(s.f[12]) + Number(s.f[14])) / clkTck() : 0;
 }
 
-/** utime and stime of one process (not its children), in seconds; NaN when gone. */
-export function procOwnCpu(pid: number): { user: number; sys: number } {
-  const s = statFields(pid);
+/** utime and stime of one process (not its children), or of its thread `tid`, in seconds; NaN when gone. */
+export function procOwnCpu(pid: number, tid?: number): { user: number; sys: number } {
+  const s = statFields(pid, tid);
   return s ? { user: Number(s.f[11]) / clkTck(), sys: Number(s.f[12]) / clkTck() } : { user: NaN, sys: NaN };
 }
 

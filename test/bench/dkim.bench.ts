@@ -16,17 +16,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { readFileSync } from "node:fs";
 import { createDkimKey, loadDkimSigner } from "../../src/delivery/dkim.ts";
 import { startDkimThread } from "../../src/delivery/dkim-thread.ts";
-import { requirePositiveIntegers } from "./_lib.ts";
+import { dieWith, procOwnCpu, requirePositiveIntegers } from "./_lib.ts";
 
 const { values } = parseArgs({ options: { messages: { type: "string", default: "3000" } } });
 const N = Number(values.messages);
-requirePositiveIntegers({ messages: N }, (m) => {
-  console.error(m);
-  process.exit(2);
-});
+requirePositiveIntegers({ messages: N }, dieWith("dkim.bench"));
 
 function message(bodyBytes: number, eol: string): Buffer {
   const head = [
@@ -58,10 +54,10 @@ try {
   }
   // Through the thread.
   const thread = startDkimThread(dir, { logFormat: "human", level: 1 });
+  // The main thread is the task whose id is the process id.
   const mainThreadCpuMs = () => {
-    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10; // clock ticks of 10 ms
+    const { user, sys } = procOwnCpu(process.pid, process.pid);
+    return (user + sys) * 1000;
   };
   const m = message(1024, "\r\n");
   const viaThread = async (n: number) => {

@@ -19,15 +19,12 @@ import { parseArgs } from "node:util";
 import { openDb, withWriteTransaction, type OpenedDb } from "../../src/db/open.ts";
 import { createWriteBatcher } from "../../src/db/write-batcher.ts";
 import { claimDue, enqueueMessage, loadMessage, nextDueAt, recordAttempts, settleDelivery, type Claimed } from "../../src/queue/queue.repository.ts";
-import { requirePositiveIntegers } from "./_lib.ts";
+import { dieWith, requirePositiveIntegers } from "./_lib.ts";
 
 const { values } = parseArgs({ options: { messages: { type: "string", default: "5000" }, size: { type: "string", default: "1024" } } });
 const N = Number(values.messages);
 const SIZE = Number(values.size);
-requirePositiveIntegers({ messages: N, size: SIZE }, (m) => {
-  console.error(m);
-  process.exit(2);
-});
+requirePositiveIntegers({ messages: N, size: SIZE }, dieWith("statefile.bench"));
 
 async function run(state: OpenedDb, perTurn: number, joined: boolean): Promise<{ cpuMs: number; commits: number }> {
   const writes = createWriteBatcher(state.db);
