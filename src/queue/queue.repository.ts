@@ -51,36 +51,60 @@ export interface Claimed {
   lease: number;
 }
 
+const dueRows = prepareQuery((db, p: { state: DeliveryState; now: number; limit: number }) => db.selectFrom("deliveries").selectAll()
+  .where("state", "=", p.state).where("next_attempt_at", "<=", p.now).orderBy("next_attempt_at").limit(p.limit));
+const expiredRows = prepareQuery((db, p: { now: number; limit: number }) => db.selectFrom("deliveries").selectAll()
+  .where("state", "=", "delivering").where("lease_until", "<", p.now).limit(p.limit));
+const markDelivering = prepareQuery((db, p: { id: string; lease: number; now: number }) => db.updateTable("deliveries")
+  .set({ state: "delivering", lease_until: p.lease, updated_at: p.now }).where("id", "=", p.id));
+
+export interface ClaimOptions {
+  leaseMs: number;
+  /** Rows this worker already holds, per domain. */
+  inFlight: ReadonlyMap<string, number>;
+  perDomain: number;
+  /**
+   * Also look for rows whose lease ran out. Leases last at least 30 s and run out only when
+   * a delivery hangs past its timeouts, so the worker asks about once a second, not on every
+   * pass: that scan reads every row in flight.
+   */
+  expired: boolean;
+}
+
 /**
- * Claims up to `limit` due rows (queued/deferred and due, or delivering with an expired lease)
- * without taking more than `perDomain` rows in flight for one domain (`inFlight` counts what
- * this worker already holds). Call in a write transaction.
+ * Claims up to `limit` due rows (queued/deferred and due, or, with `expired`, delivering with
+ * an expired lease) without taking more than `perDomain` rows in flight for one domain
+ * (`inFlight` counts what this worker already holds). Call in a write transaction.
  */
-export async function claimDue(
-  trx: Kysely<Database>, limit: number, leaseMs: number, inFlight: ReadonlyMap<string, number>, perDomain: number, now = Date.now(),
-): Promise<Claimed[]> {
+export async function claimDue(trx: Kysely<Database>, limit: number, opts: ClaimOptions, now = Date.now()): Promise<Claimed[]> {
   if (limit <= 0) return [];
+  const { inFlight, perDomain } = opts;
   const busy = [...inFlight].filter(([, n]) => n >= perDomain).map(([d]) => d);
   const scan = limit * 4; // room for rows skipped by the per-domain cap
-  const due = (state: "queued" | "deferred") => {
-    let q = trx.selectFrom("deliveries").selectAll().where("state", "=", state).where("next_attempt_at", "<=", now);
-    if (busy.length) q = q.where("rcpt_domain", "not in", busy);
-    return q.orderBy("next_attempt_at").limit(scan).execute();
-  };
   // Separate range scans on (state, next_attempt_at): an OR across states cannot use the index.
-  let expired = trx.selectFrom("deliveries").selectAll().where("state", "=", "delivering").where("lease_until", "<", now);
-  if (busy.length) expired = expired.where("rcpt_domain", "not in", busy);
-  const rows = [...(await due("queued")), ...(await due("deferred")), ...(await expired.limit(scan).execute())]
+  // Prepared while no domain is at its cap (the usual case); with a NOT IN list, built each time.
+  const due = async (state: "queued" | "deferred") => {
+    if (!busy.length) return (await dueRows(trx, { state, now, limit: scan })).rows;
+    return trx.selectFrom("deliveries").selectAll().where("state", "=", state).where("next_attempt_at", "<=", now)
+      .where("rcpt_domain", "not in", busy).orderBy("next_attempt_at").limit(scan).execute();
+  };
+  const expired = async () => {
+    if (!opts.expired) return [];
+    if (!busy.length) return (await expiredRows(trx, { now, limit: scan })).rows;
+    return trx.selectFrom("deliveries").selectAll().where("state", "=", "delivering").where("lease_until", "<", now)
+      .where("rcpt_domain", "not in", busy).limit(scan).execute();
+  };
+  const rows = [...(await due("queued")), ...(await due("deferred")), ...(await expired())]
     .sort((a, b) => a.next_attempt_at - b.next_attempt_at);
   const counts = new Map(inFlight);
-  const lease = now + leaseMs;
+  const lease = now + opts.leaseMs;
   const out: Claimed[] = [];
   for (const row of rows) {
     if (out.length >= limit) break;
     const n = counts.get(row.rcpt_domain) ?? 0;
     if (n >= perDomain) continue;
     counts.set(row.rcpt_domain, n + 1);
-    await trx.updateTable("deliveries").set({ state: "delivering", lease_until: lease, updated_at: now }).where("id", "=", row.id).execute();
+    await markDelivering(trx, { id: row.id, lease, now });
     out.push({ delivery: { ...row, state: "delivering", lease_until: lease }, lease });
   }
   return out;

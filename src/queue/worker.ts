@@ -71,6 +71,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   let poked = false;
   let loopDone: Promise<void> | null = null;
   const poke = () => (wake ? wake() : (poked = true));
+  let expiredCheckAt = 0;
 
   async function loop(): Promise<void> {
     while (!stopping) {
@@ -78,11 +79,13 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       const free = config["queue.concurrency"] - inflight.size;
       let claimed: Claimed[] = [];
       if (free > 0) {
+        const expired = Date.now() >= expiredCheckAt;
+        if (expired) expiredCheckAt = Date.now() + 1000;
         try {
           // Through the group commit: the claim shares its transaction (one COMMIT, and each
           // page written once) with the outcomes and new mail of the same event-loop turn.
           await deps.writes.run(async (trx) => {
-            claimed = await claimDue(trx, free, config["queue.lease"] * 1000, perDomain, config["queue.per_destination"]);
+            claimed = await claimDue(trx, free, { leaseMs: config["queue.lease"] * 1000, inFlight: perDomain, perDomain: config["queue.per_destination"], expired });
           }, { durable: false });
         } catch (err) {
           log.withTag("queue").error(`claiming deliveries failed: ${(err as Error).message}`);

@@ -10,7 +10,10 @@
 // event-loop turn (B = 1, 4, 16: how many sessions finish DATA in the same turn). Two ways:
 //   own txn  the claim pass in a transaction of its own (madmail before ee38e32)
 //   joined   the claim pass through the write batcher, in one transaction with the outcomes and
-//            new mail of the same turn (what the worker does now)
+//            new mail of the same turn (madmail before the WAL sync moved off the event loop)
+//   joined, WAL synced apart
+//            the same, every COMMIT with synchronous=NORMAL and the enqueue made durable by an
+//            fdatasync of the WAL on the thread pool (what serve does now; CPU of all threads)
 // Prints CPU ms per message (user + system of this process) and COMMITs per message.
 import { rmSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,8 +29,11 @@ const N = Number(values.messages);
 const SIZE = Number(values.size);
 requirePositiveIntegers({ messages: N, size: SIZE }, dieWith("statefile.bench"));
 
-async function run(state: OpenedDb, perTurn: number, joined: boolean): Promise<{ cpuMs: number; commits: number }> {
-  const writes = createWriteBatcher(state.db);
+type Way = "own txn" | "joined" | "joined, WAL synced apart";
+
+async function run(state: OpenedDb, perTurn: number, way: Way): Promise<{ cpuMs: number; commits: number }> {
+  const joined = way !== "own txn";
+  const writes = createWriteBatcher(state.db, way === "joined, WAL synced apart" ? { syncWal: state.syncWal } : {});
   const body = new Uint8Array(SIZE).fill(0x41);
   let commits = 0;
   const c0 = process.cpuUsage();
@@ -47,7 +53,7 @@ async function run(state: OpenedDb, perTurn: number, joined: boolean): Promise<{
       }, { durable: false }));
     }
     let claimed: Claimed[] = [];
-    const claim = (trx: Parameters<typeof claimDue>[0]) => claimDue(trx, 64, 60_000, new Map(), 64).then((c) => void (claimed = c));
+    const claim = (trx: Parameters<typeof claimDue>[0]) => claimDue(trx, 64, { leaseMs: 60_000, inFlight: new Map(), perDomain: 64, expired: true }).then((c) => void (claimed = c));
     if (joined) {
       ops.push(writes.run(claim, { durable: false }));
       await Promise.all(ops);
@@ -68,13 +74,13 @@ async function run(state: OpenedDb, perTurn: number, joined: boolean): Promise<{
 
 const rows: string[] = [];
 for (const perTurn of [1, 4, 16]) {
-  for (const joined of [false, true]) {
+  for (const way of ["own txn", "joined", "joined, WAL synced apart"] as const) {
     const dir = mkdtempSync(join(tmpdir(), "madmail-statefile-"));
     const state = await openDb(join(dir, "madmail.db"));
     try {
-      await run(state, perTurn, joined); // warm-up: JIT and the first pages
-      const r = await run(state, perTurn, joined);
-      rows.push(`| ${perTurn} | ${joined ? "joined" : "own txn"} | ${r.cpuMs.toFixed(3)} | ${r.commits.toFixed(2)} |`);
+      await run(state, perTurn, way); // warm-up: JIT and the first pages
+      const r = await run(state, perTurn, way);
+      rows.push(`| ${perTurn} | ${way} | ${r.cpuMs.toFixed(3)} | ${r.commits.toFixed(2)} |`);
       console.log(rows.at(-1));
     } finally {
       await state.close();

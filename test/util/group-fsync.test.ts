@@ -1,0 +1,108 @@
+// Group commit of directory fsyncs: a caller is resolved only by an fsync that STARTED after
+// its call (i.e. after its rename), and concurrent callers share fsyncs.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createGroupFsync, fsyncDirectory } from "../../src/util/group-fsync.ts";
+
+/** A fake fsync the test completes by hand; records when each one started. */
+function fakeFsync() {
+  const calls: { dir: string; done: () => void; fail: (e: Error) => void }[] = [];
+  const fsync = (dir: string) =>
+    new Promise<void>((done, fail) => {
+      calls.push({ dir, done, fail });
+    });
+  return { calls, fsync };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+function watch(p: Promise<void>) {
+  const s = { settled: false, error: undefined as unknown };
+  p.then(
+    () => (s.settled = true),
+    (e) => {
+      s.settled = true;
+      s.error = e;
+    },
+  );
+  return s;
+}
+
+describe("createGroupFsync", () => {
+  test("the first caller starts an fsync at once and is resolved by it", async () => {
+    const f = fakeFsync();
+    const sync = createGroupFsync(f.fsync);
+    const a = watch(sync("/d"));
+    expect(f.calls).toHaveLength(1);
+    f.calls[0]!.done();
+    await tick();
+    expect(a.settled).toBe(true);
+  });
+
+  test("a caller arriving during an fsync waits for the NEXT one, not the one in flight", async () => {
+    const f = fakeFsync();
+    const sync = createGroupFsync(f.fsync);
+    const a = watch(sync("/d"));
+    const b = watch(sync("/d")); // its rename may have happened after fsync #1 started
+    expect(f.calls).toHaveLength(1); // #2 not started while #1 runs
+    f.calls[0]!.done();
+    await tick();
+    expect(a.settled).toBe(true);
+    expect(b.settled).toBe(false);
+    expect(f.calls).toHaveLength(2); // #2 started after #1 ended, i.e. after b's call
+    f.calls[1]!.done();
+    await tick();
+    expect(b.settled).toBe(true);
+  });
+
+  test("many callers during one fsync share a single next fsync", async () => {
+    const f = fakeFsync();
+    const sync = createGroupFsync(f.fsync);
+    sync("/d");
+    const waiting = Array.from({ length: 100 }, () => watch(sync("/d")));
+    f.calls[0]!.done();
+    await tick();
+    expect(f.calls).toHaveLength(2);
+    f.calls[1]!.done();
+    await tick();
+    expect(waiting.every((w) => w.settled && w.error === undefined)).toBe(true);
+    expect(f.calls).toHaveLength(2); // 101 callers, 2 fsyncs
+    // Idle again: the next caller starts a fresh fsync immediately.
+    sync("/d");
+    expect(f.calls).toHaveLength(3);
+  });
+
+  test("a failed fsync rejects its callers only; the next batch still gets its own fsync", async () => {
+    const f = fakeFsync();
+    const sync = createGroupFsync(f.fsync);
+    const a = watch(sync("/d"));
+    const b = watch(sync("/d"));
+    f.calls[0]!.fail(new Error("EIO"));
+    await tick();
+    expect((a.error as Error).message).toBe("EIO");
+    expect(b.settled).toBe(false);
+    f.calls[1]!.done();
+    await tick();
+    expect(b.settled && b.error === undefined).toBe(true);
+  });
+
+  test("directories are independent", async () => {
+    const f = fakeFsync();
+    const sync = createGroupFsync(f.fsync);
+    sync("/a");
+    sync("/b");
+    expect(f.calls.map((c) => c.dir)).toEqual(["/a", "/b"]);
+  });
+
+  test("fsyncDirectory syncs a real directory and refuses a missing one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "madmail-fsync-"));
+    try {
+      await fsyncDirectory(dir);
+      await expect(fsyncDirectory(join(dir, "missing"))).rejects.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
