@@ -1,6 +1,7 @@
 // The SMTP (MX) and LMTP doors. smtp-server owns the protocol; this file only checks
 // recipients at RCPT and turns accept() verdicts into replies (replies.ts).
 import { readFileSync } from "node:fs";
+import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import type { ListenAddress } from "../db/settings.ts";
 import type { Db } from "../db/open.ts";
@@ -97,6 +98,9 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     closeTimeout: 5_000,
 
     onRcptTo(address, session, callback) {
+      // Authenticated users may write to anyone (the pipeline decides after DATA): answered
+      // at once, so that the replies to a pipelined MAIL, RCPT, DATA leave together.
+      if (submission) return callback(normaliseAddress(address.address) ? undefined : smtpError(smtpReplyForReason("bad_address")));
       checkRecipient(address, session).then(
         (reason) => callback(reason ? smtpError(smtpReplyForReason(reason)) : undefined),
         (err) => {
@@ -139,8 +143,6 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   async function checkRecipient(rcpt: SMTPServerAddress, session: SMTPServerSession): Promise<RejectReason | null> {
     const address = normaliseAddress(rcpt.address);
     if (!address) return "bad_address";
-    // Authenticated users may write to anyone; the pipeline decides the rest after DATA.
-    if (submission) return null;
     const snap = await snapshot.get();
     if (!snap.localDomains.has(domainOf(address))) {
       if (kind === "smtp" && snap.config["relay.domains"].includes(domainOf(address))) return null;
@@ -164,6 +166,8 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     });
   });
   server.on("error", (err) => log.withTag(kind).warn(err.message));
+  // Plain connections (STARTTLS or none): replies to pipelined commands leave in one packet.
+  if (!opts.implicitTls) server.server.on("connection", coalesceReplies);
   const addr = server.server.address();
   const port = typeof addr === "object" && addr ? addr.port : opts.listen.port;
   log.withTag(kind).info(`listening on ${opts.listen.host}:${port}${opts.implicitTls ? " (TLS)" : opts.tls ? " (STARTTLS)" : ""}`);
@@ -172,6 +176,37 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/**
+ * smtp-server writes every reply on its own, so a pipelined MAIL, RCPT, DATA costs three
+ * send() calls here and three reads at the client. Replies written in the same microtask
+ * checkpoint go out together. Replies that precede a change of the connection (220 greeting
+ * and STARTTLS, 221, 421) and anything before end() go out at once, in order.
+ */
+function coalesceReplies(socket: Socket): void {
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+  const end = socket.end.bind(socket) as (...args: unknown[]) => Socket;
+  let pending = "";
+  const flush = () => {
+    if (!pending) return;
+    const text = pending;
+    pending = "";
+    if (!socket.destroyed) write(text);
+  };
+  socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+    if (typeof chunk !== "string" || rest.length || /^(220|221|421)[ -]/.test(chunk)) {
+      flush();
+      return write(chunk, ...rest);
+    }
+    if (!pending) queueMicrotask(flush);
+    pending += chunk;
+    return true;
+  }) as Socket["write"];
+  socket.end = ((...args: unknown[]) => {
+    flush();
+    return end(...args);
+  }) as Socket["end"];
 }
 
 function smtpError(r: SmtpReply): Error & { responseCode: number } {

@@ -12,9 +12,12 @@ export class RawSmtp {
   private buf = "";
   private waiters: (() => void)[] = [];
   private closed = false;
+  /** Every read from the socket as it came: how the server's replies were packed. */
+  readonly chunks: string[] = [];
   private constructor(private sock: Socket) {
     sock.setEncoding("latin1");
     sock.on("data", (d: string) => {
+      this.chunks.push(d);
       this.buf += d;
       this.waiters.splice(0).forEach((w) => w());
     });

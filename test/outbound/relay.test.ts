@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
 import { waitUntil, type ServerHandle } from "../helpers/server.ts";
+import { RawSmtp } from "../helpers/smtp-client.ts";
 import { ENCRYPTED, PLAINTEXT, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
 import { startPair } from "./_two-servers.ts";
 
@@ -52,6 +53,33 @@ describe("submission -> queue -> /mxdeliv", () => {
     const t = nodemailer.createTransport({ host: "127.0.0.1", port: a.submissionPort, ignoreTLS: true, auth: { user: "alice@a.test", pass: "alicepw" } });
     await expect(t.sendMail({ envelope: { from: "mallory@a.test", to: ["bob@b.test"] }, raw: ENCRYPTED() })).rejects.toMatchObject({ responseCode: 553 });
     expect(await queueJson(a)).toEqual([]);
+  });
+
+  test("pipelined MAIL, RCPT, DATA: the three replies in order and in one packet; refused, each command answered", async () => {
+    const { a, b } = await pair();
+    const { client } = await RawSmtp.open(a.submissionPort);
+    try {
+      expect((await client.cmd("EHLO client.test")).text).toContain("PIPELINING");
+      expect((await client.cmd(`AUTH PLAIN ${Buffer.from("\0alice@a.test\0alicepw").toString("base64")}`)).code).toBe(235);
+      const before = client.chunks.length;
+      client.write("MAIL FROM:<alice@a.test>\r\nRCPT TO:<bob@b.test>\r\nDATA\r\n");
+      const replies = [await client.reply(), await client.reply(), await client.reply()];
+      expect(replies.map((r) => r.code)).toEqual([250, 250, 354]);
+      // One write by the server (the replies of one pipelined group leave together).
+      expect(client.chunks.length - before).toBe(1);
+      const text = ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n").replace(/^\./gm, "..");
+      client.write(Buffer.from(text + (text.endsWith("\r\n") ? "" : "\r\n") + ".\r\n", "latin1"));
+      expect((await client.reply()).code).toBe(250);
+      // Another user's address: MAIL refused, so RCPT and DATA have nothing to work on.
+      client.write("MAIL FROM:<mallory@a.test>\r\nRCPT TO:<bob@b.test>\r\nDATA\r\n");
+      const refused = [await client.reply(), await client.reply(), await client.reply()];
+      expect(refused.map((r) => r.code)).toEqual([553, 503, 503]);
+      expect((await client.cmd("QUIT")).code).toBe(221);
+    } finally {
+      client.close();
+    }
+    await waitUntil("delivery", () => maildirNew(b, "bob@b.test").length === 1);
+    expect(readDelivered(b, "bob@b.test")[0]!.equals(Buffer.from(ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1"))).toBe(true);
   });
 
   test("madmail send prints the queue id and delivers", async () => {
