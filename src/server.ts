@@ -56,7 +56,7 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   const snapshot = createSnapshotSource(state);
   const { config } = await snapshot.get();
   const store = createMaildirStore({ root: config.mail_root || join(state.dataDir, "mail"), uid: config["mail.uid"], gid: config["mail.gid"] });
-  const writes = createWriteBatcher(state.db);
+  const writes = createWriteBatcher(state.db, { syncWal: state.syncWal });
   const events = new EventEmitter();
   events.setMaxListeners(0);
   const enqueue = async (env: Envelope, byDomain: Map<string, string[]>) => {

@@ -3,6 +3,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Libsql from "libsql";
+import { createGroupFsync, fdatasyncFile } from "../util/group-fsync.ts";
 import { Kysely, SqliteDialect, sql } from "kysely";
 import { MadmailError } from "../errors.ts";
 import { migrations } from "./migrations/index.ts";
@@ -17,6 +18,11 @@ export interface OpenedDb {
   dataDir: string;
   /** PRAGMA data_version: changes when another connection (a CLI command) has committed. */
   dataVersion(): number;
+  /**
+   * Makes every transaction committed so far durable: fdatasync of the WAL on the thread pool,
+   * shared by concurrent callers. For commits made with synchronous=NORMAL (WriteBatcher).
+   */
+  syncWal(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -68,7 +74,11 @@ export async function openDb(path: string): Promise<OpenedDb> {
     }
     return seen;
   };
-  return { db, path, dataDir: dirname(path), dataVersion, close: () => db.destroy() };
+  // In WAL mode a COMMIT only appends to the -wal file; NORMAL syncs it (and the database file)
+  // around checkpoints, so syncing the WAL after a commit makes that commit as durable as FULL.
+  const groupFsync = createGroupFsync(fdatasyncFile);
+  const walPath = `${path}-wal`;
+  return { db, path, dataDir: dirname(path), dataVersion, syncWal: () => groupFsync(walPath), close: () => db.destroy() };
 }
 
 /**

@@ -8,13 +8,13 @@
 // Every write is durable before it resolves, in the Maildir way: write the bytes to a new
 // file in tmp/, fsync it, rename it into new/ (or cur/), fsync that directory. The file fsyncs
 // of concurrent writes run concurrently; the directory fsync is shared between writes into the
-// same directory (group commit, _dir-fsync.ts). The first write to an address creates its
+// same directory (group commit, util/group-fsync.ts). The first write to an address creates its
 // Maildir and fsyncs the parents of everything it created.
 import { type Dirent, promises as fsp } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { defineDriver, type StorageMeta } from "unstorage";
 import { createError, createRequiredError } from "unstorage/drivers/utils/index";
-import { createGroupFsync, fsyncDirectory } from "./_dir-fsync.ts";
+import { createGroupFsync, fsyncDirectory } from "../util/group-fsync.ts";
 import { createLimit } from "./_limit.ts";
 import {
   createMaildirName,
@@ -141,7 +141,7 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
       await fsp.unlink(tmp).catch(_ignore);
       throw err;
     }
-    // The rename has completed, so the fsync this waits for covers it (see _dir-fsync.ts).
+    // The rename has completed, so the fsync this waits for covers it (see util/group-fsync.ts).
     await syncDir(k.dir);
   }
 

@@ -1,0 +1,115 @@
+// The write batcher with the WAL synced apart (what serve runs): a durable write is answered
+// only after a sync that began after its COMMIT; bookkeeping does not wait for the disk; a
+// failed sync fails the durable writes it was to cover.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openDb, type OpenedDb } from "../../src/db/open.ts";
+import { createWriteBatcher, type WriteOp } from "../../src/db/write-batcher.ts";
+
+let dir: string;
+let state: OpenedDb;
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), "madmail-batcher-"));
+  state = await openDb(join(dir, "madmail.db"));
+});
+afterEach(async () => {
+  await state.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A syncWal the test completes by hand. */
+function manualSync() {
+  const calls: { done: () => void; fail: (e: Error) => void }[] = [];
+  const syncWal = () => new Promise<void>((done, fail) => void calls.push({ done, fail }));
+  return { calls, syncWal };
+}
+
+const setDomain = (name: string): WriteOp => async (trx) => {
+  await trx.insertInto("domains").values({ name, created_at: Date.now() } as never).execute();
+};
+const domains = async () => (await state.db.selectFrom("domains").select("name").orderBy("name").execute()).map((r) => r.name);
+const turn = () => new Promise((r) => setTimeout(r, 5));
+const settled = (p: Promise<unknown>) => {
+  const s = { done: false, error: null as unknown };
+  p.then(() => (s.done = true), (e) => ((s.done = true), (s.error = e)));
+  return s;
+};
+
+describe("write batcher, WAL synced apart", () => {
+  test("a durable write is answered after the sync, bookkeeping at once; both committed before", async () => {
+    const { calls, syncWal } = manualSync();
+    const writes = createWriteBatcher(state.db, { syncWal });
+    const durable = settled(writes.run(setDomain("a.test")));
+    const bookkeeping = settled(writes.run(setDomain("b.test"), { durable: false }));
+    await turn();
+    expect(await domains()).toEqual(["a.test", "b.test"]); // one COMMIT, no waiting for the disk
+    expect(bookkeeping.done).toBe(true);
+    expect(durable.done).toBe(false);
+    expect(calls).toHaveLength(1);
+    calls[0]!.done();
+    await turn();
+    expect(durable).toMatchObject({ done: true, error: null });
+  });
+
+  test("the next batch commits while the disk works, and waits for a sync of its own", async () => {
+    const { calls, syncWal } = manualSync();
+    const writes = createWriteBatcher(state.db, { syncWal });
+    const first = settled(writes.run(setDomain("a.test")));
+    await turn();
+    const second = settled(writes.run(setDomain("b.test")));
+    await turn();
+    expect(await domains()).toEqual(["a.test", "b.test"]);
+    expect(calls).toHaveLength(2);
+    calls[0]!.done();
+    await turn();
+    expect(first.done).toBe(true);
+    expect(second.done).toBe(false);
+    const drained = settled(writes.drain());
+    await turn();
+    expect(drained.done).toBe(false); // drain waits for the sync too
+    calls[1]!.done();
+    await turn();
+    expect(second.done).toBe(true);
+    expect(drained.done).toBe(true);
+  });
+
+  test("a failed sync fails the durable writes it covers, not the bookkeeping", async () => {
+    const { calls, syncWal } = manualSync();
+    const writes = createWriteBatcher(state.db, { syncWal });
+    const durable = settled(writes.run(setDomain("a.test")));
+    const bookkeeping = settled(writes.run(setDomain("b.test"), { durable: false }));
+    await turn();
+    calls[0]!.fail(new Error("EIO: i/o error, fdatasync"));
+    await turn();
+    expect(bookkeeping).toMatchObject({ done: true, error: null });
+    expect(durable.done).toBe(true);
+    expect((durable.error as Error).message).toContain("EIO");
+  });
+
+  test("a bad write fails alone; its neighbours are committed and synced", async () => {
+    const { calls, syncWal } = manualSync();
+    const writes = createWriteBatcher(state.db, { syncWal });
+    const good = settled(writes.run(setDomain("a.test")));
+    const bad = settled(writes.run(async (trx) => void (await trx.insertInto("no_such_table" as never).values({} as never).execute())));
+    await turn();
+    expect(bad.done).toBe(true);
+    expect(bad.error).toBeTruthy();
+    expect(await domains()).toEqual(["a.test"]);
+    for (const c of calls) c.done();
+    await turn();
+    expect(good).toMatchObject({ done: true, error: null });
+  });
+
+  test("the state file's own syncWal (a real fdatasync of the WAL): one for the writes of one turn", async () => {
+    let syncs = 0;
+    const writes = createWriteBatcher(state.db, { syncWal: () => (syncs++, state.syncWal()) });
+    await Promise.all(["a.test", "b.test", "c.test"].map((d) => writes.run(setDomain(d))));
+    expect(await domains()).toEqual(["a.test", "b.test", "c.test"]);
+    expect(syncs).toBe(1);
+    // The WAL gone (it never is while serve runs): the sync fails, and so does the write.
+    rmSync(`${state.path}-wal`);
+    await expect(writes.run(setDomain("d.test"))).rejects.toThrow(/ENOENT/);
+  });
+});
