@@ -3,6 +3,7 @@
 //   ./node_modules/.bin/bun test/bench/relay.bench.ts [--rounds 3] [--messages 5000] [--sessions 20]
 //       [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
 //       [--quiet-wait 45] [--only throughput,latency,backlog,profile] [--keep-profiles DIR] [--no-results]
+//       [--systems madmail,madmail_nodkim,madmail_defaults,postfix_sink,postfix_sink_smtp_source,postfix_maildir]
 //
 // Needs dist/madmail (./node_modules/.bin/bun build.ts), postfix + smtp-source + smtp-sink, hyperfine
 // (optional; else timed runs), and root (the Postfix master starts as root). Everything listens on
@@ -69,6 +70,8 @@ const { values } = parseArgs({
     "per-destination": { type: "string", default: "32" },
     "quiet-wait": { type: "string", default: "45" },
     only: { type: "string", default: "throughput,latency,backlog,profile" },
+    // throughput runs to do (for quick comparisons; the report's ratios need madmail and postfix_sink)
+    systems: { type: "string", default: "madmail,madmail_nodkim,madmail_defaults,postfix_sink,postfix_sink_smtp_source,postfix_maildir" },
     "no-results": { type: "boolean", default: false },
     // copy the .cpuprofile files of the profile part here (they are in a temp dir otherwise)
     "keep-profiles": { type: "string" },
@@ -83,6 +86,7 @@ const CONCURRENCY = Number(values.concurrency);
 const PER_DEST = Number(values["per-destination"]);
 const QUIET_WAIT = Number(values["quiet-wait"]);
 const PARTS = new Set(values.only!.split(",").map((s) => s.trim()));
+const SYSTEMS = new Set(values.systems!.split(",").map((s) => s.trim()));
 /** "nearly idle": busy CPU of the whole machine over 1 s, in cores */
 const QUIET_CORES = 0.3;
 const COMMAND = ["./node_modules/.bin/bun", "test/bench/relay.bench.ts", ...process.argv.slice(2)].join(" ");
@@ -104,6 +108,9 @@ if (!havePeers().postfix) die(`cannot run a throw-away Postfix here: ${havePeers
 requirePositiveIntegers({ rounds: ROUNDS, messages: N, sessions: SESSIONS, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST }, die);
 if (N % SESSIONS) die("--messages must be a multiple of --sessions");
 for (const p of PARTS) if (!["throughput", "latency", "backlog", "profile"].includes(p)) die(`--only: unknown part ${p}`);
+for (const s of SYSTEMS) {
+  if (!["madmail", "madmail_nodkim", "madmail_defaults", "postfix_sink", "postfix_sink_smtp_source", "postfix_maildir"].includes(s)) die(`--systems: unknown system ${s}`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // small helpers
@@ -784,16 +791,16 @@ try {
     for (let round = 1; round <= ROUNDS; round++) {
       const mm = async () => {
         for (const s of SIZES) {
-          log(await madmailRun(round, s, await waitQuiet()));
-          log(await madmailRun(round, s, await waitQuiet(), false, a2));
-          log(await madmailRun(round, s, await waitQuiet(), false, a3));
+          if (SYSTEMS.has("madmail")) log(await madmailRun(round, s, await waitQuiet()));
+          if (SYSTEMS.has("madmail_nodkim")) log(await madmailRun(round, s, await waitQuiet(), false, a2));
+          if (SYSTEMS.has("madmail_defaults")) log(await madmailRun(round, s, await waitQuiet(), false, a3));
         }
       };
       const pf = async () => {
         for (const s of SIZES) {
-          log(await postfixRun(round, s, await waitQuiet(), "postfix_sink"));
-          log(await postfixRun(round, s, await waitQuiet(), "postfix_sink_smtp_source"));
-          log(await postfixRun(round, s, await waitQuiet(), "postfix_maildir"));
+          for (const kind of ["postfix_sink", "postfix_sink_smtp_source", "postfix_maildir"] as const) {
+            if (SYSTEMS.has(kind)) log(await postfixRun(round, s, await waitQuiet(), kind));
+          }
         }
       };
       if (round % 2) {
