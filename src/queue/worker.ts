@@ -71,12 +71,18 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   let poked = false;
   let loopDone: Promise<void> | null = null;
   const poke = () => (wake ? wake() : (poked = true));
+  // Every slot busy: new mail cannot be claimed before a delivery finishes (which pokes), so
+  // "enqueued" need not wake the loop, which would only find no slot (a thousand times a
+  // second under load).
+  let full = false;
+  const onEnqueued = () => void (full || poke());
   let expiredCheckAt = 0;
 
   async function loop(): Promise<void> {
     while (!stopping) {
       const { config } = await deps.snapshot.get();
       const free = config["queue.concurrency"] - inflight.size;
+      full = free <= 0;
       let claimed: Claimed[] = [];
       if (free > 0) {
         const expired = Date.now() >= expiredCheckAt;
@@ -138,6 +144,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         const n = (perDomain.get(domain) ?? 1) - 1;
         if (n > 0) perDomain.set(domain, n);
         else perDomain.delete(domain);
+        full = false;
         poke();
       });
     inflight.set(c.delivery.id, { claimed: c, done });
@@ -296,7 +303,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
 
   return {
     start() {
-      deps.events.on("enqueued", poke);
+      deps.events.on("enqueued", onEnqueued);
       // One server per state file: rows still marked delivering were claimed by a process
       // that died (kill -9, power loss). Retry them now instead of waiting out their lease.
       loopDone = reclaimOrphans(deps.db)
@@ -306,7 +313,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     async stop(graceMs) {
       stopping = true;
       clearInterval(watch);
-      deps.events.off("enqueued", poke);
+      deps.events.off("enqueued", onEnqueued);
       poke();
       await loopDone;
       const all = Promise.all([...inflight.values()].map((f) => f.done));
