@@ -1,10 +1,10 @@
 // Group commit of directory fsyncs: a caller is resolved only by an fsync that STARTED after
 // its call (i.e. after its rename), and concurrent callers share fsyncs.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createGroupFsync, fsyncDirectory } from "../../src/util/group-fsync.ts";
+import { createGroupFsync, fsyncDirectory, keptOpenFile } from "../../src/util/group-fsync.ts";
 
 /** A fake fsync the test completes by hand; records when each one started. */
 function fakeFsync() {
@@ -101,6 +101,49 @@ describe("createGroupFsync", () => {
     try {
       await fsyncDirectory(dir);
       await expect(fsyncDirectory(join(dir, "missing"))).rejects.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("keptOpenFile (the WAL's sync)", () => {
+  /** Descriptors of this process open on `path`. */
+  const fdsOn = (path: string) =>
+    readdirSync("/proc/self/fd").filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === path;
+      } catch {
+        return false;
+      }
+    }).length;
+
+  test("a missing file: ENOENT, and the next sync opens it once it exists", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "madmail-kept-"));
+    const path = join(dir, "x.db-wal");
+    const f = keptOpenFile(path);
+    try {
+      await expect(f.sync()).rejects.toThrow(/ENOENT/);
+      writeFileSync(path, "frames");
+      await f.sync();
+      expect(fdsOn(path)).toBe(1);
+    } finally {
+      await f.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("one descriptor for every sync, closed by close()", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "madmail-kept-"));
+    const path = join(dir, "x.db-wal");
+    writeFileSync(path, "frames");
+    const f = keptOpenFile(path);
+    try {
+      await Promise.all([f.sync(), f.sync(), f.sync()]);
+      await f.sync();
+      expect(fdsOn(path)).toBe(1);
+      await f.close();
+      expect(fdsOn(path)).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
