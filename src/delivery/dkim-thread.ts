@@ -15,27 +15,17 @@ export interface InitRequest {
   level: number;
 }
 
-export interface SignItem {
+export interface SignRequest {
+  type: "sign";
   id: number;
   message: Uint8Array;
   senderDomain: string;
-}
-
-/** The messages asked for in one event-loop turn: one hand-over, one wake-up of the thread. */
-export interface SignRequest {
-  type: "sign";
-  items: SignItem[];
 }
 
 export interface SignReply {
   id: number;
   header: string | null;
   error?: string;
-}
-
-/** The headers for one SignRequest, in one message back. */
-export interface SignReplies {
-  replies: SignReply[];
 }
 
 export interface DkimThread extends DkimSigner {
@@ -60,9 +50,6 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
   const local: DkimHeaderSigner = loadDkimSigner(dataDir, { announce: false });
   const pending = new Map<number, { message: Uint8Array; senderDomain: string; resolve: (header: string | null) => void }>();
   let nextId = 1;
-  // Asked for in this turn, handed over together: the queue starts its deliveries in bursts
-  // (a claim pass takes several rows), and each message to a thread costs a wake-up on both sides.
-  let outbox: SignItem[] = [];
   // Started with the first message that has a key: a server that signs nothing has no thread.
   let worker: RefWorker | null = null;
   let state: "idle" | "running" | "gone" = "idle";
@@ -83,15 +70,13 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
     try {
       const w = new Worker(WORKER_ENTRY) as RefWorker;
       w.postMessage({ type: "init", dataDir, logFormat: opts.logFormat, level: opts.level } satisfies InitRequest);
-      w.addEventListener("message", (e: MessageEvent<SignReplies>) => {
-        for (const r of e.data.replies) {
-          const p = pending.get(r.id);
-          if (!p) continue;
-          pending.delete(r.id);
-          if (r.error) log.withTag("dkim").warn(`signing thread: ${r.error}`);
-          p.resolve(r.header);
-        }
+      w.addEventListener("message", (e: MessageEvent<SignReply>) => {
+        const p = pending.get(e.data.id);
+        if (!p) return;
+        pending.delete(e.data.id);
         if (!pending.size) w.unref();
+        if (e.data.error) log.withTag("dkim").warn(`signing thread: ${e.data.error}`);
+        p.resolve(e.data.header);
       });
       w.addEventListener("error", (e) => fallBack((e as ErrorEvent).message || "error"));
       w.addEventListener("close", () => fallBack("exited"));
@@ -105,14 +90,6 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
     return worker;
   }
 
-  function handOver(w: RefWorker): void {
-    const items = outbox;
-    outbox = [];
-    // The thread died meanwhile: fallBack() signs what is pending here.
-    if (worker !== w) return;
-    w.postMessage({ type: "sign", items } satisfies SignRequest, items.map((i) => i.message.buffer as ArrayBuffer));
-  }
-
   return {
     async sign(message, senderDomain) {
       if (!(await local.hasKey(senderDomain))) return message;
@@ -124,8 +101,7 @@ export function startDkimThread(dataDir: string, opts: { logFormat: LogFormat; l
         pending.set(id, { message, senderDomain, resolve });
         // A copy, moved to the thread: the caller keeps its bytes (the queue's body is reused for bounces).
         const copy = new Uint8Array(message); // (Buffer#slice would share the memory)
-        if (!outbox.length) setImmediate(() => handOver(w));
-        outbox.push({ id, message: copy, senderDomain });
+        w.postMessage({ type: "sign", id, message: copy, senderDomain } satisfies SignRequest, [copy.buffer]);
       });
       return prependHeader(message, header);
     },
