@@ -14,10 +14,13 @@
 //   await pf.waitForLog(/status=sent/);
 //   await pf.stop();
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, utimesSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { SMTPServer, type SMTPServerSession } from "smtp-server";
+import { freePort } from "./server.ts";
+
+export { freePort };
 
 const TEMPLATES = resolve(import.meta.dir, "../peers");
 /** PATH plus the sbin directories (postfix, dovecot and smtp-sink live in /usr/sbin). */
@@ -133,20 +136,6 @@ function render(template: string, vars: Record<string, string>): string {
     const v = vars[k];
     if (v === undefined) throw new Error(`${template}: no value for @${k}@`);
     return v;
-  });
-}
-
-/** Binds 127.0.0.1:0, reads the port the kernel chose, closes. (Racy in theory, fine for tests.) */
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => (port ? res(port) : rej(new Error("no port"))));
-    });
   });
 }
 

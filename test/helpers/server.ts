@@ -3,16 +3,32 @@
 import { createServer } from "node:net";
 import { sandbox, type Sandbox } from "./binary.ts";
 
+/**
+ * A loopback port nothing listens on: bind 127.0.0.1:0, read the port, close. The kernel may
+ * hand the same port out twice in a row (seen: a server's HTTP and submission ports equal), so
+ * a port given out in the last minute by this process is not given again.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = createServer();
+      s.unref();
+      s.once("error", reject);
+      s.listen(0, "127.0.0.1", () => {
+        const port = (s.address() as { port: number }).port;
+        s.close(() => resolve(port));
+      });
     });
-  });
+    const now = Date.now();
+    for (const [p, at] of given) if (now - at > 60_000) given.delete(p);
+    if (!given.has(port)) {
+      given.set(port, now);
+      return port;
+    }
+  }
 }
+
+const given = new Map<number, number>();
 
 export interface ServerHandle {
   box: Sandbox;
