@@ -52,12 +52,13 @@ export function createWriteBatcher(db: Db, opts: WriteBatcherOptions = {}): Writ
     syncing.add(s);
   }
 
+  // Without syncWal, one durable write makes the whole batch durable (synchronous=FULL).
+  const durable = (ps: Pending[]) => !syncWal && ps.some((p) => p.durable);
+
   async function loop(): Promise<void> {
     while (queue.length) {
       const batch = queue;
       queue = [];
-      // Without syncWal, one durable write makes the whole batch durable.
-      const durable = (ps: Pending[]) => !syncWal && ps.some((p) => p.durable);
       try {
         await withWriteTransaction(db, async (trx) => {
           for (const p of batch) await p.op(trx);

@@ -51,10 +51,23 @@ export interface Claimed {
   lease: number;
 }
 
-const dueRows = prepareQuery((db, p: { state: DeliveryState; now: number; limit: number }) => db.selectFrom("deliveries").selectAll()
-  .where("state", "=", p.state).where("next_attempt_at", "<=", p.now).orderBy("next_attempt_at").limit(p.limit));
-const expiredRows = prepareQuery((db, p: { now: number; limit: number }) => db.selectFrom("deliveries").selectAll()
-  .where("state", "=", "delivering").where("lease_until", "<", p.now).limit(p.limit));
+/** Due rows of one state, oldest first; `busy` domains (at their cap) left out. */
+function dueQuery(db: Kysely<Database>, p: { state: DeliveryState; now: number; limit: number }, busy: string[] = []) {
+  let q = db.selectFrom("deliveries").selectAll().where("state", "=", p.state).where("next_attempt_at", "<=", p.now);
+  if (busy.length) q = q.where("rcpt_domain", "not in", busy);
+  return q.orderBy("next_attempt_at").limit(p.limit);
+}
+
+/** Rows whose lease ran out; `busy` domains left out. */
+function expiredQuery(db: Kysely<Database>, p: { now: number; limit: number }, busy: string[] = []) {
+  let q = db.selectFrom("deliveries").selectAll().where("state", "=", "delivering").where("lease_until", "<", p.now);
+  if (busy.length) q = q.where("rcpt_domain", "not in", busy);
+  return q.limit(p.limit);
+}
+
+// Prepared for the usual case, no domain at its cap; with a NOT IN list, built each time.
+const dueRows = prepareQuery(dueQuery);
+const expiredRows = prepareQuery(expiredQuery);
 const markDelivering = prepareQuery((db, p: { id: string; lease: number; now: number }) => db.updateTable("deliveries")
   .set({ state: "delivering", lease_until: p.lease, updated_at: p.now }).where("id", "=", p.id));
 
@@ -82,17 +95,14 @@ export async function claimDue(trx: Kysely<Database>, limit: number, opts: Claim
   const busy = [...inFlight].filter(([, n]) => n >= perDomain).map(([d]) => d);
   const scan = limit * 4; // room for rows skipped by the per-domain cap
   // Separate range scans on (state, next_attempt_at): an OR across states cannot use the index.
-  // Prepared while no domain is at its cap (the usual case); with a NOT IN list, built each time.
   const due = async (state: "queued" | "deferred") => {
-    if (!busy.length) return (await dueRows(trx, { state, now, limit: scan })).rows;
-    return trx.selectFrom("deliveries").selectAll().where("state", "=", state).where("next_attempt_at", "<=", now)
-      .where("rcpt_domain", "not in", busy).orderBy("next_attempt_at").limit(scan).execute();
+    const p = { state, now, limit: scan };
+    return busy.length ? dueQuery(trx, p, busy).execute() : (await dueRows(trx, p)).rows;
   };
   const expired = async () => {
     if (!opts.expired) return [];
-    if (!busy.length) return (await expiredRows(trx, { now, limit: scan })).rows;
-    return trx.selectFrom("deliveries").selectAll().where("state", "=", "delivering").where("lease_until", "<", now)
-      .where("rcpt_domain", "not in", busy).limit(scan).execute();
+    const p = { now, limit: scan };
+    return busy.length ? expiredQuery(trx, p, busy).execute() : (await expiredRows(trx, p)).rows;
   };
   const rows = [...(await due("queued")), ...(await due("deferred")), ...(await expired())]
     .sort((a, b) => a.next_attempt_at - b.next_attempt_at);

@@ -85,8 +85,9 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       full = free <= 0;
       let claimed: Claimed[] = [];
       if (free > 0) {
-        const expired = Date.now() >= expiredCheckAt;
-        if (expired) expiredCheckAt = Date.now() + 1000;
+        const now = Date.now();
+        const expired = now >= expiredCheckAt;
+        if (expired) expiredCheckAt = now + 1000;
         try {
           // Through the group commit: the claim shares its transaction (one COMMIT, and each
           // page written once) with the outcomes and new mail of the same event-loop turn.
