@@ -2,11 +2,12 @@
 // only after a sync that began after its COMMIT; bookkeeping does not wait for the disk; a
 // failed sync fails the durable writes it was to cover.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openDb, type OpenedDb } from "../../src/db/open.ts";
 import { createWriteBatcher, type WriteOp } from "../../src/db/write-batcher.ts";
+import { fakeFsync, fdsOpenOn, watch } from "../helpers/by-hand.ts";
 
 let dir: string;
 let state: OpenedDb;
@@ -19,87 +20,74 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A syncWal the test completes by hand. */
-function manualSync() {
-  const calls: { done: () => void; fail: (e: Error) => void }[] = [];
-  const syncWal = () => new Promise<void>((done, fail) => void calls.push({ done, fail }));
-  return { calls, syncWal };
-}
-
 const setDomain = (name: string): WriteOp => async (trx) => {
   await trx.insertInto("domains").values({ name, created_at: Date.now() } as never).execute();
 };
 const domains = async () => (await state.db.selectFrom("domains").select("name").orderBy("name").execute()).map((r) => r.name);
 const turn = () => new Promise((r) => setTimeout(r, 5));
-const settled = (p: Promise<unknown>) => {
-  const s = { done: false, error: null as unknown };
-  p.then(() => (s.done = true), (e) => ((s.done = true), (s.error = e)));
-  return s;
-};
-
 describe("write batcher, WAL synced apart", () => {
   test("a durable write is answered after the sync, bookkeeping at once; both committed before", async () => {
-    const { calls, syncWal } = manualSync();
+    const { calls, fsync: syncWal } = fakeFsync();
     const writes = createWriteBatcher(state.db, { syncWal });
-    const durable = settled(writes.run(setDomain("a.test")));
-    const bookkeeping = settled(writes.run(setDomain("b.test"), { durable: false }));
+    const durable = watch(writes.run(setDomain("a.test")));
+    const bookkeeping = watch(writes.run(setDomain("b.test"), { durable: false }));
     await turn();
     expect(await domains()).toEqual(["a.test", "b.test"]); // one COMMIT, no waiting for the disk
-    expect(bookkeeping.done).toBe(true);
-    expect(durable.done).toBe(false);
+    expect(bookkeeping.settled).toBe(true);
+    expect(durable.settled).toBe(false);
     expect(calls).toHaveLength(1);
     calls[0]!.done();
     await turn();
-    expect(durable).toMatchObject({ done: true, error: null });
+    expect(durable).toMatchObject({ settled: true, error: undefined });
   });
 
   test("the next batch commits while the disk works, and waits for a sync of its own", async () => {
-    const { calls, syncWal } = manualSync();
+    const { calls, fsync: syncWal } = fakeFsync();
     const writes = createWriteBatcher(state.db, { syncWal });
-    const first = settled(writes.run(setDomain("a.test")));
+    const first = watch(writes.run(setDomain("a.test")));
     await turn();
-    const second = settled(writes.run(setDomain("b.test")));
+    const second = watch(writes.run(setDomain("b.test")));
     await turn();
     expect(await domains()).toEqual(["a.test", "b.test"]);
     expect(calls).toHaveLength(2);
     calls[0]!.done();
     await turn();
-    expect(first.done).toBe(true);
-    expect(second.done).toBe(false);
-    const drained = settled(writes.drain());
+    expect(first.settled).toBe(true);
+    expect(second.settled).toBe(false);
+    const drained = watch(writes.drain());
     await turn();
-    expect(drained.done).toBe(false); // drain waits for the sync too
+    expect(drained.settled).toBe(false); // drain waits for the sync too
     calls[1]!.done();
     await turn();
-    expect(second.done).toBe(true);
-    expect(drained.done).toBe(true);
+    expect(second.settled).toBe(true);
+    expect(drained.settled).toBe(true);
   });
 
   test("a failed sync fails the durable writes it covers, not the bookkeeping", async () => {
-    const { calls, syncWal } = manualSync();
+    const { calls, fsync: syncWal } = fakeFsync();
     const writes = createWriteBatcher(state.db, { syncWal });
-    const durable = settled(writes.run(setDomain("a.test")));
-    const bookkeeping = settled(writes.run(setDomain("b.test"), { durable: false }));
+    const durable = watch(writes.run(setDomain("a.test")));
+    const bookkeeping = watch(writes.run(setDomain("b.test"), { durable: false }));
     await turn();
     calls[0]!.fail(new Error("EIO: i/o error, fdatasync"));
     await turn();
-    expect(bookkeeping).toMatchObject({ done: true, error: null });
-    expect(durable.done).toBe(true);
+    expect(bookkeeping).toMatchObject({ settled: true, error: undefined });
+    expect(durable.settled).toBe(true);
     expect((durable.error as Error).message).toContain("EIO");
   });
 
   test("a bad write fails alone; its neighbours are committed and synced", async () => {
-    const { calls, syncWal } = manualSync();
+    const { calls, fsync: syncWal } = fakeFsync();
     const writes = createWriteBatcher(state.db, { syncWal });
-    const good = settled(writes.run(setDomain("a.test")));
-    const bad = settled(writes.run(async (trx) => void (await trx.insertInto("no_such_table" as never).values({} as never).execute())));
+    const good = watch(writes.run(setDomain("a.test")));
+    const bad = watch(writes.run(async (trx) => void (await trx.insertInto("no_such_table" as never).values({} as never).execute())));
     await turn();
-    expect(bad.done).toBe(true);
+    expect(bad.settled).toBe(true);
     expect(bad.error).toBeTruthy();
     expect(await domains()).toEqual(["a.test"]);
     for (const c of calls) c.done();
     await turn();
-    expect(good).toMatchObject({ done: true, error: null });
+    expect(good).toMatchObject({ settled: true, error: undefined });
   });
 
   test("the state file's own syncWal (a real fdatasync of the WAL): one for the writes of one turn", async () => {
@@ -109,13 +97,6 @@ describe("write batcher, WAL synced apart", () => {
     expect(await domains()).toEqual(["a.test", "b.test", "c.test"]);
     expect(syncs).toBe(1);
     // The descriptor it syncs through is the WAL's.
-    const walFds = readdirSync("/proc/self/fd").filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`) === `${state.path}-wal`;
-      } catch {
-        return false;
-      }
-    });
-    expect(walFds.length).toBeGreaterThanOrEqual(2); // SQLite's and the kept one
+    expect(fdsOpenOn(`${state.path}-wal`)).toBeGreaterThanOrEqual(2); // SQLite's and the kept one
   });
 });

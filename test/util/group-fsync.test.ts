@@ -1,34 +1,13 @@
 // Group commit of directory fsyncs: a caller is resolved only by an fsync that STARTED after
 // its call (i.e. after its rename), and concurrent callers share fsyncs.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createGroupFsync, fsyncDirectory, keptOpenFile } from "../../src/util/group-fsync.ts";
-
-/** A fake fsync the test completes by hand; records when each one started. */
-function fakeFsync() {
-  const calls: { dir: string; done: () => void; fail: (e: Error) => void }[] = [];
-  const fsync = (dir: string) =>
-    new Promise<void>((done, fail) => {
-      calls.push({ dir, done, fail });
-    });
-  return { calls, fsync };
-}
+import { fakeFsync, fdsOpenOn, watch } from "../helpers/by-hand.ts";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
-
-function watch(p: Promise<void>) {
-  const s = { settled: false, error: undefined as unknown };
-  p.then(
-    () => (s.settled = true),
-    (e) => {
-      s.settled = true;
-      s.error = e;
-    },
-  );
-  return s;
-}
 
 describe("createGroupFsync", () => {
   test("the first caller starts an fsync at once and is resolved by it", async () => {
@@ -108,16 +87,6 @@ describe("createGroupFsync", () => {
 });
 
 describe("keptOpenFile (the WAL's sync)", () => {
-  /** Descriptors of this process open on `path`. */
-  const fdsOn = (path: string) =>
-    readdirSync("/proc/self/fd").filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`) === path;
-      } catch {
-        return false;
-      }
-    }).length;
-
   test("a missing file: ENOENT, and the next sync opens it once it exists", async () => {
     const dir = mkdtempSync(join(tmpdir(), "madmail-kept-"));
     const path = join(dir, "x.db-wal");
@@ -126,7 +95,7 @@ describe("keptOpenFile (the WAL's sync)", () => {
       await expect(f.sync()).rejects.toThrow(/ENOENT/);
       writeFileSync(path, "frames");
       await f.sync();
-      expect(fdsOn(path)).toBe(1);
+      expect(fdsOpenOn(path)).toBe(1);
     } finally {
       await f.close();
       rmSync(dir, { recursive: true, force: true });
@@ -141,9 +110,9 @@ describe("keptOpenFile (the WAL's sync)", () => {
     try {
       await Promise.all([f.sync(), f.sync(), f.sync()]);
       await f.sync();
-      expect(fdsOn(path)).toBe(1);
+      expect(fdsOpenOn(path)).toBe(1);
       await f.close();
-      expect(fdsOn(path)).toBe(0);
+      expect(fdsOpenOn(path)).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
