@@ -16,7 +16,8 @@ import { startSmtpDoor, type SmtpDoor, type SmtpDoorKind } from "./inbound/smtp.
 import { createSnapshotSource, type SnapshotSource } from "./inbound/snapshot.ts";
 import type { Envelope } from "./inbound/types.ts";
 import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts";
-import { enqueueMessage, pruneDelivered } from "./queue/queue.repository.ts";
+import { enqueueMessage, pruneDelivered, type Enqueued } from "./queue/queue.repository.ts";
+import { createRecentMessages, type RecentMessages } from "./queue/recent-messages.ts";
 import { createQueueWorker, type Bounce } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
 import { startDkimThread } from "./delivery/dkim-thread.ts";
@@ -50,6 +51,8 @@ export interface Core {
   writes: WriteBatcher;
   events: EventEmitter;
   acceptor: ReturnType<typeof createAcceptor>;
+  /** What was just queued, for the worker's first attempt. */
+  recent: RecentMessages;
 }
 
 export async function openCore(state: OpenedDb, tracker?: FederationTracker): Promise<Core> {
@@ -59,24 +62,27 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   const writes = createWriteBatcher(state.db, { syncWal: state.syncWal });
   const events = new EventEmitter();
   events.setMaxListeners(0);
+  const recent = createRecentMessages();
   const enqueue = async (env: Envelope, byDomain: Map<string, string[]>) => {
     const lifetime = (await snapshot.get()).config["queue.lifetime"] * 1000;
-    let queued = { messageId: "", deliveryIds: [] as string[] };
+    let queued: Enqueued | null = null;
     await writes.run(async (trx) => {
       queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime);
     });
-    events.emit("enqueued", queued.messageId);
-    return queued;
+    const { messageId, deliveryIds, message } = queued!;
+    recent.remember(message, deliveryIds.length);
+    events.emit("enqueued", messageId);
+    return { messageId, deliveryIds };
   };
   const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });
-  return { state, snapshot, store, writes, events, acceptor };
+  return { state, snapshot, store, writes, events, acceptor, recent };
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const state = await openDb(opts.dbPath);
   const tracker = createFederationTracker(state.db);
   const core = await openCore(state, tracker);
-  const { snapshot, store, writes, events, acceptor } = core;
+  const { snapshot, store, writes, events, acceptor, recent } = core;
   const { config } = await snapshot.get();
   setLogFormat(opts.logFormat ?? config["log.format"]);
   const addr = (name: ListenerName) => (opts.listen?.[name] !== undefined ? opts.listen[name]! : config[`listen.${name}`]);
@@ -102,7 +108,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     },
   };
   const signer = startDkimThread(state.dataDir, { logFormat: opts.logFormat ?? config["log.format"], level: log.level });
-  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, sign: (body, domain) => signer.sign(body, domain), bounce,
+  const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, recent, sign: (body, domain) => signer.sign(body, domain), bounce,
     track: (domain, transport, ok, ms, error) => tracker.recordOutbound(domain, transport, ok, ms, error),
   });
 

@@ -30,6 +30,8 @@ export const SCHEMA_VERSION = migrations.length;
 export const DEFAULT_DB_PATH = "madmail-data/madmail.db";
 /** How long a writer waits for another process's lock before giving up. */
 const BUSY_TIMEOUT_MS = 30_000;
+/** WAL pages between automatic checkpoints (SQLite default 1000). */
+const WAL_CHECKPOINT_PAGES = 10_000;
 
 /** --db flag, then MADMAIL_DB, then ./madmail-data/madmail.db. */
 export function resolveDbPath(flag?: string): string {
@@ -56,6 +58,12 @@ export async function openDb(path: string): Promise<OpenedDb> {
   // FULL: a commit is on disk when it returns; we acknowledge mail only after commits.
   raw.exec("PRAGMA synchronous = FULL");
   raw.exec("PRAGMA foreign_keys = ON");
+  // A checkpoint copies the newest version of every page in the WAL into the file, on the
+  // connection whose COMMIT crossed the limit (the event loop, in serve). Under load the same
+  // index and table tail pages change in every commit: at SQLite's default (1,000 pages, 4 MB)
+  // they were copied every few hundred commits, and COMMIT averaged 250 µs on a relaying
+  // serve; with 10,000 (40 MB of WAL at most between checkpoints) 157 µs.
+  raw.exec(`PRAGMA wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) as never }) });
   try {
     await migrate(db, path);

@@ -19,6 +19,8 @@ export interface NewQueuedMessage {
 export interface Enqueued {
   messageId: string;
   deliveryIds: string[];
+  /** The row as stored. */
+  message: MessageRow;
 }
 
 const insertMessage = prepareQuery((db, p: Insertable<Database["messages"]>) => db.insertInto("messages").values({
@@ -33,16 +35,17 @@ const insertDelivery = prepareQuery((db, p: { id: string; message_id: string; rc
 /** Stores the body once and one delivery row per domain; call inside the caller's transaction. */
 export async function enqueueMessage(trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, now = Date.now()): Promise<Enqueued> {
   const messageId = newQueueId(now);
-  await insertMessage(trx, {
+  const message: MessageRow = {
     id: messageId, mail_from: m.mailFrom, body: m.body, size: m.body.length, door: m.door, auth_user: m.authUser, received_at: now,
-  });
+  };
+  await insertMessage(trx, message);
   const deliveryIds: string[] = [];
   for (const [domain, rcpts] of m.byDomain) {
     const id = newQueueId(now);
     deliveryIds.push(id);
     await insertDelivery(trx, { id, message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), now, expires_at: now + lifetimeMs });
   }
-  return { messageId, deliveryIds };
+  return { messageId, deliveryIds, message };
 }
 
 export interface Claimed {

@@ -18,6 +18,7 @@ import {
   claimDue, expediteDomain, reclaimOrphans, loadMessage, nextDueAt, recordAttempts, releaseLeases, settleDelivery,
   type AttemptRecord, type Claimed, type Outcome,
 } from "./queue.repository.ts";
+import type { RecentMessages } from "./recent-messages.ts";
 import { nextAttemptAt } from "./schedule.ts";
 
 export interface Bounce {
@@ -32,6 +33,8 @@ export interface WorkerDeps {
   writes: WriteBatcher;
   snapshot: SnapshotSource;
   events: EventEmitter;
+  /** Messages just queued by this process: their first attempt need not read the body back. */
+  recent?: RecentMessages;
   sign(body: Uint8Array, senderDomain: string): Promise<Uint8Array>;
   bounce: Bounce;
   track?(domain: string, transport: "https" | "http" | "smtp", ok: boolean, ms: number, error?: string): void;
@@ -155,7 +158,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     const d = c.delivery;
     const t0 = performance.now();
     const snap = await deps.snapshot.get();
-    const msg = await loadMessage(deps.db, d.message_id);
+    const msg = deps.recent?.take(d.message_id) ?? (await loadMessage(deps.db, d.message_id));
     const rcpts = JSON.parse(d.rcpts) as string[];
     if (!msg) {
       await settle(c, { state: "dead", route: null, error: "message body missing from the queue" }, []);
