@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import type { Db } from "../db/open.ts";
 import type { WriteBatcher } from "../db/write-batcher.ts";
-import { firstRow, prepareQuery } from "../db/prepared.ts";
+import { changedRows, firstRow, prepareQuery } from "../db/prepared.ts";
 import { log } from "../log.ts";
 import { checkEncryption } from "../policy/pgp-gate.ts";
 import { federationVerdict } from "../policy/federation.ts";
@@ -68,12 +68,8 @@ export function createAcceptor(deps: AcceptDeps) {
     let stored = 0;
     let queued: AcceptResult["queued"];
 
-    const tooLarge = size > snap.config["limits.max_message_size"];
-    const idState = env.deliveryId && !tooLarge ? await deliveryIdState(deps.db, env.deliveryId) : "new";
-    if (tooLarge) {
+    if (size > snap.config["limits.max_message_size"]) {
       verdicts = all({ verdict: "reject", reason: "too_large", detail: `${size} bytes > limit` });
-    } else if (idState === "done") {
-      verdicts = all({ verdict: "accept", stored: false, note: "duplicate" });
     } else {
       const senderDomain = senderDomainOf(env);
       const policy = federationVerdict(snap.rules, senderDomain, (d) => snap.localDomains.has(d));
@@ -82,21 +78,18 @@ export function createAcceptor(deps: AcceptDeps) {
       // a plaintext probe is refused the same way for real and unknown users.
       const gate = checkEncryption(env.body);
       const passthrough = isPassthrough(snap, env.mailFrom);
+      const idState = policy === "accept" && env.deliveryId ? await deliveryIdSeen(env.deliveryId, plan.some((p) => p.kind === "local")) : "new";
       if (policy === "reject") {
         verdicts = all({ verdict: "reject", reason: "policy", detail: `sender domain ${senderDomain ?? "(none)"} refused by federation policy` });
       } else if (policy === "dismiss") {
         verdicts = all({ verdict: "dismiss" });
+      } else if (idState === "done") {
+        verdicts = all({ verdict: "accept", stored: false, note: "duplicate" });
       } else {
-        // With a delivery id, local copies get a name derived from it, and the id is marked
-        // pending (committed) before they are written: after a crash between the Maildir write
-        // and the final record, the retry finds the copies that already landed.
+        // With a delivery id, local copies get a name derived from it: a retry after a crash
+        // that left the id pending finds the copies that already landed.
         const fileName = env.deliveryId ? stableMaildirName(env.deliveryId, size) : undefined;
         const recovering = idState === "pending";
-        if (env.deliveryId && !recovering && plan.some((p) => p.kind === "local")) {
-          const id = env.deliveryId;
-          // Not durable: it must survive a crash of this process, which WAL gives without fsync.
-          await deps.writes.run(async (trx) => void (await markDeliveryIdPending(trx, { id, at: Date.now() })), { durable: false });
-        }
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
           if (!gate.pass && !passthrough && !("address" in p && isPassthrough(snap, p.address, "recipients"))) {
@@ -165,6 +158,22 @@ export function createAcceptor(deps: AcceptDeps) {
     }, { durable: false });
   }
 
+  /**
+   * What is known of a delivery id. With local copies to write, the id is marked pending first,
+   * committed before they are written, so that after a crash between the Maildir write and the
+   * final record the retry knows to look for copies that landed. That mark also tells a new id
+   * from a known one: the usual case, a new id, costs no lookup.
+   */
+  async function deliveryIdSeen(id: string, local: boolean): Promise<DeliveryIdState> {
+    if (local) {
+      let marked = false;
+      // Not durable: it must survive a crash of this process, which WAL gives without fsync.
+      await deps.writes.run(async (trx) => void (marked = (await changedRows(markDeliveryIdPending, trx, { id, at: Date.now() })) > 0n), { durable: false });
+      if (marked) return "new";
+    }
+    return deliveryIdState(deps.db, id);
+  }
+
   async function planRecipient(env: Envelope, rcpt: string, snap: Snapshot): Promise<Planned> {
     const address = normaliseAddress(rcpt);
     if (!address) return { kind: "done", verdict: { verdict: "reject", reason: "bad_address", detail: `bad address ${rcpt}` } };
@@ -207,7 +216,9 @@ const markDeliveryIdPending = prepareQuery((db, p: { id: string; at: number }) =
 const markDeliveryIdDone = prepareQuery((db, p: { id: string; at: number }) =>
   db.insertInto("delivery_ids").values({ id: p.id, seen_at: p.at, pending: 0 }).onConflict((oc) => oc.column("id").doUpdateSet({ pending: 0 })));
 
-async function deliveryIdState(db: Db, id: string): Promise<"new" | "pending" | "done"> {
+type DeliveryIdState = "new" | "pending" | "done";
+
+async function deliveryIdState(db: Db, id: string): Promise<DeliveryIdState> {
   const row = await firstRow(selectDeliveryId, db, { id });
   return !row ? "new" : row.pending ? "pending" : "done";
 }

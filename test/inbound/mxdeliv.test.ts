@@ -1,5 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { createHash } from "node:crypto";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { join } from "node:path";
 import { postMxdeliv, type ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, PLAINTEXT, maildirNew, readDelivered, startChatServer } from "./_fixtures.ts";
 
@@ -70,6 +74,42 @@ describe("POST /mxdeliv", () => {
     results.push(await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], ENCRYPTED(), { "X-Madmail-Delivery-Id": id }));
     expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
     expect(maildirNew(s, "carol@chat.test").length).toBe(before + 1);
+  });
+
+  // A crash between the Maildir write and the final record leaves the id pending: the retry
+  // finds the copy that landed (by its name, derived from the id) instead of storing another.
+  test("a retried delivery id left pending by a crash: the copy that landed is found, a missing one is written", async () => {
+    const body = ENCRYPTED();
+    const stableName = (id: string) => `${createHash("sha256").update(id).digest("hex").slice(0, 32)}.madmail,S=${body.length}`;
+    const landed = `crash-${crypto.randomUUID()}`;
+    const lost = `crash-${crypto.randomUUID()}`;
+    const db = new Database(s.box.db);
+    try {
+      for (const id of [landed, lost]) db.run("INSERT INTO delivery_ids (id, seen_at, pending) VALUES (?, ?, 1)", [id, Date.now()]);
+    } finally {
+      db.close();
+    }
+    // The copy that landed was read since: the IMAP server moved it to cur/ with its flags.
+    const cur = join(s.box.dir, "data", "mail", "carol@chat.test", "cur");
+    mkdirSync(cur, { recursive: true });
+    writeFileSync(join(cur, `${stableName(landed)}:2,S`), body);
+    const before = maildirNew(s, "carol@chat.test").length;
+    expect((await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], body, { "X-Madmail-Delivery-Id": landed })).status).toBe(200);
+    expect(maildirNew(s, "carol@chat.test").length).toBe(before);
+    expect(readdirSync(cur)).toEqual([`${stableName(landed)}:2,S`]);
+    expect((await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], body, { "X-Madmail-Delivery-Id": lost })).status).toBe(200);
+    expect(maildirNew(s, "carol@chat.test")).toContain(stableName(lost));
+    expect(maildirNew(s, "carol@chat.test").length).toBe(before + 1);
+    // Both are done now: a third try stores nothing.
+    expect((await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], body, { "X-Madmail-Delivery-Id": lost })).status).toBe(200);
+    expect(maildirNew(s, "carol@chat.test").length).toBe(before + 1);
+    const check = new Database(s.box.db, { readonly: true });
+    try {
+      expect(check.query("SELECT id, pending FROM delivery_ids WHERE id IN (?, ?) ORDER BY id").all(landed, lost))
+        .toEqual([landed, lost].sort().map((id) => ({ id, pending: 0 })));
+    } finally {
+      check.close();
+    }
   });
 
   test("40 concurrent posts all land exactly once", async () => {
