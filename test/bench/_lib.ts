@@ -150,6 +150,22 @@ export function procCpu(pid: number): number {
   return readProc(pid)?.cpu ?? 0;
 }
 
+/** CPU seconds (user+sys) of a process's threads whose name starts with `prefix` ("JITWorker": JSC's compiler threads). */
+export function threadsCpu(pid: number, prefix: string): number {
+  let total = 0;
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0; // gone
+  }
+  for (const tid of tids) {
+    const s = statFields(pid, Number(tid));
+    if (s?.comm.startsWith(prefix)) total += (Number(s.f[11]) + Number(s.f[12])) / clkTck();
+  }
+  return total;
+}
+
 /** stime+cstime of one process in seconds: the kernel part of procCpu (0 when gone). */
 export function procSys(pid: number): number {
   const s = statFields(pid);

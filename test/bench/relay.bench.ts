@@ -1,7 +1,7 @@
 // Outbound relay benchmark (not a test: bun test ignores *.bench.ts).
 //
 //   ./node_modules/.bin/bun test/bench/relay.bench.ts [--rounds 3] [--messages 5000] [--sessions 20]
-//       [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
+//       [--warm-up 10000] [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
 //       [--quiet-wait 45] [--only throughput,latency,backlog,profile] [--keep-profiles DIR] [--no-results]
 //       [--systems madmail,madmail_nodkim,madmail_defaults,postfix_sink,postfix_sink_smtp_source,postfix_maildir]
 //
@@ -49,7 +49,7 @@ import { freePort, havePeers, peerDir, startPostfix, type PostfixInstance } from
 import {
   BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
   machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
-  procCpu, profileTable, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
+  procCpu, profileTable, threadsCpu, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
   waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
 } from "./_lib.ts";
 
@@ -66,6 +66,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     messages: { type: "string", default: "5000" },
     sessions: { type: "string", default: "20" },
+    "warm-up": { type: "string", default: "10000" },
     latency: { type: "string", default: "500" },
     backlog: { type: "string", default: "100000" },
     concurrency: { type: "string", default: "32" },
@@ -82,6 +83,13 @@ const { values } = parseArgs({
 const ROUNDS = Number(values.rounds);
 const N = Number(values.messages);
 const SESSIONS = Number(values.sessions);
+/**
+ * Messages per size through each server before the first measured run. JSC keeps compiling
+ * (its JITWorker threads) until the hot code has run often enough for its top tier: after 2,000
+ * messages those threads still took 13-23% of A's CPU in the measured runs; a serve that runs
+ * for days pays that once. Each run line shows what they took in it (jit_threads).
+ */
+const WARM = Number(values["warm-up"]);
 const LAT_N = Number(values.latency);
 const BACKLOG = Number(values.backlog);
 const CONCURRENCY = Number(values.concurrency);
@@ -107,8 +115,9 @@ const HYPERFINE = Bun.which("hyperfine", { PATH });
 if (!existsSync(BIN)) die(`${BIN} is missing: build it first with ./node_modules/.bin/bun build.ts`);
 if (!SMTP_SOURCE || !SMTP_SINK) die("smtp-source/smtp-sink are not installed (apt-get install -y postfix)");
 if (!havePeers().postfix) die(`cannot run a throw-away Postfix here: ${havePeers().missing.join("; ")}`);
-requirePositiveIntegers({ rounds: ROUNDS, messages: N, sessions: SESSIONS, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST }, die);
+requirePositiveIntegers({ rounds: ROUNDS, messages: N, sessions: SESSIONS, "warm-up": WARM, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST }, die);
 if (N % SESSIONS) die("--messages must be a multiple of --sessions");
+if (WARM < SESSIONS) die("--warm-up must be at least --sessions");
 for (const p of PARTS) if (!["throughput", "latency", "backlog", "profile"].includes(p)) die(`--only: unknown part ${p}`);
 for (const s of SYSTEMS) {
   if (!["madmail", "madmail_nodkim", "madmail_defaults", "postfix_sink", "postfix_sink_smtp_source", "postfix_maildir"].includes(s)) die(`--systems: unknown system ${s}`);
@@ -692,7 +701,7 @@ try {
       await sleep(50);
     }
     console.log("# warm-up (not measured)");
-    const W = Math.min(N, 2000 - (2000 % SESSIONS));
+    const W = WARM - (WARM % SESSIONS);
     for (const s of SIZES) {
       const t0 = now();
       for (const x of [a, a2, a3]) {
@@ -702,7 +711,7 @@ try {
       const r2 = await runLoad(await openSessions(relay.smtpPort), RCPT, bodies.get(s)!, W / SESSIONS, `warm${s}`, now());
       if (r2.errors.length) throw new Error(`warm-up against Postfix failed: ${r2.errors.slice(0, 3).join("; ")}`);
     }
-    const end3 = Date.now() + 120_000;
+    const end3 = Date.now() + Math.max(120_000, 30 * W);
     while ((countFiles(bNew) < 1 + 6 * W || sink.count() < 2 * W || !queueEmpty(relay)) && Date.now() < end3) await sleep(200);
     if (countFiles(bNew) < 1 + 6 * W) throw new Error(`warm-up: ${countFiles(bNew)} files in B's Maildir, expected ${1 + 6 * W}`);
   }
@@ -721,6 +730,7 @@ try {
     const setup = `setup(outside the clock)=${fmtInt(now() - setup0)}ms,A_cpu=${fmtDec(procCpu(a.pid) - setupCpu0)}s`;
     const cpuA0 = procCpu(a.pid);
     const cpuB0 = procCpu(b.pid);
+    const jit0 = threadsCpu(a.pid, "JITWorker") + threadsCpu(b.pid, "JITWorker");
     const self0 = selfCpu();
     const busy0 = machineBusy();
     const t0 = now();
@@ -735,6 +745,7 @@ try {
     }
     const busy1 = machineBusy();
     const cpu = { A: procCpu(a.pid) - cpuA0, B: procCpu(b.pid) - cpuB0, loadgen: selfCpu() - self0 };
+    const jit = threadsCpu(a.pid, "JITWorker") + threadsCpu(b.pid, "JITWorker") - jit0;
     arr.close();
     await sleep(300);
     const files = countFiles(bNew) - arr.base;
@@ -744,7 +755,7 @@ try {
     if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
     return {
       system: A.name === "a" ? "madmail" : A.name === "a2" ? "madmail_nodkim" : "madmail_defaults", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
-      note: `inotify_events=${arr.count} files=${files} ${setup}`,
+      note: `inotify_events=${arr.count} files=${files} ${setup} jit_threads(A+B)=${fmtDec(jit)}s`,
     };
   }
 
@@ -1093,7 +1104,9 @@ function report(): string {
       `bodies: real PGP/MIME (openpgp: SKESK + SEIPD, password-encrypted), ${[...SIZES].map((s) => `${s} bytes`).join(" and ")} with a unique Message-ID each. ` +
       `madmail: AUTH PLAIN once per session on A's submission port, MAIL FROM = the authenticated user. ` +
       `The sessions are connected (and authenticated) before the clock and the CPU counters start: they are reused connections, and Postfix's side has no AUTH; ` +
-      `the setup (20 password checks, scrypt N=2^15, on madmail) is shown in each run line. ${ROUNDS} rounds alternating which system goes first, medians; ` +
+      `the setup (20 password checks, scrypt N=2^15, on madmail) is shown in each run line. ` +
+      `Before the first run, ${fmtInt(WARM - (WARM % SESSIONS))} messages of each size through every server (warm-up: JSC's compiler threads, Maildirs, Postfix's daemons); ` +
+      `jit_threads in a run line is the CPU that A's and B's JITWorker threads took in that run. ${ROUNDS} rounds alternating which system goes first, medians; ` +
       `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared).  `,
   );
   for (const s of settingsNotes) out.push(`Settings: ${s}  `);
