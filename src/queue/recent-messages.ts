@@ -13,23 +13,25 @@ export interface RecentMessages {
   readonly bytes: number;
 }
 
-/** Bodies up to `maxBytes` in all; the oldest go first when a new one needs the room. */
+/** Bodies up to `maxBytes` in all (counting the buffers they are views of); the oldest go first when a new one needs the room. */
 export function createRecentMessages(maxBytes = 16 * 1024 * 1024): RecentMessages {
-  const kept = new Map<string, { message: MessageRow; uses: number }>();
+  const kept = new Map<string, { message: MessageRow; uses: number; cost: number }>();
   let bytes = 0;
   const forget = (id: string) => {
     const e = kept.get(id);
     if (!e) return;
     kept.delete(id);
-    bytes -= e.message.body.byteLength;
+    bytes -= e.cost;
   };
   return {
     remember(message, deliveries) {
-      if (deliveries < 1 || message.body.byteLength > maxBytes) return;
+      // What keeping it holds in memory: a body may be a view of a larger buffer.
+      const cost = message.body.buffer.byteLength;
+      if (deliveries < 1 || cost > maxBytes) return;
       forget(message.id);
-      while (bytes + message.body.byteLength > maxBytes) forget(kept.keys().next().value!);
-      kept.set(message.id, { message, uses: deliveries });
-      bytes += message.body.byteLength;
+      while (bytes + cost > maxBytes) forget(kept.keys().next().value!);
+      kept.set(message.id, { message, uses: deliveries, cost });
+      bytes += cost;
     },
     take(id) {
       const e = kept.get(id);

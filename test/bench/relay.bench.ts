@@ -1,7 +1,7 @@
 // Outbound relay benchmark (not a test: bun test ignores *.bench.ts).
 //
 //   ./node_modules/.bin/bun test/bench/relay.bench.ts [--rounds 3] [--messages 5000] [--sessions 20]
-//       [--warm-up 10000] [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
+//       [--warm-up 10000] [--rewarm 1000] [--latency 500] [--backlog 100000] [--concurrency 32] [--per-destination 32]
 //       [--quiet-wait 45] [--only throughput,latency,backlog,profile] [--keep-profiles DIR] [--no-results]
 //       [--systems madmail,madmail_nodkim,madmail_defaults,postfix_sink,postfix_sink_smtp_source,postfix_maildir]
 //
@@ -67,6 +67,7 @@ const { values } = parseArgs({
     messages: { type: "string", default: "5000" },
     sessions: { type: "string", default: "20" },
     "warm-up": { type: "string", default: "10000" },
+    rewarm: { type: "string", default: "1000" },
     latency: { type: "string", default: "500" },
     backlog: { type: "string", default: "100000" },
     concurrency: { type: "string", default: "32" },
@@ -90,6 +91,8 @@ const SESSIONS = Number(values.sessions);
  * for days pays that once. Each run line shows what they took in it (jit_threads).
  */
 const WARM = Number(values["warm-up"]);
+/** Messages through a system right before each of its measured runs (0: none); see rewarm(). */
+const REWARM = Number(values.rewarm);
 const LAT_N = Number(values.latency);
 const BACKLOG = Number(values.backlog);
 const CONCURRENCY = Number(values.concurrency);
@@ -118,6 +121,7 @@ if (!havePeers().postfix) die(`cannot run a throw-away Postfix here: ${havePeers
 requirePositiveIntegers({ rounds: ROUNDS, messages: N, sessions: SESSIONS, "warm-up": WARM, latency: LAT_N, backlog: BACKLOG, concurrency: CONCURRENCY, "per-destination": PER_DEST }, die);
 if (N % SESSIONS) die("--messages must be a multiple of --sessions");
 if (WARM < SESSIONS) die("--warm-up must be at least --sessions");
+if (!Number.isInteger(REWARM) || REWARM < 0) die("--rewarm must be a whole number, 0 or more");
 for (const p of PARTS) if (!["throughput", "latency", "backlog", "profile"].includes(p)) die(`--only: unknown part ${p}`);
 for (const s of SYSTEMS) {
   if (!["madmail", "madmail_nodkim", "madmail_defaults", "postfix_sink", "postfix_sink_smtp_source", "postfix_maildir"].includes(s)) die(`--systems: unknown system ${s}`);
@@ -811,6 +815,34 @@ try {
     return { system: kind, size, round, n: sent, acceptS: acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before };
   }
 
+  /**
+   * Right before each measured run, REWARM messages through the same path, delivered and out of
+   * the queues before the run starts: a system measured after a minute of idling (while the
+   * others ran) is not in its steady state. JSC throws away compiled code that has not run for
+   * a while, and A's compiler threads took up to 1.5 s of CPU in such a run; Postfix's daemons
+   * exit after max_idle (100 s) and are started again.
+   */
+  async function rewarm(system: ThroughputRun["system"], size: Size, sender = a): Promise<void> {
+    if (!REWARM) return;
+    const body = bodies.get(size)!;
+    const per = Math.max(1, Math.floor(REWARM / SESSIONS));
+    const end = Date.now() + 120_000;
+    if (system.startsWith("madmail")) {
+      const before = countFiles(bNew);
+      const r = await runLoad(await openSessions(sender.submissionPort!, auth), RCPT, body, per, `rewarm${size}`, now());
+      if (r.errors.length) throw new Error(`re-warm of ${system} failed: ${r.errors.slice(0, 3).join("; ")}`);
+      const empty = () => Object.entries(queueStates(sender.state.db)).every(([k, v]) => k === "delivered" || v === 0);
+      while ((countFiles(bNew) < before + r.sent || !empty()) && Date.now() < end) await sleep(100);
+      return;
+    }
+    const toMaildir = system === "postfix_maildir";
+    const count = () => (toMaildir ? countFiles(finalNew) : sink.count());
+    const before = count();
+    const r = await runLoad(await openSessions(relay.smtpPort), toMaildir ? RCPT_PF2 : RCPT, body, per, `rewarm${size}`, now());
+    if (r.errors.length) throw new Error(`re-warm of ${system} failed: ${r.errors.slice(0, 3).join("; ")}`);
+    while ((count() < before + r.sent || !queueEmpty(relay) || (toMaildir && !queueEmpty(final))) && Date.now() < end) await sleep(100);
+  }
+
   if (PARTS.has("throughput")) {
     partLoad.throughput = loadText();
     console.log(`# throughput: ${ROUNDS} rounds, ${SESSIONS} sessions x ${N / SESSIONS} messages, sizes ${SIZES.join(", ")}`);
@@ -821,15 +853,15 @@ try {
     for (let round = 1; round <= ROUNDS; round++) {
       const mm = async () => {
         for (const s of SIZES) {
-          if (SYSTEMS.has("madmail")) log(await madmailRun(round, s, await waitQuiet()));
-          if (SYSTEMS.has("madmail_nodkim")) log(await madmailRun(round, s, await waitQuiet(), false, a2));
-          if (SYSTEMS.has("madmail_defaults")) log(await madmailRun(round, s, await waitQuiet(), false, a3));
+          if (SYSTEMS.has("madmail")) log(await rewarm("madmail", s).then(async () => madmailRun(round, s, await waitQuiet())));
+          if (SYSTEMS.has("madmail_nodkim")) log(await rewarm("madmail_nodkim", s, a2).then(async () => madmailRun(round, s, await waitQuiet(), false, a2)));
+          if (SYSTEMS.has("madmail_defaults")) log(await rewarm("madmail_defaults", s, a3).then(async () => madmailRun(round, s, await waitQuiet(), false, a3)));
         }
       };
       const pf = async () => {
         for (const s of SIZES) {
           for (const kind of ["postfix_sink", "postfix_sink_smtp_source", "postfix_maildir"] as const) {
-            if (SYSTEMS.has(kind)) log(await postfixRun(round, s, await waitQuiet(), kind));
+            if (SYSTEMS.has(kind)) log(await rewarm(kind, s).then(async () => postfixRun(round, s, await waitQuiet(), kind)));
           }
         }
       };
@@ -1106,6 +1138,7 @@ function report(): string {
       `The sessions are connected (and authenticated) before the clock and the CPU counters start: they are reused connections, and Postfix's side has no AUTH; ` +
       `the setup (20 password checks, scrypt N=2^15, on madmail) is shown in each run line. ` +
       `Before the first run, ${fmtInt(WARM - (WARM % SESSIONS))} messages of each size through every server (warm-up: JSC's compiler threads, Maildirs, Postfix's daemons); ` +
+      `Right before each measured run, ${fmtInt(REWARM)} messages through the same system, delivered before the run starts (both systems: after idling while the others ran, JSC has thrown compiled code away and Postfix's daemons have exited). ` +
       `jit_threads in a run line is the CPU that A's and B's JITWorker threads took in that run. ${ROUNDS} rounds alternating which system goes first, medians; ` +
       `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared).  `,
   );

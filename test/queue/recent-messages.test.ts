@@ -43,3 +43,13 @@ test("a message without delivery rows is not kept", () => {
   expect(recent.take("x")).toBeUndefined();
   expect(recent.bytes).toBe(0);
 });
+
+test("a body that is a view of a larger buffer counts that buffer", () => {
+  const recent = createRecentMessages(1000);
+  const slab = new Uint8Array(600);
+  recent.remember({ ...msg("v", 10), body: slab.subarray(0, 10) }, 1);
+  expect(recent.bytes).toBe(600);
+  recent.remember({ ...msg("w", 10), body: new Uint8Array(600).subarray(0, 10) }, 1);
+  expect(recent.take("v")).toBeUndefined(); // made room
+  expect(recent.bytes).toBe(600);
+});
