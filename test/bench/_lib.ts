@@ -8,7 +8,8 @@ import { mailOwner, pidsWithCwdUnder } from "../helpers/peers.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 /** The compiled binary every benchmark measures (build it with ./node_modules/.bin/bun build.ts). */
-export const BIN = join(ROOT, "dist/madmail");
+/** The executable under test: dist/madmail, or MADMAIL_BENCH_BIN (to compare another build). */
+export const BIN = process.env.MADMAIL_BENCH_BIN || join(ROOT, "dist/madmail");
 /** The CLI from source, for the `bun --cpu-prof` runs. */
 export const SOURCE_ENTRY = join(ROOT, "bin/madmail.ts");
 export const RESULTS = join(import.meta.dir, "RESULTS.md");

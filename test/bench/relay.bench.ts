@@ -5,6 +5,7 @@
 //       [--quiet-wait 45] [--only throughput,latency,backlog,profile] [--keep-profiles DIR] [--no-results]
 //       [--systems madmail,madmail_nodkim,madmail_defaults,postfix_sink,postfix_sink_smtp_source,postfix_maildir]
 //
+// MADMAIL_BENCH_BIN=/path/to/madmail runs another build instead (to compare builds one after another).
 // Needs dist/madmail (./node_modules/.bin/bun build.ts), postfix + smtp-source + smtp-sink, hyperfine
 // (optional; else timed runs), and root (the Postfix master starts as root). Everything listens on
 // 127.0.0.1 and lives in temp dirs that are removed at the end; every process started here is
