@@ -1,23 +1,11 @@
 // What openDb sets on every connection to the state file.
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "bun:test";
 import { sql } from "kysely";
-import { openDb, type OpenedDb } from "../../src/db/open.ts";
+import { useStateFile } from "../helpers/state-file.ts";
 
-let dir: string;
-let state: OpenedDb;
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "madmail-open-"));
-  state = await openDb(join(dir, "madmail.db"));
-});
-afterAll(async () => {
-  await state.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const file = useStateFile("open", "file");
 
-const pragma = async (name: string) => Object.values((await sql.raw(`PRAGMA ${name}`).execute(state.db)).rows[0] as object)[0];
+const pragma = async (name: string) => Object.values((await sql.raw(`PRAGMA ${name}`).execute(file.state.db)).rows[0] as object)[0];
 
 test("WAL with checkpoints every 10,000 pages, FULL commits, foreign keys enforced", async () => {
   expect(await pragma("journal_mode")).toBe("wal");

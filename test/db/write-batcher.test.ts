@@ -1,34 +1,22 @@
 // The write batcher with the WAL synced apart (what serve runs): a durable write is answered
 // only after a sync that began after its COMMIT; bookkeeping does not wait for the disk; a
 // failed sync fails the durable writes it was to cover.
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openDb, type OpenedDb } from "../../src/db/open.ts";
+import { describe, expect, test } from "bun:test";
 import { createWriteBatcher, type WriteOp } from "../../src/db/write-batcher.ts";
 import { fakeFsync, fdsOpenOn, watch } from "../helpers/by-hand.ts";
+import { useStateFile } from "../helpers/state-file.ts";
 
-let dir: string;
-let state: OpenedDb;
-beforeEach(async () => {
-  dir = mkdtempSync(join(tmpdir(), "madmail-batcher-"));
-  state = await openDb(join(dir, "madmail.db"));
-});
-afterEach(async () => {
-  await state.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const file = useStateFile("batcher");
 
 const setDomain = (name: string): WriteOp => async (trx) => {
   await trx.insertInto("domains").values({ name, created_at: Date.now() } as never).execute();
 };
-const domains = async () => (await state.db.selectFrom("domains").select("name").orderBy("name").execute()).map((r) => r.name);
+const domains = async () => (await file.state.db.selectFrom("domains").select("name").orderBy("name").execute()).map((r) => r.name);
 const turn = () => new Promise((r) => setTimeout(r, 5));
 describe("write batcher, WAL synced apart", () => {
   test("a durable write is answered after the sync, bookkeeping at once; both committed before", async () => {
     const { calls, fsync: syncWal } = fakeFsync();
-    const writes = createWriteBatcher(state.db, { syncWal });
+    const writes = createWriteBatcher(file.state.db, { syncWal });
     const durable = watch(writes.run(setDomain("a.test")));
     const bookkeeping = watch(writes.run(setDomain("b.test"), { durable: false }));
     await turn();
@@ -43,7 +31,7 @@ describe("write batcher, WAL synced apart", () => {
 
   test("the next batch commits while the disk works, and waits for a sync of its own", async () => {
     const { calls, fsync: syncWal } = fakeFsync();
-    const writes = createWriteBatcher(state.db, { syncWal });
+    const writes = createWriteBatcher(file.state.db, { syncWal });
     const first = watch(writes.run(setDomain("a.test")));
     await turn();
     const second = watch(writes.run(setDomain("b.test")));
@@ -65,7 +53,7 @@ describe("write batcher, WAL synced apart", () => {
 
   test("a failed sync fails the durable writes it covers, not the bookkeeping", async () => {
     const { calls, fsync: syncWal } = fakeFsync();
-    const writes = createWriteBatcher(state.db, { syncWal });
+    const writes = createWriteBatcher(file.state.db, { syncWal });
     const durable = watch(writes.run(setDomain("a.test")));
     const bookkeeping = watch(writes.run(setDomain("b.test"), { durable: false }));
     await turn();
@@ -78,7 +66,7 @@ describe("write batcher, WAL synced apart", () => {
 
   test("a bad write fails alone; its neighbours are committed and synced", async () => {
     const { calls, fsync: syncWal } = fakeFsync();
-    const writes = createWriteBatcher(state.db, { syncWal });
+    const writes = createWriteBatcher(file.state.db, { syncWal });
     const good = watch(writes.run(setDomain("a.test")));
     const bad = watch(writes.run(async (trx) => void (await trx.insertInto("no_such_table" as never).values({} as never).execute())));
     await turn();
@@ -92,11 +80,11 @@ describe("write batcher, WAL synced apart", () => {
 
   test("the state file's own syncWal (a real fdatasync of the WAL): one for the writes of one turn", async () => {
     let syncs = 0;
-    const writes = createWriteBatcher(state.db, { syncWal: () => (syncs++, state.syncWal()) });
+    const writes = createWriteBatcher(file.state.db, { syncWal: () => (syncs++, file.state.syncWal()) });
     await Promise.all(["a.test", "b.test", "c.test"].map((d) => writes.run(setDomain(d))));
     expect(await domains()).toEqual(["a.test", "b.test", "c.test"]);
     expect(syncs).toBe(1);
     // The descriptor it syncs through is the WAL's.
-    expect(fdsOpenOn(`${state.path}-wal`)).toBeGreaterThanOrEqual(2); // SQLite's and the kept one
+    expect(fdsOpenOn(`${file.state.path}-wal`)).toBeGreaterThanOrEqual(2); // SQLite's and the kept one
   });
 });

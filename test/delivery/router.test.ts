@@ -1,9 +1,5 @@
 // The router's decisions, table by table, against a real state file and a fake MX resolver.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openDb, type OpenedDb } from "../../src/db/open.ts";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { loadConfig } from "../../src/db/settings.ts";
 import { candidateKey, routeDomain, type RouterContext } from "../../src/delivery/router.ts";
 import { loadOverrides, upsertOverride } from "../../src/delivery/endpoint-overrides.ts";
@@ -12,20 +8,14 @@ import { toRules } from "../../src/policy/federation.ts";
 import { nextAttemptAt } from "../../src/queue/schedule.ts";
 import type { MxResult } from "../../src/delivery/mx.ts";
 import type { ExchangerRow } from "../../src/db/schema.ts";
+import { useStateFile } from "../helpers/state-file.ts";
 
-let dir: string;
-let state: OpenedDb;
+const file = useStateFile("router", "file");
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "madmail-router-"));
-  state = await openDb(join(dir, "db"));
-  await upsertOverride(state.db, "rewritten.test", "https://relay.test:8443/mxdeliv", null);
-  await upsertOverride(state.db, "*.wild.test", "10.0.0.9", null);
-  await upsertOverride(state.db, "deep.x.wild.test", "exact.test:2525", null);
-  await upsertOverride(state.db, "via-pull.test", "exchanger:hub", null);
-});
-afterAll(async () => {
-  await state.close();
-  rmSync(dir, { recursive: true, force: true });
+  await upsertOverride(file.state.db, "rewritten.test", "https://relay.test:8443/mxdeliv", null);
+  await upsertOverride(file.state.db, "*.wild.test", "10.0.0.9", null);
+  await upsertOverride(file.state.db, "deep.x.wild.test", "exact.test:2525", null);
+  await upsertOverride(file.state.db, "via-pull.test", "exchanger:hub", null);
 });
 
 const mxTable: Record<string, MxResult> = {
@@ -42,7 +32,7 @@ const exchanger = (o: Partial<ExchangerRow>): ExchangerRow => ({
 
 async function ctx(over: Partial<RouterContext> = {}): Promise<RouterContext> {
   return {
-    db: state.db, config: await loadConfig(state.db), overrides: await loadOverrides(state.db), rules: toRules("accept", [{ domain: "blocked.test", kind: "block" }, { domain: "quiet.test", kind: "dismiss" }]),
+    db: file.state.db, config: await loadConfig(file.state.db), overrides: await loadOverrides(file.state.db), rules: toRules("accept", [{ domain: "blocked.test", kind: "block" }, { domain: "quiet.test", kind: "dismiss" }]),
     localDomains: new Set(["a.test"]), exchangers: [
       exchanger({ name: "hub", mode: "pull", domains: "" }),
       exchanger({ name: "pusher", url: "https://push.test", domains: "pushed.test" }),
@@ -86,7 +76,7 @@ describe("routeDomain", () => {
   });
 
   test("smarthost takes all remote mail that no rewrite or exchanger claims", async () => {
-    const config = { ...(await loadConfig(state.db)), "relay.smarthost": { host: "smart.test", port: 587 } };
+    const config = { ...(await loadConfig(file.state.db)), "relay.smarthost": { host: "smart.test", port: 587 } };
     expect(await keys("two.test", { config })).toEqual({ via: "smarthost", keys: ["smtp:smart.test:587"] });
     expect(await keys("rewritten.test", { config })).toMatchObject({ via: "rewrite" });
   });
@@ -102,7 +92,7 @@ describe("routeDomain", () => {
   });
 
   test("a learned endpoint goes first until it is old enough to re-probe", async () => {
-    await learnEndpoint(state.db, "learned.test", "smtp", "mx.learned.test:25", true, Date.now());
+    await learnEndpoint(file.state.db, "learned.test", "smtp", "mx.learned.test:25", true, Date.now());
     expect((await keys("learned.test")) as { keys: string[] }).toMatchObject({ keys: ["smtp:mx.learned.test:25", "https:https://mx.learned.test/mxdeliv", "https:https://learned.test/mxdeliv", "http:http://mx.learned.test/mxdeliv"] });
     const later = Date.now() + 2 * 3600_000;
     expect((await keys("learned.test", { now: later })) as { keys: string[] }).toMatchObject({ keys: ["https:https://mx.learned.test/mxdeliv", "https:https://learned.test/mxdeliv", "http:http://mx.learned.test/mxdeliv", "smtp:mx.learned.test:25"] });

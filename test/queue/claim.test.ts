@@ -1,27 +1,16 @@
 // claimDue against a real state file: oldest first, never more than per_destination rows of one
 // domain in flight (counting what the worker holds already), and rows of other domains found
 // behind a run of rows of a domain at its cap.
-import { afterEach, beforeEach, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openDb, withWriteTransaction, type OpenedDb } from "../../src/db/open.ts";
+import { expect, test } from "bun:test";
+import { withWriteTransaction } from "../../src/db/open.ts";
 import { claimDue, enqueueMessage } from "../../src/queue/queue.repository.ts";
+import { useStateFile } from "../helpers/state-file.ts";
 
-let dir: string;
-let state: OpenedDb;
-beforeEach(async () => {
-  dir = mkdtempSync(join(tmpdir(), "madmail-claim-"));
-  state = await openDb(join(dir, "madmail.db"));
-});
-afterEach(async () => {
-  await state.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const file = useStateFile("claim");
 
 /** One message per domain in order, each queued 1 ms after the one before. */
 async function queue(domains: string[]): Promise<void> {
-  await withWriteTransaction(state.db, async (trx) => {
+  await withWriteTransaction(file.state.db, async (trx) => {
     for (const [i, d] of domains.entries()) {
       await enqueueMessage(trx, { mailFrom: "alice@a.test", body: new Uint8Array([65]), door: "submission", authUser: null, byDomain: new Map([[d, [`x@${d}`]]]) }, 60_000, 1000 + i);
     }
@@ -29,14 +18,14 @@ async function queue(domains: string[]): Promise<void> {
 }
 
 const claim = (limit: number, inFlight: Record<string, number>, perDomain: number) =>
-  withWriteTransaction(state.db, (trx) => claimDue(trx, limit, { leaseMs: 60_000, inFlight: new Map(Object.entries(inFlight)), perDomain, expired: false }, 5000));
+  withWriteTransaction(file.state.db, (trx) => claimDue(trx, limit, { leaseMs: 60_000, inFlight: new Map(Object.entries(inFlight)), perDomain, expired: false }, 5000));
 
 test("oldest first, up to the limit, each claimed row leased", async () => {
   await queue(["b.test", "c.test", "b.test", "c.test"]);
   const got = await claim(3, {}, 10);
   expect(got.map((c) => [c.delivery.rcpt_domain, c.delivery.next_attempt_at])).toEqual([["b.test", 1000], ["c.test", 1001], ["b.test", 1002]]);
   for (const c of got) expect(c.delivery).toMatchObject({ state: "delivering", lease_until: 65_000 });
-  const states = await state.db.selectFrom("deliveries").select("state").orderBy("next_attempt_at").execute();
+  const states = await file.state.db.selectFrom("deliveries").select("state").orderBy("next_attempt_at").execute();
   expect(states.map((r) => r.state)).toEqual(["delivering", "delivering", "delivering", "queued"]);
 });
 
