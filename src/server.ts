@@ -18,7 +18,7 @@ import type { Envelope } from "./inbound/types.ts";
 import { createMaildirStore, type MailboxStore } from "./store/mailbox-store.ts";
 import { enqueueMessage, pruneDelivered, type Enqueued } from "./queue/queue.repository.ts";
 import { createRecentMessages, type RecentMessages } from "./queue/recent-messages.ts";
-import { createQueueWorker, type Bounce } from "./queue/worker.ts";
+import { createQueueWorker, type Bounce, type QueueWorker, type Reservation } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
 import { startDkimThread } from "./delivery/dkim-thread.ts";
 import { findUser } from "./store/users.repository.ts";
@@ -53,6 +53,8 @@ export interface Core {
   acceptor: ReturnType<typeof createAcceptor>;
   /** What was just queued, for the worker's first attempt. */
   recent: RecentMessages;
+  /** serve's worker: new rows are handed to it directly when it has a slot. */
+  setWorker(worker: Pick<QueueWorker, "reserve">): void;
 }
 
 export async function openCore(state: OpenedDb, tracker?: FederationTracker): Promise<Core> {
@@ -63,19 +65,33 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   const events = new EventEmitter();
   events.setMaxListeners(0);
   const recent = createRecentMessages();
+  let worker: Pick<QueueWorker, "reserve"> | null = null;
   const enqueue = async (env: Envelope, byDomain: Map<string, string[]>) => {
     const lifetime = (await snapshot.get()).config["queue.lifetime"] * 1000;
+    // A free delivery slot per domain, taken before the commit: those rows are stored claimed.
+    const slots = new Map<string, Reservation>();
+    for (const domain of byDomain.keys()) {
+      const r = worker?.reserve(domain);
+      if (r) slots.set(domain, r);
+    }
+    const leases = new Map([...slots].map(([domain, r]) => [domain, r.lease]));
     let queued: Enqueued | null = null;
-    await writes.run(async (trx) => {
-      queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime);
-    });
-    const { messageId, deliveryIds, message } = queued!;
+    try {
+      await writes.run(async (trx) => {
+        queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime, Date.now(), leases);
+      });
+    } catch (err) {
+      for (const r of slots.values()) r.cancel();
+      throw err;
+    }
+    const { messageId, deliveryIds, message, deliveries } = queued!;
     recent.remember(message, deliveryIds.length);
-    events.emit("enqueued", messageId);
+    for (const row of deliveries) slots.get(row.rcpt_domain)?.launch(row);
+    if (slots.size < deliveries.length) events.emit("enqueued", messageId);
     return { messageId, deliveryIds };
   };
   const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });
-  return { state, snapshot, store, writes, events, acceptor, recent };
+  return { state, snapshot, store, writes, events, acceptor, recent, setWorker: (w) => void (worker = w) };
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
@@ -111,6 +127,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const worker = createQueueWorker({ db: state.db, dataVersion: state.dataVersion, writes, snapshot, events, recent, sign: (body, domain) => signer.sign(body, domain), bounce,
     track: (domain, transport, ok, ms, error) => tracker.recordOutbound(domain, transport, ok, ms, error),
   });
+  core.setWorker(worker);
 
   const running: RunningServer = { http: null, doors: {}, stop };
   // Aborted first on stop: long-polling pulls answer at once.

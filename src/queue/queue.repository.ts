@@ -19,33 +19,45 @@ export interface NewQueuedMessage {
 export interface Enqueued {
   messageId: string;
   deliveryIds: string[];
-  /** The row as stored. */
+  /** The rows as stored. */
   message: MessageRow;
+  deliveries: DeliveryRow[];
 }
 
 const insertMessage = prepareQuery((db, p: Insertable<Database["messages"]>) => db.insertInto("messages").values({
   id: p.id, mail_from: p.mail_from, body: p.body, size: p.size, door: p.door, auth_user: p.auth_user, received_at: p.received_at,
 }));
-const insertDelivery = prepareQuery((db, p: { id: string; message_id: string; rcpt_domain: string; rcpts: string; now: number; expires_at: number }) =>
-  db.insertInto("deliveries").values({
-    id: p.id, message_id: p.message_id, rcpt_domain: p.rcpt_domain, rcpts: p.rcpts, state: "queued", route: null,
-    next_attempt_at: p.now, lease_until: null, last_error: null, created_at: p.now, updated_at: p.now, expires_at: p.expires_at, rerouted_to: null,
-  }));
+const insertDelivery = prepareQuery((db, p: DeliveryRow) => db.insertInto("deliveries").values({
+  id: p.id, message_id: p.message_id, rcpt_domain: p.rcpt_domain, rcpts: p.rcpts, state: p.state, route: p.route, tries: p.tries,
+  next_attempt_at: p.next_attempt_at, lease_until: p.lease_until, last_error: p.last_error, created_at: p.created_at, updated_at: p.updated_at,
+  expires_at: p.expires_at, rerouted_to: p.rerouted_to,
+}));
 
-/** Stores the body once and one delivery row per domain; call inside the caller's transaction. */
-export async function enqueueMessage(trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, now = Date.now()): Promise<Enqueued> {
+/**
+ * Stores the body once and one delivery row per domain; call inside the caller's transaction.
+ * `claimed` (domain -> lease) stores those domains' rows already claimed by the caller's worker
+ * (state delivering with that lease), to be delivered right after the commit without a claim pass.
+ */
+export async function enqueueMessage(
+  trx: Kysely<Database>, m: NewQueuedMessage, lifetimeMs: number, now = Date.now(), claimed?: ReadonlyMap<string, number>,
+): Promise<Enqueued> {
   const messageId = newQueueId(now);
   const message: MessageRow = {
     id: messageId, mail_from: m.mailFrom, body: m.body, size: m.body.length, door: m.door, auth_user: m.authUser, received_at: now,
   };
   await insertMessage(trx, message);
-  const deliveryIds: string[] = [];
+  const deliveries: DeliveryRow[] = [];
   for (const [domain, rcpts] of m.byDomain) {
-    const id = newQueueId(now);
-    deliveryIds.push(id);
-    await insertDelivery(trx, { id, message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), now, expires_at: now + lifetimeMs });
+    const lease = claimed?.get(domain) ?? null;
+    const row: DeliveryRow = {
+      id: newQueueId(now), message_id: messageId, rcpt_domain: domain, rcpts: JSON.stringify(rcpts), state: lease === null ? "queued" : "delivering",
+      route: null, tries: 0, next_attempt_at: now, lease_until: lease, last_error: null, created_at: now, updated_at: now, expires_at: now + lifetimeMs,
+      rerouted_to: null,
+    };
+    await insertDelivery(trx, row);
+    deliveries.push(row);
   }
-  return { messageId, deliveryIds, message };
+  return { messageId, deliveryIds: deliveries.map((d) => d.id), message, deliveries };
 }
 
 export interface Claimed {
@@ -85,6 +97,8 @@ export interface ClaimOptions {
    * pass: that scan reads every row in flight.
    */
   expired: boolean;
+  /** Set to true when due rows may have been left unclaimed because their domain was at its cap. */
+  counts?: { capped: boolean };
 }
 
 /**
@@ -96,6 +110,8 @@ export async function claimDue(trx: Kysely<Database>, limit: number, opts: Claim
   if (limit <= 0) return [];
   const { inFlight, perDomain } = opts;
   const busy = [...inFlight].filter(([, n]) => n >= perDomain).map(([d]) => d);
+  // Rows of a domain at its cap are not even read: whether it has any due is not known here.
+  if (busy.length && opts.counts) opts.counts.capped = true;
   // Room for rows skipped by the per-domain cap, when a domain can reach it in this pass: rows
   // read and then skipped cost nearly what claimed ones do.
   const scan = limit + Math.max(0, ...inFlight.values()) <= perDomain ? limit : limit * 4;
@@ -117,7 +133,10 @@ export async function claimDue(trx: Kysely<Database>, limit: number, opts: Claim
   for (const row of rows) {
     if (out.length >= limit) break;
     const n = counts.get(row.rcpt_domain) ?? 0;
-    if (n >= perDomain) continue;
+    if (n >= perDomain) {
+      if (opts.counts) opts.counts.capped = true;
+      continue;
+    }
     counts.set(row.rcpt_domain, n + 1);
     await markDelivering(trx, { id: row.id, lease, now });
     out.push({ delivery: { ...row, state: "delivering", lease_until: lease }, lease });

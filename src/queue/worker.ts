@@ -3,6 +3,7 @@
 // and records the outcome. Global and per-destination parallelism are settings. New rows wake
 // it at once; rows changed by the CLI are seen on the next pass (at most 2 s later).
 import type { EventEmitter } from "node:events";
+import type { DeliveryRow } from "../db/schema.ts";
 import { withWriteTransaction, type Db } from "../db/open.ts";
 import type { WriteBatcher } from "../db/write-batcher.ts";
 import { log } from "../log.ts";
@@ -42,8 +43,23 @@ export interface WorkerDeps {
   resolveMx?: (domain: string) => Promise<MxResult>;
 }
 
+/**
+ * A delivery slot taken for mail about to be queued. Its row is stored already claimed (state
+ * delivering, this lease) and handed to the worker after the commit: under load that spares a
+ * claim pass (two scans and an UPDATE) and a wake-up of the loop for each message.
+ */
+export interface Reservation {
+  readonly lease: number;
+  /** The row is committed: deliver it. */
+  launch(row: DeliveryRow): void;
+  /** The row was not stored: give the slot back. */
+  cancel(): void;
+}
+
 export interface QueueWorker {
   start(): void;
+  /** A slot for a new row of `domain`, or null when the worker is at a limit (or not running): then the row is stored queued and claimed as usual. */
+  reserve(domain: string): Reservation | null;
   /** Stops claiming, lets in-flight deliveries finish for `graceMs`, then aborts them and releases their leases. */
   stop(graceMs: number): Promise<void>;
 }
@@ -78,25 +94,41 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   // "enqueued" need not wake the loop, which would only find no slot (a thousand times a
   // second under load).
   let full = false;
-  const onEnqueued = () => void (full || poke());
+  // Whether a claim pass may find something: rows were stored queued (no slot was free for
+  // them), the last pass filled every slot or left rows behind a domain's cap, or another
+  // process changed rows. When not, a delivery that succeeds does not wake the loop, and new
+  // mail is handed over directly (reserve()); the loop's own timer (at most MAX_SLEEP_MS)
+  // finds anything else.
+  let claimable = true;
+  const onEnqueued = () => {
+    claimable = true;
+    if (!full && batchFree()) poke();
+  };
   let expiredCheckAt = 0;
+  // Slots taken by reserve() whose rows are not committed yet; the limits as of the last pass.
+  let reserved = 0;
+  let limits: { concurrency: number; perDestination: number; leaseMs: number } | null = null;
 
   async function loop(): Promise<void> {
     while (!stopping) {
       const { config } = await deps.snapshot.get();
-      const free = config["queue.concurrency"] - inflight.size;
+      limits = { concurrency: config["queue.concurrency"], perDestination: config["queue.per_destination"], leaseMs: config["queue.lease"] * 1000 };
+      const free = limits.concurrency - inflight.size - reserved;
       full = free <= 0;
       let claimed: Claimed[] = [];
       if (free > 0) {
         const now = Date.now();
         const expired = now >= expiredCheckAt;
         if (expired) expiredCheckAt = now + 1000;
+        const counts = { capped: false };
         try {
           // Through the group commit: the claim shares its transaction (one COMMIT, and each
           // page written once) with the outcomes and new mail of the same event-loop turn.
           await deps.writes.run(async (trx) => {
-            claimed = await claimDue(trx, free, { leaseMs: config["queue.lease"] * 1000, inFlight: perDomain, perDomain: config["queue.per_destination"], expired });
+            counts.capped = false;
+            claimed = await claimDue(trx, free, { leaseMs: limits!.leaseMs, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
           }, { durable: false });
+          claimable = claimed.length === free || counts.capped;
         } catch (err) {
           log.withTag("queue").error(`claiming deliveries failed: ${(err as Error).message}`);
         }
@@ -114,6 +146,50 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       const now = Date.now();
       await sleep(next === null || next <= now ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, next - now));
     }
+  }
+
+  /**
+   * Whether enough slots are free for a claim pass to take a batch (an eighth of
+   * queue.concurrency). With a backlog, a pass for every finished delivery would read and
+   * commit for one row at a time; the rows wait at most for a few more to finish, or for the
+   * loop's timer.
+   */
+  function batchFree(): boolean {
+    if (!limits) return true;
+    return limits.concurrency - inflight.size - reserved >= Math.max(1, Math.floor(limits.concurrency / 8));
+  }
+
+  function reserve(domain: string): Reservation | null {
+    // Rows waiting in the queue go first: new mail is handed over only when there are none.
+    if (stopping || !limits || claimable) return null;
+    const taken = perDomain.get(domain) ?? 0;
+    if (limits.concurrency - inflight.size - reserved <= 0 || taken >= limits.perDestination) return null;
+    reserved++;
+    perDomain.set(domain, taken + 1);
+    let open = true;
+    const give = () => {
+      open = false;
+      reserved--;
+      const n = (perDomain.get(domain) ?? 1) - 1;
+      if (n > 0) perDomain.set(domain, n);
+      else perDomain.delete(domain);
+    };
+    const lease = Date.now() + limits.leaseMs;
+    return {
+      lease,
+      launch(row) {
+        if (!open) return;
+        give();
+        if (!stopping) return launch({ delivery: row, lease });
+        // Shutting down: hand the row back to be retried at the next start.
+        void deps.writes.run((trx) => releaseLeases(trx, [{ delivery: row, lease }]), { durable: false }).catch(() => {});
+      },
+      cancel() {
+        if (!open) return;
+        give();
+        if (claimable) poke();
+      },
+    };
   }
 
   function sleep(ms: number): Promise<void> {
@@ -136,7 +212,9 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   function launch(c: Claimed): void {
     const domain = c.delivery.rcpt_domain;
     perDomain.set(domain, (perDomain.get(domain) ?? 0) + 1);
+    let delivered = false;
     const done = deliver(c)
+      .then((state) => void (delivered = state === "delivered"))
       .catch(async (err) => {
         // A bug or a broken row must not sit leased for queue.lease: defer it with the error.
         log.withTag("queue").error(`delivery ${c.delivery.id} failed: ${(err as Error).stack ?? err}`);
@@ -149,12 +227,14 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         if (n > 0) perDomain.set(domain, n);
         else perDomain.delete(domain);
         full = false;
-        poke();
+        // After a failure, a retry comes due later: the loop looks for the next due time.
+        if (!delivered || (claimable && batchFree())) poke();
       });
     inflight.set(c.delivery.id, { claimed: c, done });
   }
 
-  async function deliver(c: Claimed): Promise<void> {
+  /** Delivers one claimed row; the state it ends in (undefined: not recorded). */
+  async function deliver(c: Claimed): Promise<Outcome["state"] | undefined> {
     const d = c.delivery;
     const t0 = performance.now();
     const snap = await deps.snapshot.get();
@@ -162,7 +242,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     const rcpts = JSON.parse(d.rcpts) as string[];
     if (!msg) {
       await settle(c, { state: "dead", route: null, error: "message body missing from the queue" }, []);
-      return;
+      return "dead";
     }
     const route = await routeDomain(d.rcpt_domain, {
       db: deps.db, config: snap.config, rules: snap.rules, localDomains: snap.localDomains, exchangers: snap.exchangers, overrides: snap.overrides, resolveMx: deps.resolveMx,
@@ -230,7 +310,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         if (abort.signal.aborted && !delivered) {
           // Shutting down mid-delivery: hand the row back untouched, to be retried at start.
           await withWriteTransaction(deps.db, (trx) => releaseLeases(trx, [c]), { durable: false });
-          return;
+          return undefined;
         }
         if (delivered) {
           outcome = { state: "delivered", route: delivered.key };
@@ -252,11 +332,12 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     }
 
     const settled = await settle(c, outcome, attempts);
-    if (!settled) return;
+    if (!settled) return undefined;
     if (route.kind === "hold") deps.events.emit("held", route.exchanger);
     if (outcome.state === "delivered" && d.tries > 0) {
       // The destination answers again: bring its other deferred mail forward, spaced out.
       await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)), { durable: false });
+      claimable = true;
     }
     if (failed.length && msg.mail_from && snap.localDomains.has(domainOf(msg.mail_from))) {
       await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
@@ -266,6 +347,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       `id=${d.id} to_domain=${d.rcpt_domain} rcpts=${rcpts.length} state=${outcome.state} route=${outcome.route ?? "-"} tries=${d.tries + 1} ms=${(performance.now() - t0).toFixed(1)}` +
         (outcome.state !== "delivered" ? ` error=${JSON.stringify(outcome.error)}` : ""),
     );
+    return outcome.state;
   }
 
   function defer(c: Claimed, schedule: readonly number[], error: string, route: string | null): Outcome {
@@ -300,12 +382,14 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     const v = deps.dataVersion?.() ?? 0;
     if (v !== seenVersion) {
       seenVersion = v;
+      claimable = true;
       poke();
     }
   }, 250);
   watch.unref();
 
   return {
+    reserve,
     start() {
       deps.events.on("enqueued", onEnqueued);
       // One server per state file: rows still marked delivering were claimed by a process

@@ -167,6 +167,30 @@ export function threadsCpu(pid: number, prefix: string): number {
   return total;
 }
 
+/** CPU seconds (user+sys) of a process's threads by thread name (digits dropped: "HeapHelper"), for a breakdown. */
+export function threadsByName(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out; // gone
+  }
+  for (const tid of tids) {
+    const s = statFields(pid, Number(tid));
+    if (!s) continue;
+    const name = Number(tid) === pid ? "main" : s.comm.replace(/[\d\s#:-]+$/, "") || "?";
+    out.set(name, (out.get(name) ?? 0) + (Number(s.f[11]) + Number(s.f[12])) / clkTck());
+  }
+  return out;
+}
+
+/** `after - before` per name, largest first, as "name=1.23s ...". */
+export function threadsDelta(before: Map<string, number>, after: Map<string, number>): string {
+  return [...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.005)
+    .sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k}=${v.toFixed(2)}s`).join(" ");
+}
+
 /** stime+cstime of one process in seconds: the kernel part of procCpu (0 when gone). */
 export function procSys(pid: number): number {
   const s = statFields(pid);
@@ -297,7 +321,8 @@ export function createCleanup(first?: () => Promise<void>): Cleanup {
       await first?.();
       for (const [name, stop] of [...stoppers].reverse()) await stop().catch((e) => console.error(`stopping ${name}: ${e}`));
       stoppers.clear();
-      for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+      // BENCH_KEEP_DIRS=1 leaves the state files and Maildirs for a look after a failed run.
+      if (process.env.BENCH_KEEP_DIRS !== "1") for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
     })();
     return cleaned;
   };

@@ -52,7 +52,7 @@ import { freePort, havePeers, peerDir, startPostfix, type PostfixInstance } from
 import {
   BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
   machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
-  procCpu, profileTable, threadsCpu, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
+  procCpu, profileTable, threadsByName, threadsCpu, threadsDelta, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
   waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
 } from "./_lib.ts";
 
@@ -738,6 +738,8 @@ try {
     const cpuA0 = procCpu(a.pid);
     const cpuB0 = procCpu(b.pid);
     const jit0 = threadsCpu(a.pid, "JITWorker") + threadsCpu(b.pid, "JITWorker");
+    const thA0 = threadsByName(a.pid);
+    const thB0 = threadsByName(b.pid);
     const self0 = selfCpu();
     const busy0 = machineBusy();
     const t0 = now();
@@ -753,6 +755,7 @@ try {
     const busy1 = machineBusy();
     const cpu = { A: procCpu(a.pid) - cpuA0, B: procCpu(b.pid) - cpuB0, loadgen: selfCpu() - self0 };
     const jit = threadsCpu(a.pid, "JITWorker") + threadsCpu(b.pid, "JITWorker") - jit0;
+    const threads = `threads_A(${threadsDelta(thA0, threadsByName(a.pid))}) threads_B(${threadsDelta(thB0, threadsByName(b.pid))})`;
     arr.close();
     await sleep(300);
     const files = countFiles(bNew) - arr.base;
@@ -762,7 +765,7 @@ try {
     if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
     return {
       system: A.name === "a" ? "madmail" : A.name === "a2" ? "madmail_nodkim" : "madmail_defaults", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
-      note: `inotify_events=${arr.count} files=${files} ${setup} jit_threads(A+B)=${fmtDec(jit)}s`,
+      note: `inotify_events=${arr.count} files=${files} ${setup} jit_threads(A+B)=${fmtDec(jit)}s ${threads}`,
     };
   }
 

@@ -44,3 +44,19 @@ test("with room below every cap, exactly the oldest rows up to the limit", async
   expect(got.map((c) => c.delivery.next_attempt_at)).toEqual([1000, 1001, 1002, 1003]);
   expect((await claim(8, {}, 5)).length).toBe(4); // 4 left, cap 5 counts only this pass here
 });
+
+test("capped: set when a domain at its cap may have left due rows unclaimed, so the worker knows to look again", async () => {
+  await queue([...Array(4).fill("b.test"), "c.test"]);
+  const pass = async (limit: number, inFlight: Record<string, number>, perDomain: number) => {
+    const counts = { capped: false };
+    const got = await withWriteTransaction(file.state.db, (trx) =>
+      claimDue(trx, limit, { leaseMs: 60_000, inFlight: new Map(Object.entries(inFlight)), perDomain, expired: false, counts }, 5000));
+    return { domains: got.map((c) => c.delivery.rcpt_domain), capped: counts.capped };
+  };
+  // b.test at its cap before the pass: its rows are not read at all.
+  expect(await pass(8, { "b.test": 2 }, 2)).toEqual({ domains: ["c.test"], capped: true });
+  // b.test reaches its cap within the pass: rows read and passed over.
+  expect(await pass(8, {}, 2)).toEqual({ domains: ["b.test", "b.test"], capped: true });
+  // Nothing held back: the two b.test rows left, under the cap.
+  expect(await pass(8, {}, 4)).toEqual({ domains: ["b.test", "b.test"], capped: false });
+});
