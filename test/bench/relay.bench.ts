@@ -41,6 +41,7 @@
 //    self-time functions are summarised (this run is slower: the profiler samples every 1 ms).
 // Prints a markdown report and writes it into test/bench/RESULTS.md between the relay.bench.ts
 // markers (--no-results skips that).
+import { settingsRegistry } from "../../src/db/settings.ts";
 import { Database } from "bun:sqlite";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, watch, writeFileSync, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
@@ -107,6 +108,8 @@ const SYSTEMS = new Set(values.systems!.split(",").map((s) => s.trim()));
 const QUIET_CORES = 0.3;
 const COMMAND = ["./node_modules/.bin/bun", "test/bench/relay.bench.ts", ...process.argv.slice(2)].join(" ");
 const GOAL_RATIO = 2;
+/** What A3 runs with: the settings' defaults, as `config list` shows them. */
+const QUEUE_DEFAULTS = `${settingsRegistry["queue.concurrency"].default} / ${settingsRegistry["queue.per_destination"].default}`;
 const NPROC = Number(sh(["nproc"])) || cpus().length;
 const GOAL_P50 = 5;
 const GOAL_P99 = 25;
@@ -663,9 +666,9 @@ try {
   mmCli(A3, ["user", "add", SENDER, "--password-stdin"], `${SENDER_PASS}\n`);
   mmCli(A3, ["dkim", "generate", "a.test"]);
   settingsNotes.push(
-    `A: queue.concurrency ${CONCURRENCY}, queue.per_destination ${PER_DEST} (defaults 20 / 4), DKIM key for a.test (rsa-sha256 2048, every message signed), ` +
-      "route `endpoint-cache set b.test http://127.0.0.1:PORT/mxdeliv` (plain HTTP, keep-alive agent of at most 16 sockets per host); B: bob@b.test, durable Maildir (fsync before the 200); " +
-      "both log one line per message to a file (default log level). A2 = A without a DKIM key; A3 = A with queue.concurrency / queue.per_destination at their defaults (20 / 4); all three relay to the same B",
+    `A: queue.concurrency ${CONCURRENCY}, queue.per_destination ${PER_DEST} (defaults ${QUEUE_DEFAULTS}), DKIM key for a.test (rsa-sha256 2048, every message signed), ` +
+      "route `endpoint-cache set b.test http://127.0.0.1:PORT/mxdeliv` (plain HTTP, keep-alive agent of at most 100 sockets per host); B: bob@b.test, durable Maildir (fsync before the 200); " +
+      `both log one line per message to a file (default log level). A2 = A without a DKIM key; A3 = A with queue.concurrency / queue.per_destination at their defaults (${QUEUE_DEFAULTS}); all three relay to the same B`,
   );
 
   let b = await mmServe(B, { submission: false });
@@ -1117,7 +1120,7 @@ function summariseProfile(p: CpuProfile, who: string, perKMsgCpu: number): strin
 const LABELS: Record<System, string> = {
   madmail: "madmail A → POST /mxdeliv → madmail B (Maildir, fsync)",
   madmail_nodkim: "same, A without a DKIM key (informational)",
-  madmail_defaults: "same, A with queue.concurrency / queue.per_destination at their defaults 20 / 4 (informational)",
+  madmail_defaults: `same, A with queue.concurrency / queue.per_destination at their defaults ${QUEUE_DEFAULTS} (informational)`,
   postfix_sink: "Postfix → smtp-sink (same load generator) — reference",
   postfix_sink_smtp_source: "Postfix → smtp-sink, load from `smtp-source -s 20 -d -F` (informational)",
   postfix_maildir: "Postfix → Postfix (virtual(8) Maildir) (informational)",
