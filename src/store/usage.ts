@@ -4,6 +4,7 @@
 import { promises as fsp } from "node:fs";
 import { join } from "node:path";
 import type { Db } from "../db/open.ts";
+import type { UserRow } from "../db/schema.ts";
 import { listUsers } from "./users.repository.ts";
 
 export async function maildirBytes(dir: string): Promise<number> {
@@ -27,12 +28,19 @@ export async function maildirBytes(dir: string): Promise<number> {
 /** Sets every user's used_bytes to what their Maildir holds; returns how many changed. */
 export async function recountUsage(db: Db, mailRoot: string): Promise<number> {
   let changed = 0;
-  for (const u of await listUsers(db)) {
-    const bytes = await maildirBytes(join(mailRoot, u.address));
-    if (bytes !== u.used_bytes) {
-      await db.updateTable("users").set({ used_bytes: bytes }).where("address", "=", u.address).execute();
-      changed++;
-    }
-  }
+  for (const u of await listUsers(db)) if (await recountUser(db, mailRoot, u)) changed++;
   return changed;
+}
+
+/**
+ * One user's recount. `seen` is the row as read before counting: the total is stored only if
+ * used_bytes still holds that value. A delivery recorded while the files were being counted may
+ * or may not be among them; its bytes are kept, and the next recount settles the total.
+ */
+export async function recountUser(db: Db, mailRoot: string, seen: Pick<UserRow, "address" | "used_bytes">): Promise<boolean> {
+  const bytes = await maildirBytes(join(mailRoot, seen.address));
+  if (bytes === seen.used_bytes) return false;
+  const r = await db.updateTable("users").set({ used_bytes: bytes })
+    .where("address", "=", seen.address).where("used_bytes", "=", seen.used_bytes).executeTakeFirst();
+  return r.numUpdatedRows > 0n;
 }
