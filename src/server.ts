@@ -84,11 +84,11 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
       for (const r of slots.values()) r.cancel();
       throw err;
     }
-    const { messageId, deliveryIds, message, deliveries } = queued!;
-    recent.remember(message, deliveryIds.length);
+    const { message, deliveries } = queued!;
+    recent.remember(message, deliveries.length);
     for (const row of deliveries) slots.get(row.rcpt_domain)?.launch(row);
-    if (slots.size < deliveries.length) events.emit("enqueued", messageId);
-    return { messageId, deliveryIds };
+    if (slots.size < deliveries.length) events.emit("enqueued", message.id);
+    return { messageId: message.id, deliveryIds: deliveries.map((d) => d.id) };
   };
   const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });
   return { state, snapshot, store, writes, events, acceptor, recent, setWorker: (w) => void (worker = w) };

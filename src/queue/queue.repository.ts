@@ -16,10 +16,8 @@ export interface NewQueuedMessage {
   byDomain: Map<string, string[]>;
 }
 
+/** The rows as stored. */
 export interface Enqueued {
-  messageId: string;
-  deliveryIds: string[];
-  /** The rows as stored. */
   message: MessageRow;
   deliveries: DeliveryRow[];
 }
@@ -57,7 +55,7 @@ export async function enqueueMessage(
     await insertDelivery(trx, row);
     deliveries.push(row);
   }
-  return { messageId, deliveryIds: deliveries.map((d) => d.id), message, deliveries };
+  return { message, deliveries };
 }
 
 export interface Claimed {

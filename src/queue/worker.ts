@@ -108,12 +108,19 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   // Slots taken by reserve() whose rows are not committed yet; the limits as of the last pass.
   let reserved = 0;
   let limits: { concurrency: number; perDestination: number; leaseMs: number } | null = null;
+  const freeSlots = () => limits!.concurrency - inflight.size - reserved;
+  const holdDomain = (domain: string) => perDomain.set(domain, (perDomain.get(domain) ?? 0) + 1);
+  function releaseDomain(domain: string): void {
+    const n = (perDomain.get(domain) ?? 1) - 1;
+    if (n > 0) perDomain.set(domain, n);
+    else perDomain.delete(domain);
+  }
 
   async function loop(): Promise<void> {
     while (!stopping) {
       const { config } = await deps.snapshot.get();
       limits = { concurrency: config["queue.concurrency"], perDestination: config["queue.per_destination"], leaseMs: config["queue.lease"] * 1000 };
-      const free = limits.concurrency - inflight.size - reserved;
+      const free = freeSlots();
       full = free <= 0;
       let claimed: Claimed[] = [];
       if (free > 0) {
@@ -156,23 +163,20 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
    */
   function batchFree(): boolean {
     if (!limits) return true;
-    return limits.concurrency - inflight.size - reserved >= Math.max(1, Math.floor(limits.concurrency / 8));
+    return freeSlots() >= Math.max(1, Math.floor(limits.concurrency / 8));
   }
 
   function reserve(domain: string): Reservation | null {
     // Rows waiting in the queue go first: new mail is handed over only when there are none.
     if (stopping || !limits || claimable) return null;
-    const taken = perDomain.get(domain) ?? 0;
-    if (limits.concurrency - inflight.size - reserved <= 0 || taken >= limits.perDestination) return null;
+    if (freeSlots() <= 0 || (perDomain.get(domain) ?? 0) >= limits.perDestination) return null;
     reserved++;
-    perDomain.set(domain, taken + 1);
+    holdDomain(domain);
     let open = true;
     const give = () => {
       open = false;
       reserved--;
-      const n = (perDomain.get(domain) ?? 1) - 1;
-      if (n > 0) perDomain.set(domain, n);
-      else perDomain.delete(domain);
+      releaseDomain(domain);
     };
     const lease = Date.now() + limits.leaseMs;
     return {
@@ -211,7 +215,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
 
   function launch(c: Claimed): void {
     const domain = c.delivery.rcpt_domain;
-    perDomain.set(domain, (perDomain.get(domain) ?? 0) + 1);
+    holdDomain(domain);
     let delivered = false;
     const done = deliver(c)
       .then((state) => void (delivered = state === "delivered"))
@@ -223,9 +227,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       })
       .finally(() => {
         inflight.delete(c.delivery.id);
-        const n = (perDomain.get(domain) ?? 1) - 1;
-        if (n > 0) perDomain.set(domain, n);
-        else perDomain.delete(domain);
+        releaseDomain(domain);
         full = false;
         // After a failure, a retry comes due later: the loop looks for the next due time.
         if (!delivered || (claimable && batchFree())) poke();

@@ -7,8 +7,10 @@ import { join, resolve } from "node:path";
 import { mailOwner, pidsWithCwdUnder } from "../helpers/peers.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
-/** The compiled binary every benchmark measures (build it with ./node_modules/.bin/bun build.ts). */
-/** The executable under test: dist/madmail, or MADMAIL_BENCH_BIN (to compare another build). */
+/**
+ * The compiled binary every benchmark measures (build it with ./node_modules/.bin/bun build.ts),
+ * or MADMAIL_BENCH_BIN (to compare another build).
+ */
 export const BIN = process.env.MADMAIL_BENCH_BIN || join(ROOT, "dist/madmail");
 /** The CLI from source, for the `bun --cpu-prof` runs. */
 export const SOURCE_ENTRY = join(ROOT, "bin/madmail.ts");
@@ -151,23 +153,7 @@ export function procCpu(pid: number): number {
   return readProc(pid)?.cpu ?? 0;
 }
 
-/** CPU seconds (user+sys) of a process's threads whose name starts with `prefix` ("JITWorker": JSC's compiler threads). */
-export function threadsCpu(pid: number, prefix: string): number {
-  let total = 0;
-  let tids: string[] = [];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return 0; // gone
-  }
-  for (const tid of tids) {
-    const s = statFields(pid, Number(tid));
-    if (s?.comm.startsWith(prefix)) total += (Number(s.f[11]) + Number(s.f[12])) / clkTck();
-  }
-  return total;
-}
-
-/** CPU seconds (user+sys) of a process's threads by thread name (digits dropped: "HeapHelper"), for a breakdown. */
+/** CPU seconds (user+sys) of a process's threads by thread name (digits dropped: "HeapHelper"; "JITWorker": JSC's compiler threads). */
 export function threadsByName(pid: number): Map<string, number> {
   const out = new Map<string, number>();
   let tids: string[] = [];

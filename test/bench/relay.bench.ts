@@ -53,7 +53,7 @@ import { freePort, havePeers, peerDir, startPostfix, type PostfixInstance } from
 import {
   BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
   machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
-  procCpu, profileTable, threadsByName, threadsCpu, threadsDelta, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
+  procCpu, profileTable, threadsByName, threadsDelta, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
   waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
 } from "./_lib.ts";
 
@@ -740,7 +740,6 @@ try {
     const setup = `setup(outside the clock)=${fmtInt(now() - setup0)}ms,A_cpu=${fmtDec(procCpu(a.pid) - setupCpu0)}s`;
     const cpuA0 = procCpu(a.pid);
     const cpuB0 = procCpu(b.pid);
-    const jit0 = threadsCpu(a.pid, "JITWorker") + threadsCpu(b.pid, "JITWorker");
     const thA0 = threadsByName(a.pid);
     const thB0 = threadsByName(b.pid);
     const self0 = selfCpu();
@@ -757,8 +756,11 @@ try {
     }
     const busy1 = machineBusy();
     const cpu = { A: procCpu(a.pid) - cpuA0, B: procCpu(b.pid) - cpuB0, loadgen: selfCpu() - self0 };
-    const jit = threadsCpu(a.pid, "JITWorker") + threadsCpu(b.pid, "JITWorker") - jit0;
-    const threads = `threads_A(${threadsDelta(thA0, threadsByName(a.pid))}) threads_B(${threadsDelta(thB0, threadsByName(b.pid))})`;
+    const thA1 = threadsByName(a.pid);
+    const thB1 = threadsByName(b.pid);
+    const jitOf = (before: Map<string, number>, after: Map<string, number>) => (after.get("JITWorker") ?? 0) - (before.get("JITWorker") ?? 0);
+    const jit = jitOf(thA0, thA1) + jitOf(thB0, thB1);
+    const threads = `threads_A(${threadsDelta(thA0, thA1)}) threads_B(${threadsDelta(thB0, thB1)})`;
     arr.close();
     await sleep(300);
     const files = countFiles(bNew) - arr.base;
