@@ -1,7 +1,7 @@
 // Helpers shared by the benchmark scripts (test/bench/*.bench.ts). Not a benchmark itself: run.ts
 // only starts files named *.bench.ts. Importing this module has no side effects; the clean-up
 // registry installs its signal handlers only when a benchmark creates one.
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { mailOwner, pidsWithCwdUnder } from "../helpers/peers.ts";
@@ -267,6 +267,64 @@ export async function waitQuiet(o: { maxS: number; cores: number; withSteal?: bo
 export function loadText(all = false): string {
   const s = readFileSync("/proc/loadavg", "utf8").trim();
   return all ? s : s.split(" ").slice(0, 3).join(" ");
+}
+
+/** One durable small write as the servers do it: create a 4 KB file in `dir`, fsync, close, remove; ms. */
+async function fsyncOnce(dir: string, i: number): Promise<number> {
+  const path = join(dir, `.fsync-probe-${process.pid}-${i}`);
+  const t = performance.now();
+  const f = await fsp.open(path, "wx", 0o600);
+  try {
+    await f.write(PROBE_DATA);
+    await f.sync();
+  } finally {
+    await f.close();
+  }
+  const ms = performance.now() - t;
+  await fsp.unlink(path);
+  return ms;
+}
+const PROBE_DATA = new Uint8Array(4096).fill(0x61);
+
+/**
+ * Waits until the disk answers fsync quickly again (five probes in a row under `maxMs` each), at
+ * most `maxS` seconds; returns the last five probe times (ms). The latency goals are about the
+ * servers, but every message costs them fsyncs, and on this shared disk an fsync can take
+ * 100+ ms for a while after a bench has written or removed many files (ext4 with online
+ * discard) or while other developers' tests run: both systems are measured after this wait.
+ */
+export async function waitDiskQuiet(o: { dir: string; maxS: number; maxMs: number }): Promise<number[]> {
+  const end = Date.now() + o.maxS * 1000;
+  let n = 0;
+  for (;;) {
+    const probes: number[] = [];
+    for (let i = 0; i < 5; i++) probes.push(await fsyncOnce(o.dir, n++));
+    if (probes.every((ms) => ms < o.maxMs) || Date.now() >= end) return probes;
+    await sleep(1000);
+  }
+}
+
+/**
+ * Samples the disk's fsync time every `everyMs` while a measurement runs (on the thread pool,
+ * so the caller's event loop does not wait); stop() returns the times (ms). A stall that the
+ * servers see shows up here too when the disk, not the server, was slow.
+ */
+export function fsyncSampler(dir: string, everyMs = 100): { stop(): Promise<number[]> } {
+  const times: number[] = [];
+  let running = true;
+  const done = (async () => {
+    for (let i = 0; running; i++) {
+      times.push(await fsyncOnce(dir, i));
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await done;
+      return times;
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ import {
   BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
   machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
   procCpu, profileTable, threadsByName, threadsDelta, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
-  waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
+  fsyncSampler, waitDiskQuiet, waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
 } from "./_lib.ts";
 
 const SENDER = "alice@a.test";
@@ -611,8 +611,18 @@ interface Latency {
   accept: number[];
   deliver: number[];
   load: string;
+  /** ms per fsync of a 4 KB file in the bench's temp dir: right before the run, and sampled every 100 ms during it. */
+  diskBefore: number[];
+  diskDuring: number[];
 }
 const latencies: Latency[] = [];
+/** A disk is quiet for the latency runs when a small fsync takes less than this. */
+const DISK_QUIET_MS = 10;
+
+function diskText(l: Latency): string {
+  const during = l.diskDuring.length ? `during (${l.diskDuring.length} samples): p50 ${fmtDec(percentile(l.diskDuring, 50))}, p99 ${fmtDec(percentile(l.diskDuring, 99))}, max ${fmtDec(Math.max(...l.diskDuring))}` : "during: no sample";
+  return `before: max ${fmtDec(Math.max(...l.diskBefore))}; ${during}`;
+}
 
 interface Timing {
   label: string;
@@ -746,6 +756,9 @@ try {
     const busy0 = machineBusy();
     const t0 = now();
     const r = await runLoad(sessions, RCPT, bodies.get(size)!, N / SESSIONS, `r${round}m${size}`, t0);
+    // Deliveries while A was still accepting, and after: a tail much slower than the accept
+    // phase's delivery rate would mean the worker waits on something other than CPU.
+    const atAccept = { n: arr.count, s: (now() - t0) / 1000, busy: machineBusy() };
     if (r.errors.length) problems.push(`round ${round} madmail ${size}: ${r.errors.length} session errors: ${r.errors.slice(0, 3).join("; ")}`);
     let tDone: number;
     try {
@@ -761,6 +774,7 @@ try {
     const jitOf = (before: Map<string, number>, after: Map<string, number>) => (after.get("JITWorker") ?? 0) - (before.get("JITWorker") ?? 0);
     const jit = jitOf(thA0, thA1) + jitOf(thB0, thB1);
     const threads = `threads_A(${threadsDelta(thA0, thA1)}) threads_B(${threadsDelta(thB0, thB1)})`;
+    const tail = Math.max(0.001, (tDone - t0) / 1000 - atAccept.s);
     arr.close();
     await sleep(300);
     const files = countFiles(bNew) - arr.base;
@@ -770,7 +784,7 @@ try {
     if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
     return {
       system: A.name === "a" ? "madmail" : A.name === "a2" ? "madmail_nodkim" : "madmail_defaults", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
-      note: `inotify_events=${arr.count} files=${files} ${setup} jit_threads(A+B)=${fmtDec(jit)}s ${threads}`,
+      note: `inotify_events=${arr.count} files=${files} ${setup} delivered/s_while_accepting=${fmtInt(atAccept.n / atAccept.s)} after=${fmtInt((r.sent - atAccept.n) / tail)} machine_cores_busy_while_accepting=${fmtDec((atAccept.busy - busy0) / atAccept.s)} after=${fmtDec((busy1 - atAccept.busy) / tail)} jit_threads(A+B)=${fmtDec(jit)}s ${threads}`,
     };
   }
 
@@ -894,8 +908,10 @@ try {
     const body = bodies.get(1024)!;
     const measure = async (label: string, port: number, authFor: typeof auth | undefined, to: string, dir: string): Promise<void> => {
       await waitQuiet();
+      const diskBefore = await waitDiskQuiet({ dir: work, maxS: QUIET_WAIT, maxMs: DISK_QUIET_MS });
       const load = loadText();
       const arr = new Arrivals(dir);
+      const disk = fsyncSampler(work);
       const conn = await SmtpConn.open(port, authFor);
       const acc: number[] = [];
       const del: number[] = [];
@@ -915,11 +931,12 @@ try {
         await conn.quit();
         arr.close();
       }
+      const diskDuring = await disk.stop();
       const got = countFiles(dir) - arr.base;
       if (got !== LAT_N + 20) problems.push(`latency ${label}: ${got} files, expected ${LAT_N + 20}`);
-      const l = { label, accept: acc, deliver: del, load };
+      const l = { label, accept: acc, deliver: del, load, diskBefore, diskDuring };
       latencies.push(l);
-      console.log(`latency ${label}: dot->250 p50 ${fmtDec(percentile(acc, 50))} p99 ${fmtDec(percentile(acc, 99))} ms; dot->file p50 ${fmtDec(percentile(del, 50))} p99 ${fmtDec(percentile(del, 99))} max ${fmtDec(Math.max(...del))} ms (loadavg before ${load})`);
+      console.log(`latency ${label}: dot->250 p50 ${fmtDec(percentile(acc, 50))} p99 ${fmtDec(percentile(acc, 99))} ms; dot->file p50 ${fmtDec(percentile(del, 50))} p99 ${fmtDec(percentile(del, 99))} max ${fmtDec(Math.max(...del))} ms (loadavg before ${load}; ${diskText(l)})`);
     };
     await measure(LAT_MM, a.submissionPort!, auth, RCPT, bNew);
     await measure(LAT_PF, relay.smtpPort, undefined, RCPT_PF2, finalNew);
@@ -1182,12 +1199,14 @@ function report(): string {
   if (latencies.length) {
     out.push(`### Latency, one message at a time (${LAT_N} messages of ${SIZES[0]} bytes after 20 unmeasured; ms from writing the end-of-data dot)`);
     out.push("");
-    out.push("| path | → 250 p50 | → 250 p99 | 250 → file p50 | → file in Maildir new/ p50 | p90 | p99 | max | loadavg before |");
-    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    out.push("| path | → 250 p50 | → 250 p99 | 250 → file p50 | → file in Maildir new/ p50 | p90 | p99 | max | loadavg before | disk: fsync of a 4 KB file, ms |");
+    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
     for (const l of latencies) {
       const after = l.deliver.map((d, i) => d - l.accept[i]!);
-      out.push(`| ${l.label} | ${fmtDec(percentile(l.accept, 50))} | ${fmtDec(percentile(l.accept, 99))} | ${fmtDec(percentile(after, 50))} | **${fmtDec(percentile(l.deliver, 50))}** | ${fmtDec(percentile(l.deliver, 90))} | **${fmtDec(percentile(l.deliver, 99))}** | ${fmtDec(Math.max(...l.deliver))} | ${l.load} |`);
+      out.push(`| ${l.label} | ${fmtDec(percentile(l.accept, 50))} | ${fmtDec(percentile(l.accept, 99))} | ${fmtDec(percentile(after, 50))} | **${fmtDec(percentile(l.deliver, 50))}** | ${fmtDec(percentile(l.deliver, 90))} | **${fmtDec(percentile(l.deliver, 99))}** | ${fmtDec(Math.max(...l.deliver))} | ${l.load} | ${diskText(l)} |`);
     }
+    out.push("");
+    out.push(`Before each latency run the script waits (at most ${QUIET_WAIT} s) until five fsyncs of a 4 KB file in the bench's temp dir each take under ${DISK_QUIET_MS} ms, and samples that fsync every 100 ms during the run (last column): every message costs each system fsyncs on this shared disk, so a slow disk shows up in the servers' p99 and in the sample alike.`);
     out.push("");
   }
   if (timings.length || memRows.length) {
