@@ -87,7 +87,8 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
     const { message, deliveries } = queued!;
     recent.remember(message, deliveries.length);
     for (const row of deliveries) slots.get(row.rcpt_domain)?.launch(row);
-    if (slots.size < deliveries.length) events.emit("enqueued", message.id);
+    const queuedDomains = deliveries.filter((d) => !slots.has(d.rcpt_domain)).map((d) => d.rcpt_domain);
+    if (queuedDomains.length) events.emit("enqueued", message.id, queuedDomains);
     return { messageId: message.id, deliveryIds: deliveries.map((d) => d.id) };
   };
   const acceptor = createAcceptor({ db: state.db, snapshot, store, writes, events, enqueue, onInbound: tracker && ((d) => tracker.recordInbound(d)) });

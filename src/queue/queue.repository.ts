@@ -95,8 +95,11 @@ export interface ClaimOptions {
    * pass: that scan reads every row in flight.
    */
   expired: boolean;
-  /** Set to true when due rows may have been left unclaimed because their domain was at its cap. */
-  counts?: { capped: boolean };
+  /**
+   * Set to true when due rows may have been left unclaimed because their domain was at its cap;
+   * `domains` (when given) gets those domains.
+   */
+  counts?: { capped: boolean; domains?: Set<string> };
 }
 
 /**
@@ -109,7 +112,10 @@ export async function claimDue(trx: Kysely<Database>, limit: number, opts: Claim
   const { inFlight, perDomain } = opts;
   const busy = [...inFlight].filter(([, n]) => n >= perDomain).map(([d]) => d);
   // Rows of a domain at its cap are not even read: whether it has any due is not known here.
-  if (busy.length && opts.counts) opts.counts.capped = true;
+  if (busy.length && opts.counts) {
+    opts.counts.capped = true;
+    for (const d of busy) opts.counts.domains?.add(d);
+  }
   // Room for rows skipped by the per-domain cap, when a domain can reach it in this pass: rows
   // read and then skipped cost nearly what claimed ones do.
   const scan = limit + Math.max(0, ...inFlight.values()) <= perDomain ? limit : limit * 4;
@@ -132,7 +138,10 @@ export async function claimDue(trx: Kysely<Database>, limit: number, opts: Claim
     if (out.length >= limit) break;
     const n = counts.get(row.rcpt_domain) ?? 0;
     if (n >= perDomain) {
-      if (opts.counts) opts.counts.capped = true;
+      if (opts.counts) {
+        opts.counts.capped = true;
+        opts.counts.domains?.add(row.rcpt_domain);
+      }
       continue;
     }
     counts.set(row.rcpt_domain, n + 1);

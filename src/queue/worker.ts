@@ -94,14 +94,35 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   // "enqueued" need not wake the loop, which would only find no slot (a thousand times a
   // second under load).
   let full = false;
-  // Whether a claim pass may find something: rows were stored queued (no slot was free for
-  // them), the last pass filled every slot or left rows behind a domain's cap, or another
-  // process changed rows. When not, a delivery that succeeds does not wake the loop, and new
-  // mail is handed over directly (reserve()); the loop's own timer (at most MAX_SLEEP_MS)
-  // finds anything else.
-  let claimable = true;
-  const onEnqueued = () => {
-    claimable = true;
+  // What a claim pass may find. `open`: rows that no domain's cap holds back: rows were stored
+  // queued while no slot was free, the last full pass filled every slot, another process
+  // changed rows, or the loop's timer ran out (it may have missed rows coming due). `capped`:
+  // domains whose due rows wait for their own cap (queue.per_destination), claimed as their
+  // deliveries finish. With neither, a delivery that succeeds does not wake the loop and new
+  // mail is handed over directly (reserve()).
+  let open = true;
+  let capped = new Set<string>();
+  // What the events above changed while a pass was reading: kept when the pass's own findings replace the sets.
+  let openedMeanwhile = false;
+  const cappedMeanwhile = new Set<string>();
+  const markOpen = () => {
+    open = true;
+    openedMeanwhile = true;
+  };
+  const atCap = (domain: string) => !!limits && (perDomain.get(domain) ?? 0) >= limits.perDestination;
+  /** Rows were stored queued for these domains (or unknown ones). */
+  const onEnqueued = (_id?: string, domains?: string[]) => {
+    let wake = !domains;
+    for (const d of domains ?? []) {
+      // Behind its cap already: taken when the domain's deliveries finish, not by a pass now
+      // (a busy destination would otherwise cost a pass for every message queued to it).
+      if (capped.has(d) || atCap(d)) {
+        capped.add(d);
+        cappedMeanwhile.add(d);
+      } else wake = true;
+    }
+    if (!wake) return;
+    markOpen();
     if (!full && batchFree()) poke();
   };
   let expiredCheckAt = 0;
@@ -123,20 +144,35 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       const free = freeSlots();
       full = free <= 0;
       let claimed: Claimed[] = [];
-      if (free > 0) {
+      // Woken only for capped domains: claim no more than their room, so that the pass reads
+      // a few rows instead of a whole batch's worth of rows it would skip.
+      const wasOpen = open;
+      const limit = wasOpen ? free : Math.min(free, cappedRoom());
+      if (limit > 0) {
         const now = Date.now();
         const expired = now >= expiredCheckAt;
         if (expired) expiredCheckAt = now + 1000;
-        const counts = { capped: false };
+        const counts = { capped: false, domains: new Set<string>() };
+        openedMeanwhile = false;
+        cappedMeanwhile.clear();
         try {
           // Through the group commit: the claim shares its transaction (one COMMIT, and each
           // page written once) with the outcomes and new mail of the same event-loop turn.
           await deps.writes.run(async (trx) => {
             counts.capped = false;
-            claimed = await claimDue(trx, free, { leaseMs: limits!.leaseMs, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
+            counts.domains.clear();
+            claimed = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
           }, { durable: false });
-          claimable = claimed.length === free || counts.capped;
+          if (wasOpen) open = claimed.length === free || openedMeanwhile;
+          // A pass that took all it was allowed may have left rows of the domains it was woken for.
+          else if (claimed.length === limit) for (const d of capped) counts.domains.add(d);
+          for (const d of cappedMeanwhile) counts.domains.add(d);
+          capped = counts.domains;
+          if (log.level >= 4) {
+            log.withTag("queue").debug(`claim pass: ${claimed.length} of at most ${limit} (${free} slots free${wasOpen ? "" : ", for capped domains only"}); capped: ${[...capped].join(" ") || "-"}`);
+          }
         } catch (err) {
+          markOpen();
           log.withTag("queue").error(`claiming deliveries failed: ${(err as Error).message}`);
         }
       }
@@ -163,18 +199,38 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
    */
   function batchFree(): boolean {
     if (!limits) return true;
-    return freeSlots() >= Math.max(1, Math.floor(limits.concurrency / 8));
+    return freeSlots() >= globalBatch();
+  }
+  const globalBatch = () => Math.max(1, Math.floor(limits!.concurrency / 8));
+
+  /** Slots the capped domains could take now: their room under queue.per_destination. */
+  function cappedRoom(): number {
+    let room = 0;
+    for (const d of capped) room += Math.max(0, limits!.perDestination - (perDomain.get(d) ?? 0));
+    return room;
+  }
+
+  /**
+   * Whether a finished delivery of `domain`, whose rows wait behind its cap, should wake the
+   * loop: once a batch of its slots is free (a quarter of queue.per_destination, at most the
+   * global batch), for the same reason as batchFree().
+   */
+  function domainBatchFree(domain: string): boolean {
+    if (!limits || !capped.has(domain) || freeSlots() <= 0) return false;
+    const room = limits.perDestination - (perDomain.get(domain) ?? 0);
+    return room >= Math.min(Math.max(1, Math.floor(limits.perDestination / 4)), globalBatch(), freeSlots());
   }
 
   function reserve(domain: string): Reservation | null {
-    // Rows waiting in the queue go first: new mail is handed over only when there are none.
-    if (stopping || !limits || claimable) return null;
+    // Rows waiting in the queue go first: new mail is handed over only when none wait that it
+    // could overtake (rows of other domains held back by their caps could not go anyway).
+    if (stopping || !limits || open || capped.has(domain)) return null;
     if (freeSlots() <= 0 || (perDomain.get(domain) ?? 0) >= limits.perDestination) return null;
     reserved++;
     holdDomain(domain);
-    let open = true;
+    let pending = true;
     const give = () => {
-      open = false;
+      pending = false;
       reserved--;
       releaseDomain(domain);
     };
@@ -182,16 +238,16 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     return {
       lease,
       launch(row) {
-        if (!open) return;
+        if (!pending) return;
         give();
         if (!stopping) return launch({ delivery: row, lease });
         // Shutting down: hand the row back to be retried at the next start.
         void deps.writes.run((trx) => releaseLeases(trx, [{ delivery: row, lease }]), { durable: false }).catch(() => {});
       },
       cancel() {
-        if (!open) return;
+        if (!pending) return;
         give();
-        if (claimable) poke();
+        if (open || capped.size) poke();
       },
     };
   }
@@ -202,7 +258,11 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
+      // Woken by the timer, not by a poke: rows may have come due since the last full pass.
+      const t = setTimeout(() => {
+        markOpen();
+        done();
+      }, ms);
       function done() {
         clearTimeout(t);
         wake = null;
@@ -230,7 +290,10 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         releaseDomain(domain);
         full = false;
         // After a failure, a retry comes due later: the loop looks for the next due time.
-        if (!delivered || (claimable && batchFree())) poke();
+        if (!delivered) {
+          markOpen();
+          poke();
+        } else if ((open && batchFree()) || domainBatchFree(domain)) poke();
       });
     inflight.set(c.delivery.id, { claimed: c, done });
   }
@@ -339,7 +402,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     if (outcome.state === "delivered" && d.tries > 0) {
       // The destination answers again: bring its other deferred mail forward, spaced out.
       await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)), { durable: false });
-      claimable = true;
+      markOpen();
     }
     if (failed.length && msg.mail_from && snap.localDomains.has(domainOf(msg.mail_from))) {
       await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
@@ -384,7 +447,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     const v = deps.dataVersion?.() ?? 0;
     if (v !== seenVersion) {
       seenVersion = v;
-      claimable = true;
+      markOpen();
       poke();
     }
   }, 250);

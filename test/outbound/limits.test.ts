@@ -51,11 +51,16 @@ function holdingReceiver() {
       holding = false;
       held.splice(0).forEach((r) => r());
     },
+    /** Answers the oldest held request; later ones are still held. */
+    releaseOne() {
+      held.shift()?.();
+    },
   };
 }
 
-async function sender(rx: ReturnType<typeof holdingReceiver>, settings: [string, string][]) {
+async function sender(rx: ReturnType<typeof holdingReceiver>, settings: [string, string][], env?: Record<string, string>) {
   const a = await startServe({
+    env,
     setup: [
       ["init", "--domain", "a.test"],
       { args: ["user", "add", "alice@a.test", "--password-stdin"], stdin: "alicepw\n" },
@@ -107,4 +112,34 @@ test("a domain at its cap: each finished delivery brings its next queued row at 
   expect(Date.now() - t0).toBeLessThan(4000);
   expect(rx.peak("b.test")).toBe(1);
   expect(new Set(rx.ids).size).toBe(6);
+});
+
+test("a destination at its cap with a backlog: no claim pass for each message queued to it; its rows are claimed in small batches as its deliveries finish", async () => {
+  const rx = holdingReceiver();
+  // The domain's batch: a quarter of per_destination (2), under the global eighth (8).
+  const { a, send, delivered, close } = await sender(rx, [["queue.per_destination", "8"], ["queue.concurrency", "64"]], { MADMAIL_LOG_LEVEL: "4" });
+  const passes = () => a.logs().split("\n").filter((l) => l.includes("claim pass:")).length;
+  for (let i = 0; i < 40; i++) await send("bob@b.test");
+  await waitUntil("eight b.test deliveries open", () => rx.open("b.test") === 8);
+  // Before, messages queued behind the cap woke the loop for passes that found nothing to take
+  // (7 passes here, and one per message under load).
+  expect(passes()).toBeLessThanOrEqual(3);
+  // Mail for another destination is not held up by b.test's backlog.
+  await send("carol@c.test");
+  await waitUntil("the c.test delivery open", () => rx.open("c.test") === 1);
+  // Eight b.test deliveries finish one by one: the queued rows follow two at a time (before:
+  // a pass for each). At most one more pass: the loop's 2 s timer.
+  const before = passes();
+  for (let i = 0; i < 8; i++) {
+    rx.releaseOne();
+    await Bun.sleep(100);
+  }
+  await waitUntil("eight b.test deliveries open again", () => rx.open("b.test") === 8);
+  expect(passes() - before).toBeLessThanOrEqual(5);
+  rx.release();
+  await waitUntil("all 41 delivered", async () => (await delivered()) === 41);
+  close();
+  expect(rx.peak("b.test")).toBe(8);
+  expect(rx.ids.length).toBe(41);
+  expect(new Set(rx.ids).size).toBe(41);
 });
