@@ -269,6 +269,27 @@ export function loadText(all = false): string {
   return all ? s : s.split(" ").slice(0, 3).join(" ");
 }
 
+/**
+ * Seconds in which at least one task ("some") or every non-idle task ("full") waited for I/O,
+ * from the kernel's pressure stall information (/proc/pressure/io); null where the kernel has
+ * none. A run whose cores were idle while it was slow shows here when the disk held it up.
+ */
+export function ioStall(): { some: number; full: number } | null {
+  try {
+    const text = readFileSync("/proc/pressure/io", "utf8");
+    const total = (kind: string) => Number(new RegExp(`^${kind} .*total=(\\d+)`, "m").exec(text)?.[1] ?? NaN) / 1e6;
+    return { some: total("some"), full: total("full") };
+  } catch {
+    return null;
+  }
+}
+
+/** "io_stall(some=S full=F)s" between two ioStall() readings, or "" without PSI. */
+export function ioStallText(a: ReturnType<typeof ioStall>, b: ReturnType<typeof ioStall>): string {
+  if (!a || !b) return "";
+  return `io_stall(some=${(b.some - a.some).toFixed(2)}s full=${(b.full - a.full).toFixed(2)}s)`;
+}
+
 /** One durable small write as the servers do it: create a 4 KB file in `dir`, fsync, close, remove; ms. */
 async function fsyncOnce(dir: string, i: number): Promise<number> {
   const path = join(dir, `.fsync-probe-${process.pid}-${i}`);

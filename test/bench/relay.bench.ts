@@ -54,7 +54,7 @@ import {
   BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
   machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
   procCpu, profileTable, threadsByName, threadsDelta, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
-  fsyncSampler, waitDiskQuiet, waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
+  fsyncSampler, ioStall, ioStallText, waitDiskQuiet, waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
 } from "./_lib.ts";
 
 const SENDER = "alice@a.test";
@@ -754,6 +754,7 @@ try {
     const thB0 = threadsByName(b.pid);
     const self0 = selfCpu();
     const busy0 = machineBusy();
+    const io0 = ioStall();
     const t0 = now();
     const r = await runLoad(sessions, RCPT, bodies.get(size)!, N / SESSIONS, `r${round}m${size}`, t0);
     // Deliveries while A was still accepting, and after: a tail much slower than the accept
@@ -768,6 +769,7 @@ try {
       tDone = now();
     }
     const busy1 = machineBusy();
+    const io1 = ioStall();
     const cpu = { A: procCpu(a.pid) - cpuA0, B: procCpu(b.pid) - cpuB0, loadgen: selfCpu() - self0 };
     const thA1 = threadsByName(a.pid);
     const thB1 = threadsByName(b.pid);
@@ -784,7 +786,7 @@ try {
     if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
     return {
       system: A.name === "a" ? "madmail" : A.name === "a2" ? "madmail_nodkim" : "madmail_defaults", size, round, n: r.sent, acceptS: r.acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, profiled,
-      note: `inotify_events=${arr.count} files=${files} ${setup} delivered/s_while_accepting=${fmtInt(atAccept.n / atAccept.s)} after=${fmtInt((r.sent - atAccept.n) / tail)} machine_cores_busy_while_accepting=${fmtDec((atAccept.busy - busy0) / atAccept.s)} after=${fmtDec((busy1 - atAccept.busy) / tail)} jit_threads(A+B)=${fmtDec(jit)}s ${threads}`,
+      note: `inotify_events=${arr.count} files=${files} ${setup} delivered/s_while_accepting=${fmtInt(atAccept.n / atAccept.s)} after=${fmtInt((r.sent - atAccept.n) / tail)} machine_cores_busy_while_accepting=${fmtDec((atAccept.busy - busy0) / atAccept.s)} after=${fmtDec((busy1 - atAccept.busy) / tail)} ${ioStallText(io0, io1)} jit_threads(A+B)=${fmtDec(jit)}s ${threads}`,
     };
   }
 
@@ -800,6 +802,7 @@ try {
     const cpuS0 = procCpu(sink.pid);
     const self0 = selfCpu();
     const busy0 = machineBusy();
+    const io0 = ioStall();
     const t0 = now();
     let acceptMs: number;
     let sent = N;
@@ -828,6 +831,7 @@ try {
       tDone = now();
     }
     const busy1 = machineBusy();
+    const io1 = ioStall();
     const cpu: Record<string, number> = { postfix: postfixCpu(relaySpool) - cpuR0 };
     if (toMaildir) cpu.final_postfix = postfixCpu(finalSpool) - cpuF0;
     else cpu.smtp_sink = procCpu(sink.pid) - cpuS0;
@@ -837,7 +841,7 @@ try {
     const got = toMaildir ? countFiles(finalNew) - arr!.base : sink.count() - c0;
     if (got !== N || sent !== N) problems.push(`round ${round} ${kind} ${size}: sent ${sent}, ${got} arrived, expected ${N}`);
     if (!queueEmpty(relay)) problems.push(`round ${round} ${kind} ${size}: the relay's queue is not empty:\n${relay.queue().slice(0, 1000)}`);
-    return { system: kind, size, round, n: sent, acceptS: acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before };
+    return { system: kind, size, round, n: sent, acceptS: acceptMs / 1000, deliverS: (tDone - t0) / 1000, cpu, busy: busy1 - busy0, load, before, note: ioStallText(io0, io1) };
   }
 
   /**
@@ -1275,7 +1279,7 @@ function report(): string {
     out.push(profileText);
     out.push("");
   }
-  out.push("Per run (CPU seconds from the start of the run to the last delivery; machine_busy = busy CPU of the whole machine in that time, all cores; loadavg and busy cores just before):");
+  out.push("Per run (CPU seconds from the start of the run to the last delivery; machine_busy = busy CPU of the whole machine in that time, all cores; loadavg and busy cores just before; delivered/s and busy cores while A was accepting and after; io_stall = seconds in which some / all running tasks of the machine waited for the disk, /proc/pressure/io):");
   out.push("");
   out.push("```");
   for (const r of runs) out.push(runLine(r));
