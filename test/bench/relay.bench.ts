@@ -886,9 +886,12 @@ try {
       if (!SYSTEMS.has(system)) return;
       const sender = system === "madmail_nodkim" ? a2 : system === "madmail_defaults" ? a3 : a;
       await rewarm(system, s, sender);
-      log(system.startsWith("madmail")
-        ? await madmailRun(round, s, await waitQuiet(), false, sender)
-        : await postfixRun(round, s, await waitQuiet(), system as "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir"));
+      const before = await waitQuiet();
+      const disk = await waitDiskQuiet({ dir: work, maxS: QUIET_WAIT, maxMs: DISK_QUIET_MS });
+      const r = system.startsWith("madmail")
+        ? await madmailRun(round, s, before, false, sender)
+        : await postfixRun(round, s, before, system as "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir");
+      log({ ...r, note: `${r.note ?? ""} disk_fsync_before=max ${fmtDec(Math.max(...disk))}ms`.trim() });
     };
     for (let round = 1; round <= ROUNDS; round++) {
       for (const s of SIZES) {
@@ -1166,7 +1169,7 @@ function report(): string {
       `Before the first run, ${fmtInt(WARM - (WARM % SESSIONS))} messages of each size through every server (warm-up: JSC's compiler threads, Maildirs, Postfix's daemons); ` +
       `Right before each measured run, ${fmtInt(REWARM)} messages through the same system, delivered before the run starts (both systems: after idling while the others ran, JSC has thrown compiled code away and Postfix's daemons have exited). ` +
       `jit_threads in a run line is the CPU that A's and B's JITWorker threads took in that run. ${ROUNDS} rounds; in each, for each size, madmail and Postfix → smtp-sink back to back (alternating which goes first), then the informational systems; medians; ` +
-      `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared).  `,
+      `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared), then up to ${QUIET_WAIT} s for the disk to be quiet (five fsyncs of a 4 KB file in the temp dir under ${DISK_QUIET_MS} ms each; disk_fsync_before in the run lines).  `,
   );
   for (const s of settingsNotes) out.push(`Settings: ${s}  `);
   out.push("");
