@@ -3,7 +3,7 @@
 // holds a pool thread for as long as its fsync takes: on a two-core host two fsyncs run at a
 // time, so with the disk answering in 10 ms (a busy shared disk) a server stores at most 200
 // messages a second, and fsyncs that could share one journal commit wait in line instead.
-// Postfix runs one process per delivery for the same reason.
+// (Postfix, with one process per delivery, has no such limit.)
 //
 // The pool reads the variable from the C environment when it starts (the first asynchronous
 // file call); process.env does not reach it, so libc's setenv sets it before anything runs.
