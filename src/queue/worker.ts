@@ -109,7 +109,9 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     open = true;
     openedMeanwhile = true;
   };
-  const atCap = (domain: string) => !!limits && (perDomain.get(domain) ?? 0) >= limits.perDestination;
+  /** Slots `domain` may still take under queue.per_destination. */
+  const roomOf = (domain: string) => limits!.perDestination - (perDomain.get(domain) ?? 0);
+  const atCap = (domain: string) => !!limits && roomOf(domain) <= 0;
   /** Rows were stored queued for these domains (or unknown ones). */
   const onEnqueued = (_id?: string, domains?: string[]) => {
     let wake = !domains;
@@ -206,7 +208,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   /** Slots the capped domains could take now: their room under queue.per_destination. */
   function cappedRoom(): number {
     let room = 0;
-    for (const d of capped) room += Math.max(0, limits!.perDestination - (perDomain.get(d) ?? 0));
+    for (const d of capped) room += Math.max(0, roomOf(d));
     return room;
   }
 
@@ -217,15 +219,14 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
    */
   function domainBatchFree(domain: string): boolean {
     if (!limits || !capped.has(domain) || freeSlots() <= 0) return false;
-    const room = limits.perDestination - (perDomain.get(domain) ?? 0);
-    return room >= Math.min(Math.max(1, Math.floor(limits.perDestination / 4)), globalBatch(), freeSlots());
+    return roomOf(domain) >= Math.min(Math.max(1, Math.floor(limits.perDestination / 4)), globalBatch(), freeSlots());
   }
 
   function reserve(domain: string): Reservation | null {
     // Rows waiting in the queue go first: new mail is handed over only when none wait that it
     // could overtake (rows of other domains held back by their caps could not go anyway).
     if (stopping || !limits || open || capped.has(domain)) return null;
-    if (freeSlots() <= 0 || (perDomain.get(domain) ?? 0) >= limits.perDestination) return null;
+    if (freeSlots() <= 0 || atCap(domain)) return null;
     reserved++;
     holdDomain(domain);
     let pending = true;

@@ -290,9 +290,12 @@ export function ioStallText(a: ReturnType<typeof ioStall>, b: ReturnType<typeof 
   return `io_stall(some=${(b.some - a.some).toFixed(2)}s full=${(b.full - a.full).toFixed(2)}s)`;
 }
 
+let probeCount = 0;
+
 /** One durable small write as the servers do it: create a 4 KB file in `dir`, fsync, close, remove; ms. */
-async function fsyncOnce(dir: string, i: number): Promise<number> {
-  const path = join(dir, `.fsync-probe-${process.pid}-${i}`);
+async function fsyncOnce(dir: string): Promise<number> {
+  // A name never used before: a probe that failed before its unlink leaves no name to collide with.
+  const path = join(dir, `.fsync-probe-${process.pid}-${probeCount++}`);
   const t = performance.now();
   const f = await fsp.open(path, "wx", 0o600);
   try {
@@ -316,10 +319,9 @@ const PROBE_DATA = new Uint8Array(4096).fill(0x61);
  */
 export async function waitDiskQuiet(o: { dir: string; maxS: number; maxMs: number }): Promise<number[]> {
   const end = Date.now() + o.maxS * 1000;
-  let n = 0;
   for (;;) {
     const probes: number[] = [];
-    for (let i = 0; i < 5; i++) probes.push(await fsyncOnce(o.dir, n++));
+    for (let i = 0; i < 5; i++) probes.push(await fsyncOnce(o.dir));
     if (probes.every((ms) => ms < o.maxMs) || Date.now() >= end) return probes;
     await sleep(1000);
   }
@@ -334,8 +336,8 @@ export function fsyncSampler(dir: string, everyMs = 100): { stop(): Promise<numb
   const times: number[] = [];
   let running = true;
   const done = (async () => {
-    for (let i = 0; running; i++) {
-      times.push(await fsyncOnce(dir, i));
+    while (running) {
+      times.push(await fsyncOnce(dir));
       await sleep(everyMs);
     }
   })();
