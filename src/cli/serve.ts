@@ -27,7 +27,9 @@ export default command({
     ...dbArgs,
     ...quietArgs,
   },
-  examples: ["madmail serve", "madmail serve --http 0.0.0.0:8080 --smtp 0.0.0.0:25 --lmtp off", "MADMAIL_DB=/var/lib/madmail/madmail.db madmail serve --log-format json"],
+  examples: ["madmail serve", "madmail serve --http 0.0.0.0:8080 --smtp 0.0.0.0:25 --lmtp off", "MADMAIL_DB=/var/lib/madmail/madmail.db madmail serve --log-format json",
+    "UV_THREADPOOL_SIZE=32 madmail serve   # threads for file I/O and fsync (default 16, or one per core)",
+    "MADMAIL_LOG_LEVEL=4 madmail serve     # debug lines, e.g. each claim pass of the queue"],
   async run({ args }) {
     const listen = {
       http: listenFlag("http", args.http),
