@@ -45,7 +45,7 @@ import { settingsRegistry } from "../../src/db/settings.ts";
 import { Database } from "bun:sqlite";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, watch, writeFileSync, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { cpus, tmpdir } from "node:os";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import * as openpgp from "openpgp";
@@ -54,7 +54,7 @@ import {
   BIN, ENV, PATH, childUsage, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, hyperfine, loadCpuProfile, loadText,
   machineBusy, machineLine, madmailCli, madmailHead, madmailEnv, median, memStatus, newMadmailState, now, percentile, postfixCpu, problemsBlock,
   procCpu, profileTable, threadsByName, threadsDelta, queueId, requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, timeRuns, verdict, virtualMaildir, waitPort,
-  fsyncSampler, ioStall, ioStallText, waitDiskQuiet, waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
+  benchRoot, createProbeUs, fsyncSampler, ioStall, ioStallText, waitDiskQuiet, waitQuiet as waitQuietFor, type CpuProfile, type MadmailState,
 } from "./_lib.ts";
 
 const SENDER = "alice@a.test";
@@ -441,7 +441,7 @@ interface MmState extends MadmailState {
 const mmCli = (m: MmState, args: string[], stdin?: string) => madmailCli(m, args, { stdin });
 
 function mmState(name: string): MmState {
-  const st = newMadmailState("mm-relay", name, tempDirs);
+  const st = newMadmailState("mm-relay", name, tempDirs, root.dir);
   return { ...st, mailRoot: join(st.dir, "mail") };
 }
 
@@ -547,13 +547,13 @@ async function startSink(): Promise<Sink> {
 
 async function startPostfixPair(sink: Sink): Promise<{ relay: PostfixInstance; final: PostfixInstance; finalNew: string }> {
   // The final stop: c.test delivered by virtual(8) into Maildirs owned by nobody.
-  const finalDir = peerDir("relayfin");
+  const finalDir = peerDir("relayfin", root.dir);
   tempDirs.push(finalDir);
   const vmail = virtualMaildir(finalDir, RCPT_PF2);
   const finalPort = await freePort();
   const final = await startPostfix({ dir: finalDir, smtpPort: finalPort, relayDomains: {}, hostname: "mx.c.test", extra: vmail.extra, masterAppend: vmail.masterAppend });
   stoppers.set(`postfix ${finalDir}`, () => final.stop());
-  const relayDir = peerDir("relaypf");
+  const relayDir = peerDir("relaypf", root.dir);
   tempDirs.push(relayDir);
   const relay = await startPostfix({
     dir: relayDir,
@@ -643,8 +643,9 @@ let exitCode = 0;
 // ---------------------------------------------------------------------------------------------
 // main
 
-const work = mkdtempSync(join(tmpdir(), "mm-relay-bench-"));
-tempDirs.push(work);
+// Every system's state in a directory of its own below one root (see benchRoot: block groups).
+const root = benchRoot("mmrb", tempDirs);
+const work = mkdtempSync(join(root.dir, "work-"));
 chmodSync(work, 0o755);
 
 try {
@@ -888,10 +889,13 @@ try {
       await rewarm(system, s, sender);
       const before = await waitQuiet();
       const disk = await waitDiskQuiet({ dir: work, maxS: QUIET_WAIT, maxMs: DISK_QUIET_MS });
+      // Where the run creates a file per message: B's Maildir, Postfix's queue (and the final Postfix's Maildir).
+      const creates = (system.startsWith("madmail") ? [B.dir] : system === "postfix_maildir" ? [relay.dir, final.dir] : [relay.dir])
+        .map((d) => fmtDec(createProbeUs(d), 0)).join("/");
       const r = system.startsWith("madmail")
         ? await madmailRun(round, s, before, false, sender)
         : await postfixRun(round, s, before, system as "postfix_sink" | "postfix_sink_smtp_source" | "postfix_maildir");
-      log({ ...r, note: `${r.note ?? ""} disk_fsync_before=max ${fmtDec(Math.max(...disk))}ms`.trim() });
+      log({ ...r, note: `${r.note ?? ""} disk_fsync_before=max ${fmtDec(Math.max(...disk))}ms file_create_before=${creates}us`.trim() });
     };
     for (let round = 1; round <= ROUNDS; round++) {
       for (const s of SIZES) {
@@ -1169,7 +1173,10 @@ function report(): string {
       `Before the first run, ${fmtInt(WARM - (WARM % SESSIONS))} messages of each size through every server (warm-up: JSC's compiler threads, Maildirs, Postfix's daemons); ` +
       `Right before each measured run, ${fmtInt(REWARM)} messages through the same system, delivered before the run starts (both systems: after idling while the others ran, JSC has thrown compiled code away and Postfix's daemons have exited). ` +
       `jit_threads in a run line is the CPU that A's and B's JITWorker threads took in that run. ${ROUNDS} rounds; in each, for each size, madmail and Postfix → smtp-sink back to back (alternating which goes first), then the informational systems; medians; ` +
-      `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared), then up to ${QUIET_WAIT} s for the disk to be quiet (five fsyncs of a 4 KB file in the temp dir under ${DISK_QUIET_MS} ms each; disk_fsync_before in the run lines).  `,
+      `before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s; the machine is shared), then up to ${QUIET_WAIT} s for the disk to be quiet (five fsyncs of a 4 KB file in the temp dir under ${DISK_QUIET_MS} ms each; disk_fsync_before in the run lines). ` +
+      `Layout: every system's state (A, A2, A3, B, the two Postfix instances, the bench's own files) in a directory of its own below one root ${root.spread ? "marked `chattr +T`, so that each gets block groups of its own" : "(`chattr +T` failed here: the directories may share block groups)"}: ` +
+      `on ext4 without a journal a file create scans past every inode of its block group freed in the last minute or more, so Postfix's deleted queue files would slow B's Maildir creates (test/bench/_lib.ts, benchRoot); ` +
+      `file_create_before in the run lines is µs per file create, measured right before the run where that system creates its files (madmail: B's directory; Postfix: its queue's, and the final Postfix's).  `,
   );
   for (const s of settingsNotes) out.push(`Settings: ${s}  `);
   out.push("");

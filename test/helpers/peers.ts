@@ -106,10 +106,11 @@ export function mailOwner(): Owner {
 
 /**
  * A fresh scratch directory for one peer, mode 0755 (Postfix's delivery agents and Dovecot's
- * mail processes run as other users and must be able to enter it). Short path: sockets live below it.
+ * mail processes run as other users and must be able to enter it), below `parent` (default the
+ * temp dir). Short path: sockets live below it.
  */
-export function peerDir(label = "peer"): string {
-  const dir = mkdtempSync(join(tmpdir(), `mm-${label}-`));
+export function peerDir(label = "peer", parent = tmpdir()): string {
+  const dir = mkdtempSync(join(parent, `mm-${label}-`));
   chmodSync(dir, 0o755);
   return dir;
 }
