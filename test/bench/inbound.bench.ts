@@ -30,7 +30,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort, havePeers, peerDir, startPostfix, type PostfixInstance, pidsWithCwdUnder } from "../helpers/peers.ts";
 import {
-  BIN, ENV, PATH, ROOT, SAMPLE_REL, childUsage, clkTck, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, loadText,
+  BIN, ENV, PATH, ROOT, SAMPLE_REL, benchRoot, childUsage, clkTck, collectOutput, countFiles, createCleanup, dieWith, finish, fmtDec, fmtInt, loadText,
   machineLine, machineTicks, madmailCli, madmailEnv, median, memStatus, postfixCpu, postfixSys, problemsBlock, procCpu, procSys, readProc,
   requirePositiveIntegers, sh, sleep, stopProc, tempDirFilesystem, verdict, virtualMaildir, waitPort, waitQuiet as waitQuietFor, type ProcSample,
 } from "./_lib.ts";
@@ -334,11 +334,12 @@ const gitHead = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) || "?";
 let exitCode = 0;
 let finalStatus: { rssMb: number; hwmMb: number } | undefined;
 const rssAfterRound: number[] = [];
+// madmail's and Postfix's files in block groups of their own (see benchRoot in _lib.ts).
+const root = benchRoot("mmib", tempDirs);
 
 try {
   // --- madmail: fresh state, bob with a big quota, passthrough sender for smtp-source's plaintext
-  const mmDir = mkdtempSync(join(tmpdir(), "mm-bench-"));
-  tempDirs.push(mmDir);
+  const mmDir = mkdtempSync(join(root.dir, "mm-bench-"));
   const mm = { dir: mmDir, db: join(mmDir, "data", "madmail.db") };
   const mailRoot = join(mmDir, "mail");
   madmailCli(mm, ["init", "--domain", "chat.test"]);
@@ -369,8 +370,7 @@ try {
   const mxdelivUrl = `http://127.0.0.1:${mmHttp}/mxdeliv`;
 
   // --- Postfix: virtual(8) delivery of chat.test into Maildirs owned by nobody
-  const pfDir = peerDir("pfbench");
-  tempDirs.push(pfDir);
+  const pfDir = peerDir("pfbench", root.dir);
   const vmail = virtualMaildir(pfDir, RCPT);
   const pfPort = await freePort();
   postfix = await startPostfix({ dir: pfDir, smtpPort: pfPort, relayDomains: {}, hostname: "postfix.bench.test", extra: vmail.extra, masterAppend: vmail.masterAppend });
@@ -564,7 +564,7 @@ function report(): string {
   out.push(`Command: \`${COMMAND}\` (from the repository root; dist/madmail built from the working tree)  `);
   out.push(`Machine: ${machine}  `);
   out.push(`Versions: ${versions}  `);
-  out.push(`Settings: ${ROUNDS} rounds, madmail and Postfix alternating which goes first; wrk -t${THREADS} -c${CONNS} -d${DURATION}s --latency; smtp-source -s ${SESSIONS} -m ${N} -d (connections reused); before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s: other developers share it); medians over the rounds.`);
+  out.push(`Settings: ${ROUNDS} rounds, madmail and Postfix alternating which goes first; wrk -t${THREADS} -c${CONNS} -d${DURATION}s --latency; smtp-source -s ${SESSIONS} -m ${N} -d (connections reused); before each run the script waits up to ${QUIET_WAIT} s for the machine to be nearly idle (< ${QUIET_CORES} cores busy over 1 s: other developers share it); medians over the rounds. madmail's and Postfix's state in directories of their own below one root ${root.spread ? "marked \`chattr +T\`, so that each gets block groups of its own" : "(\`chattr +T\` failed here: they may share block groups)"} (on ext4 without a journal, every file create walks past the inodes its group freed in the last minute: Postfix removes a queue file per message).`);
   out.push("");
   out.push("| Benchmark | msg/s (median) | per round | p50 / p99 ms | server CPU-s per 1000 msgs | load generator CPU-s per 1000 msgs |");
   out.push("| --- | ---: | --- | --- | ---: | ---: |");
