@@ -297,11 +297,12 @@ let probeCount = 0;
  * (`chattr +T`), so that each system's directory made in it gets block groups of its own.
  * Why: ext4 without a journal (this machine's /) does not reuse an inode freed in the last 60 s
  * (6 min while its inode table block is dirty), and every file create scans past such inodes
- * from the start of its block group, holding the directory's lock. Next to 20,000 files
- * deleted in the same group, a create took 0.8 ms of CPU instead of 0.02 (2026-11-22). Postfix
- * deletes a queue file for every message, and every run of the bench leaves tens of thousands
- * of removed files behind: side by side, the next system's Maildir creates paid for them. In
- * groups of its own, each system pays for its own deletions only. `spread` is false where
+ * from the start of its block group, holding the directory's lock. In a new directory in /tmp
+ * right after a bench had removed its temp dirs, a create took 0.8 ms instead of 0.02 in one
+ * below a `chattr +T` directory (2026-11-22). Postfix removes a queue file for every message,
+ * and every bench removes tens of thousands of files at its end: side by side, the next
+ * system's Maildir creates could pay for them. In groups of its own, each system pays for its
+ * own deletions only. `spread` is false where
  * chattr is missing or the file system has no such flag (the bench runs anyway; file_create in
  * the run lines then shows what the creates cost).
  */
