@@ -302,9 +302,9 @@ let probeCount = 0;
  * below a `chattr +T` directory (2026-11-22). Postfix removes a queue file for every message,
  * and every bench removes tens of thousands of files at its end: side by side, the next
  * system's Maildir creates could pay for them. In groups of its own, each system pays for its
- * own deletions only. `spread` is false where
- * chattr is missing or the file system has no such flag (the bench runs anyway; file_create in
- * the run lines then shows what the creates cost).
+ * own deletions only. `spread` is false where chattr is missing or the file system has no such
+ * flag (the bench runs anyway; file_create in the run lines then shows what the creates cost).
+ * Everything below the root goes with it at the clean-up.
  */
 export function benchRoot(prefix: string, tempDirs: string[]): { dir: string; spread: boolean } {
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));

@@ -548,13 +548,11 @@ async function startSink(): Promise<Sink> {
 async function startPostfixPair(sink: Sink): Promise<{ relay: PostfixInstance; final: PostfixInstance; finalNew: string }> {
   // The final stop: c.test delivered by virtual(8) into Maildirs owned by nobody.
   const finalDir = peerDir("relayfin", root.dir);
-  tempDirs.push(finalDir);
   const vmail = virtualMaildir(finalDir, RCPT_PF2);
   const finalPort = await freePort();
   const final = await startPostfix({ dir: finalDir, smtpPort: finalPort, relayDomains: {}, hostname: "mx.c.test", extra: vmail.extra, masterAppend: vmail.masterAppend });
   stoppers.set(`postfix ${finalDir}`, () => final.stop());
   const relayDir = peerDir("relaypf", root.dir);
-  tempDirs.push(relayDir);
   const relay = await startPostfix({
     dir: relayDir,
     smtpPort: await freePort(),
