@@ -41,7 +41,7 @@ const keyJson = (k: DkimKeyInfo) => ({
 });
 
 const generate = command({
-  meta: { name: "generate", description: "Make the DKIM key outbound mail of a local domain is signed with; prints the DNS TXT record to publish" },
+  meta: { name: "generate", description: "Make the key a local domain's outbound mail is signed with; prints its DNS TXT record" },
   args: {
     ...domainArg,
     selector: { type: "string", valueHint: "NAME", description: "Selector: the key's DNS name is SELECTOR._domainkey.DOMAIN (default madmailYYYYMM, this month in UTC)" },
@@ -74,7 +74,7 @@ const generate = command({
 });
 
 const show = command({
-  meta: { name: "show", description: "Show a domain's DKIM key: selector, key file, size, what signs with it here, and the DNS TXT record" },
+  meta: { name: "show", description: "Show a domain's DKIM key: selector, file, size, signing backend, DNS TXT record" },
   args: { ...domainArg, ...readArgs },
   examples: ["madmail dkim show chat.example.org", "madmail dkim show chat.example.org --json | jq -r .dns_txt"],
   run: ({ args }) => {

@@ -8,7 +8,9 @@ import { addDomain } from "../policy/local-domains.ts";
 import { createAdminTokenIfMissing } from "../admin/admin-token.ts";
 
 export default command({
-  meta: { name: "init", description: "Create the state file, add the first local domain and print the admin token once (safe to run again)" },
+  meta: { name: "init", description: "Create the state file with a first local domain and print the admin token once" },
+  details: ["Safe to run again: what exists is kept. A domain already present is reported, and an admin token already set is " +
+    "not replaced (rotate it with `madmail admin-token --rotate`)."],
   args: { domain: { type: "string", valueHint: "DOMAIN", description: "First local domain (e.g. chat.example.org)" }, ...commonArgs },
   examples: ["madmail init --domain chat.example.org", "madmail --db /var/lib/madmail/madmail.db init"],
   run: ({ args }) => {

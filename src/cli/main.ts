@@ -126,9 +126,25 @@ async function renderHelp(path: MadmailCommand[]): Promise<string> {
   const cmd = path.at(-1)!;
   const names = path.slice(0, -1).map((c) => (c.meta as { name?: string } | undefined)?.name).filter(Boolean).join(" ");
   const parent = path.length > 1 ? { meta: { name: names, version: (root.meta as { version: string }).version } } : undefined;
-  const usage = await renderUsage(cmd, parent);
-  const examples = cmd.examples ?? [];
-  return examples.length ? `${usage}\n\nEXAMPLES\n\n${examples.map((e) => `  ${e}`).join("\n")}` : usage;
+  const sections = [await renderUsage(cmd, parent)];
+  if (cmd.details?.length) sections.push(`DETAILS\n\n${cmd.details.map((p) => wrap(p, 96, "  ")).join("\n\n")}`);
+  if (cmd.examples?.length) sections.push(`EXAMPLES\n\n${cmd.examples.map((e) => `  ${e}`).join("\n")}`);
+  // citty pads every row of a column to the widest one: no trailing blanks to wrap in a narrow terminal.
+  return sections.join("\n\n").split("\n").map((l) => l.trimEnd()).join("\n");
+}
+
+/** Words of `text` on lines of at most `width` characters (a longer word gets a line of its own). */
+function wrap(text: string, width: number, indent: string): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && indent.length + line.length + 1 + word.length > width) {
+      lines.push(indent + line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(indent + line);
+  return lines.join("\n");
 }
 
 async function resolve<T>(v: T | (() => T) | (() => Promise<T>) | Promise<T> | undefined): Promise<T | undefined> {

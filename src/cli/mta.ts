@@ -6,7 +6,9 @@ import { loadConfig } from "../db/settings.ts";
 import { MadmailError } from "../errors.ts";
 
 const postfixMaps = command({
-  meta: { name: "postfix-maps", description: "Print Postfix transport_maps and relay_domains lines that hand the local domains to madmail's LMTP listener" },
+  meta: { name: "postfix-maps", description: "Print Postfix map lines that hand the local domains to madmail's LMTP listener" },
+  details: ["--kind transport prints transport_maps lines (each local domain to lmtp: at the listen.lmtp address); " +
+    "--kind relay-domains prints relay_domains lines, so that Postfix accepts mail for those domains."],
   args: {
     kind: { type: "enum", options: ["transport", "relay-domains"], default: "transport", description: "Which map to print" },
     ...dbArgs,

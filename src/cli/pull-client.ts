@@ -16,9 +16,17 @@ import { drainPartner, parseBaseUrl, readTokenFile, verifyTlsFor, type DrainResu
 export default command({
   meta: {
     name: "pull-client",
-    description: "Pull the mail an exchanger partner holds for us into the accept pipeline, acknowledging what was stored (for cron). " +
-      "Summary: pulled = messages; delivered (local), relayed (queued onward), refused, deferred = recipients",
+    description: "Pull the mail an exchanger partner holds for us into the accept pipeline (for cron)",
   },
+  details: [
+    "Pulls until the partner has nothing more for us (or --max-time), acknowledging each message only once it is stored here. " +
+      "A lock file keeps two runs from overlapping: a run that finds it held says so and exits 0.",
+    "The summary line counts messages as pulled, and recipients as delivered (stored in a local Maildir), relayed (queued onward), " +
+      "refused, and deferred (not acknowledged: left with the partner, pulled again on the next run).",
+    "Exit status: 0 when the run went through, also when nothing was waiting; 75 on a temporary failure (partner unreachable " +
+      "or answering 5xx, recipients deferred), worth retrying on the next run; 1 on a configuration error (bad URL, token " +
+      "missing or refused, no pull endpoint at the URL); 2 on bad usage.",
+  ],
   args: {
     url: { type: "string", required: true, valueHint: "URL", description: "The partner's base URL (its pull endpoint is URL/exchanger/pull)" },
     "token-file": { type: "string", valueHint: "FILE", description: "File whose first line is our token at the partner (else env MADMAIL_PULL_TOKEN)" },

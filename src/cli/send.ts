@@ -8,7 +8,9 @@ import { smtpReplyFor } from "../inbound/replies.ts";
 import { setLevel } from "../log.ts";
 
 export default command({
-  meta: { name: "send", description: "Send a message from standard input through the accept pipeline (as a local user, no AUTH); prints the queue id per destination domain" },
+  meta: { name: "send", description: "Send a message from standard input through the accept pipeline; prints the queue ids" },
+  details: ["For scripts on this host: the message goes through the same checks as submission (the encryption gate included), " +
+    "as the local sender given with --from and without AUTH. One queue id is printed per destination domain."],
   args: {
     from: { type: "string", required: true, valueHint: "ADDRESS", description: "Envelope sender: an address at a local domain" },
     to: { type: "string", required: true, valueHint: "ADDRESS", description: "Recipient; repeat --to or give a comma list for several" },

@@ -15,7 +15,8 @@ function listenFlag(name: string, value: string | undefined): ListenAddress | nu
 }
 
 export default command({
-  meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX), LMTP, submission and the delivery queue (listeners from settings; flags override for this run)" },
+  meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX), LMTP, submission and the delivery queue" },
+  details: ["Listeners come from the settings (`madmail config list`); a flag overrides its setting for this run only."],
   args: {
     http: { type: "string", valueHint: "ADDR", description: "HTTP listener HOST:PORT or off (setting listen.http)" },
     https: { type: "string", valueHint: "ADDR", description: "HTTPS listener HOST:PORT or off (setting listen.https; needs tls.cert/tls.key)" },

@@ -49,6 +49,11 @@ describe("help", () => {
       const name = ["madmail", ...path].join(" ");
       expect({ name, code: r.code, stderr: r.stderr }).toEqual({ name, code: 0, stderr: "" });
       expect(r.stdout).toContain(`USAGE ${name}`);
+      // citty pads columns to the widest row: no line may end in blanks (they wrap in a narrow terminal).
+      expect({ name, padded: r.stdout.split("\n").filter((l) => / $/.test(l)) }).toEqual({ name, padded: [] });
+      // A parent lists its commands one line each: a description that long belongs in the command's DETAILS.
+      const section = /\nCOMMANDS\n\n([\s\S]*?)\n\nUse /.exec(r.stdout)?.[1] ?? "";
+      expect({ name, long: section.split("\n").filter((l) => l.length > 110) }).toEqual({ name, long: [] });
       const examples = /\nEXAMPLES\n\n([\s\S]*)$/.exec(r.stdout)?.[1]?.trim().split("\n").map((l) => l.trim()) ?? [];
       expect({ name, examples: examples.length > 0 }).toEqual({ name, examples: true });
       // A leaf's examples run that very command.
@@ -78,6 +83,14 @@ describe("help", () => {
     const b = await sb.run(["endpoint-cache", "set", "--help"]);
     expect(a.code).toBe(0);
     expect(a.stdout).toBe(b.stdout);
+  });
+
+  test("pull-client --help explains its summary and exit statuses under DETAILS, before the examples", async () => {
+    const r = await sb.run(["pull-client", "--help"]);
+    const details = /\nDETAILS\n\n([\s\S]*?)\n\nEXAMPLES\n/.exec(r.stdout)?.[1] ?? "";
+    expect(details).toContain("deferred (not acknowledged");
+    expect(details).toMatch(/75 on a temporary\s+failure/);
+    expect(details.split("\n").every((l) => l.length <= 96)).toBe(true);
   });
 
   test("exchanger set documents --no-fallback", async () => {

@@ -4,7 +4,7 @@ const leaf = (file: "list" | "write", name: string) => () =>
   (file === "list" ? import("./list.ts") : import("./write.ts")).then((m) => m.default[name]!);
 
 export default command({
-  meta: { name: "queue", description: "Look at and manage the outbound queue: list, show, hold, release, retry, flush, delete, stats" },
+  meta: { name: "queue", description: "Look at and manage the outbound queue (as postqueue, postsuper and qshape do)" },
   subCommands: {
     list: leaf("list", "list"),
     show: () => import("./show.ts").then((m) => m.default),
