@@ -25,6 +25,7 @@ import { findUser } from "./store/users.repository.ts";
 import { recountUsage } from "./store/usage.ts";
 import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
 import { log, setLogFormat, type LogFormat } from "./log.ts";
+import { loadTlsMaterial, watchTlsFiles, type TlsMaterial, type TlsWatch } from "./util/tls-files.ts";
 import { MadmailError } from "./errors.ts";
 
 export type ListenerName = "http" | "https" | "smtp" | "lmtp" | "submission" | "submissions";
@@ -40,6 +41,11 @@ export interface ServeOptions {
 export interface RunningServer {
   http: Server | null;
   doors: Partial<Record<SmtpDoorKind | "submissions", SmtpDoor>>;
+  /**
+   * Looks at tls.cert and tls.key now (as every minute): a renewed pair serves new connections.
+   * "none" when no certificate is in use.
+   */
+  reloadTls(): Promise<"none" | "unchanged" | "reloaded" | "refused">;
   stop(): Promise<void>;
 }
 
@@ -103,7 +109,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const { config } = await snapshot.get();
   setLogFormat(opts.logFormat ?? config["log.format"]);
   const addr = (name: ListenerName) => (opts.listen?.[name] !== undefined ? opts.listen[name]! : config[`listen.${name}`]);
-  const tls = config["tls.cert"] && config["tls.key"] ? { cert: config["tls.cert"], key: config["tls.key"] } : null;
+  const tlsFiles = config["tls.cert"] && config["tls.key"] ? { cert: config["tls.cert"], key: config["tls.key"] } : null;
+  let tls: TlsMaterial | null = null;
+  let tlsWatch: TlsWatch | null = null;
+  let swapHttps: ((m: TlsMaterial) => Promise<void>) | null = null;
 
   const bounce: Bounce = {
     async send(c, mailFrom, body, failed) {
@@ -130,7 +139,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   core.setWorker(worker);
 
-  const running: RunningServer = { http: null, doors: {}, stop };
+  const running: RunningServer = { http: null, doors: {}, stop, reloadTls: async () => (tlsWatch ? tlsWatch.check() : "none") };
   // Aborted first on stop: long-polling pulls answer at once.
   const shutdown = new AbortController();
   const stops: (() => Promise<void>)[] = [];
@@ -139,6 +148,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (stopped) return;
     stopped = true;
     shutdown.abort();
+    tlsWatch?.stop();
     // Listeners first (no new mail), then the worker (in-flight deliveries), then the files.
     for (const s of stops.reverse()) await s().catch((err) => log.warn(err));
     await worker.stop((await snapshot.get()).config["delivery.shutdown_grace"] * 1000);
@@ -150,6 +160,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   try {
+    // Checked before any listener starts, when one will use it: a wrong path or a key that
+    // does not match fails here, by name.
+    const usesTls = (["https", "smtp", "lmtp", "submission", "submissions"] as const).some((n) => addr(n));
+    if (tlsFiles && usesTls) tls = loadTlsMaterial(tlsFiles);
     const httpAddrs = (["http", "https"] as const).filter((n) => addr(n));
     if (httpAddrs.length) {
       const app = createHttpApp({ startedAt: Date.now() });
@@ -160,16 +174,39 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         if (name === "https" && !tls) {
           throw new MadmailError("config", "listen.https needs a certificate: set tls.cert and tls.key, or `madmail config set listen.https off`");
         }
-        const server = await listenOrExplain(name, a, () =>
+        const listen = (m: TlsMaterial | null) => listenOrExplain(name, a, () =>
           serveHttp({
             fetch: app.fetch, hostname: a.host, port: a.port, gracefulShutdown: false, silent: true,
             // Long polls (GET /exchanger/pull?wait=60) must outlive Bun's 10 s default.
             bun: { idleTimeout: 120 },
-            ...(name === "https" ? { tls: { cert: tls!.cert, key: tls!.key } } : {}),
+            // srvx takes PEM text only when it starts with the armour line (else it reads a path).
+            ...(m ? { tls: { cert: fromArmour(m.cert), key: fromArmour(m.key) } } : {}),
           }).ready(),
         );
+        let server = await listen(name === "https" ? tls : null);
+        // Listeners that stopped accepting and still finish their requests (after a certificate change).
+        const retired = new Set<Server>();
         if (name === "http") running.http = server;
-        stops.push(() => server.close(true));
+        else {
+          // Bun cannot change the certificate of a listening server: a new one takes the port
+          // (within a millisecond), the old one finishes what it has in flight.
+          swapHttps = async (m) => {
+            const old = server;
+            retired.add(old);
+            void old.close(false).catch(() => {}).finally(() => retired.delete(old));
+            try {
+              server = await listen(m);
+            } catch (err) {
+              // Taken meanwhile by someone else: at least try to serve on with the old pair.
+              server = await listen(tls).catch((again) => {
+                log.withTag(name).error(`the listener is down: ${(again as Error).message}; restart madmail`);
+                throw err;
+              });
+              throw err;
+            }
+          };
+        }
+        stops.push(async () => void (await Promise.all([server, ...retired].map((s) => s.close(true)))));
         log.withTag(name).info(`listening on ${server.url ?? `${a.host}:${a.port}`}`);
       }
     }
@@ -188,6 +225,23 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       );
       running.doors[name] = door;
       stops.push(() => door.close());
+    }
+    if (tls) {
+      const doors = Object.values(running.doors);
+      tlsWatch = watchTlsFiles({
+        current: tls,
+        // The settings may name other files by now; without them the files in use stay watched.
+        files: async () => {
+          const c = (await snapshot.get()).config;
+          return c["tls.cert"] && c["tls.key"] ? { cert: c["tls.cert"], key: c["tls.key"] } : tls!.files;
+        },
+        apply: async (m) => {
+          if (swapHttps) await swapHttps(m);
+          for (const d of doors) d.updateTls(m);
+          tls = m;
+        },
+        log: log.withTag("tls"),
+      });
     }
   } catch (err) {
     await stop();
@@ -219,6 +273,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   recountTimer.unref();
   stops.unshift(async () => clearInterval(recountTimer));
   return running;
+}
+
+/** PEM text from its first armour line on (a file may start with comments or "Bag Attributes"). */
+function fromArmour(pem: string): string {
+  return pem.slice(Math.max(0, pem.indexOf("-----BEGIN ")));
 }
 
 async function listenOrExplain<T>(name: ListenerName, a: ListenAddress, start: () => Promise<T>): Promise<T> {

@@ -16,7 +16,13 @@ function listenFlag(name: string, value: string | undefined): ListenAddress | nu
 
 export default command({
   meta: { name: "serve", description: "Run the server: HTTP /mxdeliv, SMTP (MX), LMTP, submission and the delivery queue" },
-  details: ["Listeners come from the settings (`madmail config list`); a flag overrides its setting for this run only."],
+  details: [
+    "Listeners come from the settings (`madmail config list`) when the server starts; a flag overrides its setting for " +
+      "this run only.",
+    "SIGTERM or SIGINT: stop accepting, let deliveries in flight finish (delivery.shutdown_grace), exit. " +
+      "SIGHUP: look at tls.cert and tls.key now, as the server does every minute; a renewed certificate serves new " +
+      "connections, a pair that does not load or match is refused and the current one stays (logged).",
+  ],
   args: {
     http: { type: "string", valueHint: "ADDR", description: "HTTP listener HOST:PORT or off (setting listen.http)" },
     https: { type: "string", valueHint: "ADDR", description: "HTTPS listener HOST:PORT or off (setting listen.https; needs tls.cert/tls.key)" },
@@ -52,6 +58,13 @@ export default command({
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
+      // `systemctl reload` and certificate renewal hooks send HUP, which would otherwise end the
+      // process: look at the certificate files now. Settings need no reload (read as they change).
+      process.on("SIGHUP", () => {
+        void server.reloadTls().then((r) => log.info(
+          r === "none" ? "SIGHUP: no TLS certificate in use, nothing to reload (one set after the start takes a restart)" : `SIGHUP: TLS certificate ${r}`,
+        ));
+      });
     });
   },
 });

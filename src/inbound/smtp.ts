@@ -1,6 +1,5 @@
 // The SMTP (MX) and LMTP doors. smtp-server owns the protocol; this file only checks
 // recipients at RCPT and turns accept() verdicts into replies (replies.ts).
-import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import type { ListenAddress } from "../db/settings.ts";
@@ -22,6 +21,7 @@ export interface SmtpDoorOptions {
   listen: ListenAddress;
   hostname: string;
   maxSize: number;
+  /** PEM certificate chain and key (util/tls-files.ts), or null: no STARTTLS. */
   tls: { cert: string; key: string } | null;
   /** Submission on port 465: TLS from the first byte. */
   implicitTls?: boolean;
@@ -34,11 +34,13 @@ export interface SmtpDoor {
   server: SMTPServer;
   port: number;
   close(): Promise<void>;
+  /** A renewed certificate: used for the TLS handshakes (STARTTLS or implicit) of new connections. */
+  updateTls(tls: { cert: string; key: string }): void;
 }
 
 export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const { kind, acceptor, snapshot, db } = opts;
-  const tls = opts.tls ? { key: readFileSync(opts.tls.key), cert: readFileSync(opts.tls.cert) } : {};
+  const tls = opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {};
   const submission = kind === "submission";
   const failedAuth = new Map<string, number>();
   const server = new SMTPServer({
@@ -175,6 +177,7 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     server,
     port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    updateTls: ({ cert, key }) => server.updateSecureContext({ cert, key }),
   };
 }
 
