@@ -3,7 +3,7 @@
 // SIGHUP: a renewed certificate (certbot and acme.sh replace the files, or the symlinks to them)
 // serves new connections without a restart. A pair that does not load, or whose key does not
 // match the certificate (caught between the two writes of a renewal), is refused: the server
-// keeps the pair it has and says why.
+// keeps the pair it has, says why (once per version of the files) and tries again at the next look.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { MadmailError } from "../errors.ts";
