@@ -8,6 +8,7 @@ import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
 import { sandbox } from "../helpers/binary.ts";
+import { ENCRYPTED } from "./_fixtures.ts";
 import { havePeers, makeCert } from "../helpers/peers.ts";
 import { freePort, startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
 
@@ -77,7 +78,11 @@ describe.skipIf(skip)("TLS certificate renewal", () => {
     const [httpsPort, submissionsPort] = [await freePort(), await freePort()];
     const s = await startServe({
       box,
-      setup: [["domain", "add", "a.test"], ["config", "set", "tls.cert", cert], ["config", "set", "tls.key", key]],
+      setup: [
+        ["domain", "add", "a.test"], ["config", "set", "tls.cert", cert], ["config", "set", "tls.key", key],
+        // A pull partner, for a long poll that spans the change of certificate.
+        ["exchanger", "add", "bside", "http://127.0.0.1:9", "--mode", "pull", "--domains", "b.test"], ["config", "set", "relay.domains", "b.test"],
+      ],
       extraArgs: ["--https", `127.0.0.1:${httpsPort}`, "--submissions", `127.0.0.1:${submissionsPort}`],
     });
     servers.push(s);
@@ -91,12 +96,23 @@ describe.skipIf(skip)("TLS certificate renewal", () => {
     expect(s.logs()).toContain(`TLS certificate not reloaded, the current one stays in use: tls.key ${key} does not belong to the certificate in tls.cert ${cert}`);
     expect(await cns()).toEqual(["cert-a.test", "cert-a.test", "cert-a.test", "cert-a.test"]);
 
-    // The renewal completes.
+    // The renewal completes, while a long poll waits on the HTTPS listener.
+    const token = (await box.run(["exchanger", "token", "bside"])).stdout.trim();
+    const poll = fetch(`https://127.0.0.1:${httpsPort}/exchanger/pull?wait=20`, {
+      headers: { Authorization: `Bearer ${token}` }, tls: { rejectUnauthorized: false },
+    } as RequestInit);
+    await Bun.sleep(300);
     copyFileSync(b.key, key);
     s.proc.kill("SIGHUP");
     await waitUntil("the reload", () => s.logs().includes("SIGHUP: TLS certificate reloaded"));
     expect(s.logs()).toMatch(/TLS certificate reloaded from \S+fullchain\.pem: CN=cert-b\.test, valid until \S+, sha256 [0-9A-F:]{95}/);
     expect(await cns()).toEqual(["cert-b.test", "cert-b.test", "cert-b.test", "cert-b.test"]);
+    // The old listener finishes the poll it holds: mail for the partner arrives and is handed out.
+    const post = await fetch(`${s.url}/mxdeliv`, { method: "POST", headers: { "X-Mail-From": "a@a.test", "X-Mail-To": "bob@b.test" }, body: ENCRYPTED() });
+    expect(post.status).toBe(200);
+    const polled = await poll;
+    expect(polled.status).toBe(200);
+    expect(((await polled.json()) as { messages: unknown[] }).messages).toHaveLength(1);
     const health = await fetch(`https://127.0.0.1:${httpsPort}/healthz`, { tls: { rejectUnauthorized: false } } as RequestInit);
     expect(health.status).toBe(200);
 
