@@ -58,7 +58,10 @@ const get = command({
 });
 
 const set = command({
-  meta: { name: "set", description: "Change a setting (a running server uses it from its next message on)" },
+  meta: { name: "set", description: "Change a setting (a running server uses most from its next message on)" },
+  details: ["listen.*, mail_root, mail.uid, mail.gid and log.format are read when `madmail serve` starts: after changing one, " +
+    "restart the server (the confirmation line says so). Every other setting applies to a running server from its next message " +
+    "or connection on; tls.cert and tls.key within a minute, or at once on SIGHUP."],
   args: { ...keyArg, value: { type: "positional", required: true, description: "New value, in the form `config list` describes", valueHint: "VALUE" }, ...commonArgs },
   examples: ["madmail config set listen.smtp 0.0.0.0:25", "madmail config set limits.max_message_size 50M", "madmail config set listen.submissions off"],
   run: ({ args }) => {
@@ -66,10 +69,17 @@ const set = command({
     return withDb(args, async ({ db }) => {
       await db.insertInto("settings").values({ key, value: stored })
         .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
-      say(args, `${key} = ${(settingsRegistry[key] as SettingDef<unknown>).secret ? "********" : stored}`);
+      say(args, `${key} = ${(settingsRegistry[key] as SettingDef<unknown>).secret ? "********" : stored}${atStartNote(key, "")}`);
     });
   },
 });
+
+/** For keys serve reads only when it starts, on the confirmation line (as "(default)" is). */
+function atStartNote(key: string, joiner: "" | "; "): string {
+  if (!(settingsRegistry[key as keyof typeof settingsRegistry] as SettingDef<unknown>).atStart) return "";
+  const note = "read when serve starts: restart it to apply";
+  return joiner ? `${joiner}${note}` : ` (${note})`;
+}
 
 const unset = command({
   meta: { name: "unset", description: "Return a setting to its default" },
@@ -80,7 +90,7 @@ const unset = command({
     return withDb(args, async ({ db }) => {
       await db.deleteFrom("settings").where("key", "=", args.key).execute();
       const d = settingsRegistry[args.key as keyof typeof settingsRegistry] as SettingDef<unknown>;
-      say(args, `${args.key} = ${d.default} (default)`);
+      say(args, `${args.key} = ${d.default} (default${atStartNote(args.key, "; ")})`);
     });
   },
 });

@@ -18,6 +18,8 @@ export interface SettingDef<T> {
   expected: string;
   /** A secret (a password): `config list`/`get` show only whether it is set. */
   secret?: boolean;
+  /** Read by `madmail serve` when it starts only (listeners, where mail is stored): a change takes a restart. */
+  atStart?: boolean;
   /** Parses stored/user text; throws a plain Error whose message says what is wrong. */
   parse(text: string): T;
   /** Normalised text to store. */
@@ -41,6 +43,7 @@ const listen = (dflt: string, description: string) =>
     expected: "HOST:PORT (e.g. 127.0.0.1:8080, [::1]:25, 0.0.0.0:25) or off",
     parse: parseListen,
     normalise: (t) => t.trim().toLowerCase(),
+    atStart: true,
   });
 
 const size = (dflt: string, description: string) =>
@@ -199,9 +202,9 @@ export const settingsRegistry = {
   "tls.key": path("PEM private key matching tls.cert"),
   "limits.max_message_size": size("30M", "Largest message accepted on any door"),
   "quota.default": size("1G", "Mailbox quota for users added without --quota"),
-  "mail_root": path("Root of the Maildirs (<mail_root>/<address>/{tmp,new,cur}); empty = <data dir>/mail"),
-  "mail.uid": optionalId("Owner uid of delivered Maildir files (Dovecot refuses root); empty = the server's own"),
-  "mail.gid": optionalId("Owner gid of delivered Maildir files; empty = the server's own"),
+  "mail_root": { ...path("Root of the Maildirs (<mail_root>/<address>/{tmp,new,cur}); empty = <data dir>/mail"), atStart: true },
+  "mail.uid": { ...optionalId("Owner uid of delivered Maildir files (Dovecot refuses root); empty = the server's own"), atStart: true },
+  "mail.gid": { ...optionalId("Owner gid of delivered Maildir files; empty = the server's own"), atStart: true },
   "federation.policy": choice(["accept", "reject"] as const, "accept", "accept: federation rules are a blocklist; reject: they are an allowlist"),
   "gate.passthrough_senders": addressList("Senders whose mail skips the encryption gate"),
   "gate.passthrough_recipients": addressList("Recipients whose mail skips the encryption gate"),
@@ -223,7 +226,7 @@ export const settingsRegistry = {
   "delivery.reroute_after": duration("10m", "Mail still deferred this long moves to the fallback exchanger (0 = never)", 0),
   "relay.domains": domainList("Recipient domains this server accepts on /mxdeliv and SMTP to pass on (as an exchanger relaying for others)"),
   "exchanger.pull_lease": duration("5m", "How long pulled messages stay handed out before they are offered again unless acknowledged", 10),
-  "log.format": choice(["human", "json"] as const, "human", "Log format of serve (human or json lines on stderr)"),
+  "log.format": { ...choice(["human", "json"] as const, "human", "Log format of serve (human or json lines on stderr)"), atStart: true },
 } as const;
 
 export type SettingKey = keyof typeof settingsRegistry;

@@ -113,7 +113,7 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     },
 
     onData(stream, session, callback) {
-      readMessage(stream, opts.maxSize).then(async (body) => {
+      readMessage(stream, server.options.size ?? opts.maxSize).then(async (body) => {
         const rcpts = session.envelope.rcptTo.map((r) => r.address);
         if (!body) {
           const tooBig = smtpError(smtpReplyForReason("too_large"));
@@ -168,6 +168,16 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     });
   });
   server.on("error", (err) => log.withTag(kind).warn(err.message));
+  // hostname and limits.max_message_size follow the settings without a restart: smtp-server
+  // reads its options for each new connection (the name in the greeting) and at each EHLO and
+  // DATA (SIZE). Checked every second; the snapshot reloads only when the file changed.
+  const follow = setInterval(() => {
+    snapshot.get().then(({ config }) => {
+      server.options.name = config.hostname;
+      server.options.size = config["limits.max_message_size"];
+    }, () => {});
+  }, 1000);
+  follow.unref();
   // Plain connections (STARTTLS or none): replies to pipelined commands leave in one packet.
   if (!opts.implicitTls) server.server.on("connection", coalesceReplies);
   const addr = server.server.address();
@@ -176,7 +186,10 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   return {
     server,
     port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () => {
+      clearInterval(follow);
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
     updateTls: ({ cert, key }) => server.updateSecureContext({ cert, key }),
   };
 }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { ServerHandle } from "../helpers/server.ts";
+import { waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { RawSmtp, sendMail } from "../helpers/smtp-client.ts";
 import { ENCRYPTED, PLAINTEXT, maildirNew, readDelivered, startChatServer } from "./_fixtures.ts";
 
@@ -137,5 +137,33 @@ describe("LMTP door", () => {
   test("plaintext gets 523 for each recipient", async () => {
     const r = await sendMail(s.lmtpPort, { lmtp: true, from: "alice@a.test", to: ["carol@chat.test", "bob@chat.test"], body: PLAINTEXT });
     expect(r.data.map((x) => x.code)).toEqual([523, 523]);
+  });
+});
+
+describe("settings that follow without a restart", () => {
+  test("hostname and limits.max_message_size: new connections greet with the new name, EHLO and DATA use the new size", async () => {
+    const t = await startChatServer();
+    try {
+      const session = async () => {
+        const { client, greeting } = await RawSmtp.open(t.smtpPort);
+        const ehlo = await client.cmd("EHLO peer.test");
+        client.close();
+        return { name: greeting.text.split(" ")[0], size: /SIZE (\d+)/.exec(ehlo.text)?.[1] };
+      };
+      const before = await session();
+      expect(before.size).toBe("31457280");
+      expect((await t.box.run(["config", "set", "hostname", "mx.renamed.test"])).stdout).toBe("hostname = mx.renamed.test\n");
+      expect((await t.box.run(["config", "set", "limits.max_message_size", "2K"])).code).toBe(0);
+      const after = await waitUntil("the new settings", async () => {
+        const now = await session();
+        return now.name === "mx.renamed.test" && now.size === "2048" && now;
+      }, 10_000);
+      expect(after).toEqual({ name: "mx.renamed.test", size: "2048" });
+      // A message over the new limit is refused at DATA.
+      expect((await sendMail(t.smtpPort, { from: "alice@a.test", to: ["carol@chat.test"], body: body() + "x".repeat(3000) })).data[0]!.code).toBe(552);
+    } finally {
+      await t.stop();
+      t.box.cleanup();
+    }
   });
 });
