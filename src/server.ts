@@ -2,7 +2,8 @@
 // until stopped. On SIGTERM: stop accepting, let deliveries finish (delivery.shutdown_grace),
 // release leases, flush, close.
 import { EventEmitter } from "node:events";
-import { join } from "node:path";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { serve as serveHttp, type Server } from "srvx";
 import { openDb, type OpenedDb } from "./db/open.ts";
 import type { ListenAddress } from "./db/settings.ts";
@@ -26,6 +27,7 @@ import { recountUsage } from "./store/usage.ts";
 import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
 import { log, setLogFormat, type LogFormat } from "./log.ts";
 import { loadTlsMaterial, watchTlsFiles, type TlsMaterial, type TlsWatch } from "./util/tls-files.ts";
+import { lockStateFile } from "./util/serve-lock.ts";
 import { MadmailError } from "./errors.ts";
 
 export type ListenerName = "http" | "https" | "smtp" | "lmtp" | "submission" | "submissions";
@@ -102,7 +104,16 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
-  const state = await openDb(opts.dbPath);
+  // Before the state file is opened: a second server must not touch the queue at all.
+  mkdirSync(dirname(opts.dbPath), { recursive: true });
+  const lock = lockStateFile(opts.dbPath);
+  let state: OpenedDb;
+  try {
+    state = await openDb(opts.dbPath);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   const tracker = createFederationTracker(state.db);
   const core = await openCore(state, tracker);
   const { snapshot, store, writes, events, acceptor, recent } = core;
@@ -157,6 +168,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     await writes.drain();
     await store.dispose();
     await state.close();
+    lock.release();
   }
 
   try {

@@ -19,6 +19,7 @@ export default command({
   details: [
     "Listeners come from the settings (`madmail config list`) when the server starts; a flag overrides its setting for " +
       "this run only.",
+    "One server per state file: a second `serve` on the same file exits 1 (a lock on <state file>-serve.lock).",
     "SIGTERM or SIGINT: stop accepting, let deliveries in flight finish (delivery.shutdown_grace), exit. " +
       "SIGHUP: look at tls.cert and tls.key now, as the server does every minute; a renewed certificate serves new " +
       "connections, a pair that does not load or match is refused and the current one stays (logged).",

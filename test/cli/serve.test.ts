@@ -113,10 +113,8 @@ describe("madmail serve", () => {
     });
   });
 
-  // BUG (src/server.ts, not fixed here): srvx's Bun adapter throws from serve() itself when the
-  // port is taken, before ready(); server.ts calls serve() outside listenOrExplain, so the user
-  // gets "internal error" and a stack. Fix: create the server inside the listenOrExplain callback.
-  // Remove `.failing` then.
+  // srvx's Bun adapter throws from serve() itself when the port is taken, before ready(): the
+  // server is created inside listenOrExplain's callback so that this is explained too.
   test("a port in use exits 1 naming the address, without a stack trace", async () => {
     const blocker = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
     try {
@@ -128,6 +126,31 @@ describe("madmail serve", () => {
     } finally {
       blocker.stop(true);
     }
+  });
+
+  test("one server per state file: a second exits 1 naming the first; after kill -9 of the first a new one starts", async () => {
+    const first = start([sb.bin, "serve", "--http", `127.0.0.1:${port}`]);
+    await healthz(10_000);
+    const other = freePort();
+    const second = await sb.run(["serve", "--http", `127.0.0.1:${other}`]);
+    expect(second).toEqual({
+      code: 1,
+      stdout: "",
+      stderr: `madmail: another madmail serve (pid ${first.pid}) is running on ${sb.db}; one server per state file (its lock: ${sb.db}-serve.lock)\n`,
+    });
+    // A CLI command meanwhile is fine.
+    expect((await sb.run(["queue", "list"])).code).toBe(0);
+    // The kernel drops the lock with the process, however it ends: no stale lock to remove.
+    process.kill(first.pid, "SIGKILL");
+    await first.exited;
+    const next = start([sb.bin, "serve", "--http", `127.0.0.1:${other}`]);
+    const until = Date.now() + 10_000;
+    while (!(await fetch(`http://127.0.0.1:${other}/healthz`).then((r) => r.ok, () => false))) {
+      if (Date.now() > until || next.exitCode !== null) throw new Error(`serve did not start: ${await new Response(next.stderr).text()}`);
+      await Bun.sleep(25);
+    }
+    expect(await stopTime(next, "SIGTERM")).toBeLessThan(1000);
+    expect(next.exitCode).toBe(0);
   });
 });
 
