@@ -49,6 +49,8 @@ export interface StartOptions {
   setup?: (string[] | { args: string[]; stdin: string })[];
   env?: Record<string, string>;
   extraArgs?: string[];
+  /** The SMTP MX listener's HOST:PORT instead of a free port on 127.0.0.1 (e.g. port 25 of another loopback address). */
+  smtp?: string;
 }
 
 export async function startServe(opts: StartOptions = {}): Promise<ServerHandle> {
@@ -58,10 +60,13 @@ export async function startServe(opts: StartOptions = {}): Promise<ServerHandle>
     const r = await box.run(args, { stdin });
     if (r.code !== 0) throw new Error(`setup ${args.join(" ")} failed: ${r.stderr}`);
   }
-  const [httpPort, smtpPort, lmtpPort, submissionPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [httpPort, lmtpPort, submissionPort] = [await freePort(), await freePort(), await freePort()];
+  const smtp = opts.smtp ?? `127.0.0.1:${await freePort()}`;
+  const smtpHost = smtp.slice(0, smtp.lastIndexOf(":"));
+  const smtpPort = Number(smtp.slice(smtp.lastIndexOf(":") + 1));
   const proc = Bun.spawn(
     [
-      box.bin, "serve", "--http", `127.0.0.1:${httpPort}`, "--smtp", `127.0.0.1:${smtpPort}`, "--lmtp", `127.0.0.1:${lmtpPort}`,
+      box.bin, "serve", "--http", `127.0.0.1:${httpPort}`, "--smtp", smtp, "--lmtp", `127.0.0.1:${lmtpPort}`,
       "--submission", `127.0.0.1:${submissionPort}`, "--submissions", "off", ...(opts.extraArgs ?? []),
     ],
     { cwd: box.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: box.db, ...opts.env }, stdout: "ignore", stderr: "pipe" },
@@ -85,8 +90,8 @@ export async function startServe(opts: StartOptions = {}): Promise<ServerHandle>
     await Bun.sleep(25);
   }
   // The SMTP listeners start after HTTP; wait for them too.
-  for (const port of [smtpPort, lmtpPort, submissionPort]) {
-    await waitForPort(port, { timeoutMs: Math.max(0, deadline - Date.now()), alive: () => proc.exitCode === null, what: "madmail serve" });
+  for (const [host, port] of [[smtpHost, smtpPort], ["127.0.0.1", lmtpPort], ["127.0.0.1", submissionPort]] as const) {
+    await waitForPort(port, { host, timeoutMs: Math.max(0, deadline - Date.now()), alive: () => proc.exitCode === null, what: "madmail serve" });
   }
   return {
     box, httpPort, smtpPort, lmtpPort, submissionPort, url, proc,
@@ -98,17 +103,18 @@ export async function startServe(opts: StartOptions = {}): Promise<ServerHandle>
   };
 }
 
-/** Waits until something accepts TCP connections on 127.0.0.1:port; `what` names the process in errors. */
-export async function waitForPort(port: number, o: { timeoutMs: number; alive?: () => boolean; what?: string }): Promise<void> {
+/** Waits until something accepts TCP connections on host (127.0.0.1):port; `what` names the process in errors. */
+export async function waitForPort(port: number, o: { host?: string; timeoutMs: number; alive?: () => boolean; what?: string }): Promise<void> {
   const end = Date.now() + o.timeoutMs;
+  const host = o.host ?? "127.0.0.1";
   for (;;) {
     try {
-      const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      const s = await Bun.connect({ hostname: host, port, socket: { data() {} } });
       s.end();
       return;
     } catch {
       if (o.alive && !o.alive()) throw new Error(`${o.what} exited during start-up`);
-      if (Date.now() > end) throw new Error(`${o.what ? `${o.what}: ` : ""}nothing listens on 127.0.0.1:${port}`);
+      if (Date.now() > end) throw new Error(`${o.what ? `${o.what}: ` : ""}nothing listens on ${host}:${port}`);
       await Bun.sleep(25);
     }
   }

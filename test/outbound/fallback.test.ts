@@ -15,13 +15,9 @@ test.skipIf(!isRoot)("a peer answering 4xx on /mxdeliv does not end the delivery
   // Port 80: a web server that is no madmail peer (404). Port 443: nothing (connection refused).
   const web = Bun.serve({ hostname: host, port: 80, fetch: () => new Response("not here", { status: 404 }) });
   cleanup.push(() => web.stop(true));
-  const b = await startServe({ setup: [["init", "--domain", "b.test"], ["user", "add", "bob@b.test"]], extraArgs: [] });
+  // B's MX door on host:25 (one server per state file: its other listeners stay on 127.0.0.1).
+  const b = await startServe({ setup: [["init", "--domain", "b.test"], ["user", "add", "bob@b.test"]], smtp: `${host}:25` });
   cleanup.push(async () => (await b.stop(), b.box.cleanup()));
-  // B's MX door on host:25 in a second server process sharing B's state file.
-  const mx = Bun.spawn([b.box.bin, "serve", "--http", "off", "--smtp", `${host}:25`, "--lmtp", "off", "--submission", "off", "--submissions", "off"], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", MADMAIL_DB: b.box.db, NO_COLOR: "1" }, stdout: "ignore", stderr: "ignore",
-  });
-  cleanup.push(() => (mx.kill(), mx.exited));
   const a = await startServe({
     setup: [["init", "--domain", "a.test"], ["endpoint-cache", "set", "b.test", host], ["config", "set", "queue.retry_schedule", "1h"]],
   });
