@@ -110,7 +110,8 @@ const integer = (dflt: number, min: number, max: number, description: string) =>
     description,
     expected: `a whole number from ${min} to ${max}`,
     parse: (t) => {
-      const n = /^\d+$/.test(t.trim()) ? Number(t) : NaN;
+      if (!/^\d+$/.test(t.trim())) throw new Error("not a whole number");
+      const n = Number(t);
       if (!(n >= min && n <= max)) throw new Error("out of range");
       return n;
     },

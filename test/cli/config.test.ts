@@ -134,6 +134,10 @@ describe("refusals: exit 2, the key and the expected form named, nothing written
     ["mail.gid", "4294967295", `not a numeric id; ${ID}`],
     ["tls.cert", "relative.pem", `not an absolute path; ${PATH}`],
     ["mail_root", "./mail", `not an absolute path; ${PATH}`],
+    ["queue.concurrency", "abc", "not a whole number; expected a whole number from 1 to 1000"],
+    ["queue.concurrency", "1.5", "not a whole number; expected a whole number from 1 to 1000"],
+    ["queue.concurrency", "0", "out of range; expected a whole number from 1 to 1000"],
+    ["queue.per_destination", "101", "out of range; expected a whole number from 1 to 100"],
   ])("set %s %p", async (key, value, why) => {
     await ok(["config", "set", key === "listen.http" ? "listen.smtp" : "listen.http", "0.0.0.0:1"]);
     // A value such as -1 is a value, not an unknown flag.
