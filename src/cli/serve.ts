@@ -1,4 +1,5 @@
 import { command } from "./_command.ts";
+import type { RunningServer } from "../server.ts";
 import { dbArgs, quietArgs } from "./_args.ts";
 import { resolveDbPath } from "../db/open.ts";
 import { parseListen, type ListenAddress } from "../db/settings.ts";
@@ -48,24 +49,27 @@ export default command({
       submissions: listenFlag("submissions", args.submissions),
     };
     setQuiet(!!args.quiet);
+    // `systemctl reload` and certificate renewal hooks send HUP, which would otherwise end the
+    // process (also while it starts): look at the certificate files now. Settings need no reload.
+    let server: RunningServer | null = null;
+    process.on("SIGHUP", () => {
+      if (!server) return log.info("SIGHUP while starting: the certificate files are read as the listeners start");
+      void server.reloadTls().then((r) => log.info(
+        r === "none" ? "SIGHUP: no TLS certificate in use, nothing to reload (one set after the start takes a restart)" : `SIGHUP: TLS certificate ${r}`,
+      ));
+    });
     const { startServer } = await import("../server.ts");
-    const server = await startServer({ dbPath: resolveDbPath(args.db), listen, logFormat: args["log-format"] as "human" | "json" | undefined });
+    const running = await startServer({ dbPath: resolveDbPath(args.db), listen, logFormat: args["log-format"] as "human" | "json" | undefined });
+    server = running;
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info(`${signal}: shutting down`);
         // A second signal means "now".
         process.once(signal as NodeJS.Signals, () => process.exit(130));
-        server.stop().finally(resolve);
+        running.stop().finally(resolve);
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
-      // `systemctl reload` and certificate renewal hooks send HUP, which would otherwise end the
-      // process: look at the certificate files now. Settings need no reload (read as they change).
-      process.on("SIGHUP", () => {
-        void server.reloadTls().then((r) => log.info(
-          r === "none" ? "SIGHUP: no TLS certificate in use, nothing to reload (one set after the start takes a restart)" : `SIGHUP: TLS certificate ${r}`,
-        ));
-      });
     });
   },
 });
