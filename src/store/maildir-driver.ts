@@ -15,7 +15,7 @@ import { dirname, join, resolve, sep } from "node:path";
 import { defineDriver, type StorageMeta } from "unstorage";
 import { createError, createRequiredError } from "unstorage/drivers/utils/index";
 import { createGroupFsync, fsyncDirectory } from "../util/group-fsync.ts";
-import { createLimit } from "./_limit.ts";
+import { createLimit } from "../util/limit.ts";
 import {
   createMaildirName,
   decodeKeySegment,

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { createLimit } from "../../src/store/_limit.ts";
+import { createLimit } from "../../src/util/limit.ts";
 
 test("createLimit runs at most `max` tasks at once, in FIFO order, and survives failures", async () => {
   const limit = createLimit(3);

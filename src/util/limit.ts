@@ -1,7 +1,8 @@
 // A counting semaphore: at most `max` tasks run at once, the rest wait in FIFO order.
-// The Maildir driver uses it to bound the file descriptors it holds: with thousands of
-// concurrent deliveries, unbounded opens fail with EMFILE under a 1024 descriptor limit,
-// while the filesystem gains nothing from more than a few dozen fsyncs in flight.
+// The Maildir driver bounds the file descriptors it holds with it (with thousands of concurrent
+// deliveries, unbounded opens fail with EMFILE under a 1024 descriptor limit, while the
+// filesystem gains nothing from more than a few dozen fsyncs in flight); password checks bound
+// their memory (util/password.ts).
 
 export type Limit = <T>(task: () => Promise<T>) => Promise<T>;
 
