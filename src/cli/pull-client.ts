@@ -4,6 +4,7 @@
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { command } from "./_command.ts";
+import { processAlive } from "../util/process-alive.ts";
 import { readArgs, repeatedFlag } from "./_args.ts";
 import { withDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
@@ -165,7 +166,7 @@ function takeLock(path: string): Lock {
     if (pid === undefined) continue; // released meanwhile: try again
     // No pid yet: its owner is between create and write, unless the file is old (crash then).
     if (pid === null && Date.now() - mtime(path) < 10_000) return { heldBy: null };
-    if (pid !== null && pid !== process.pid && alive(pid)) return { heldBy: pid };
+    if (pid !== null && pid !== process.pid && processAlive(pid)) return { heldBy: pid };
     // Stale. Move it aside (atomic) and look at what was moved: if another run replaced it
     // between our read and the rename, that live lock goes back and it wins.
     const aside = `${path}.stale.${process.pid}`;
@@ -175,7 +176,7 @@ function takeLock(path: string): Lock {
       continue;
     }
     const moved = readPid(aside);
-    if (moved !== pid && moved != null && moved !== process.pid && alive(moved)) {
+    if (moved !== pid && moved != null && moved !== process.pid && processAlive(moved)) {
       try {
         linkSync(aside, path);
       } catch {}
@@ -198,15 +199,6 @@ function readPid(path: string): number | null | undefined {
   }
   const m = /^\s*(\d+)\s*$/.exec(text);
   return m ? Number(m[1]) : null;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM"; // someone else's process: alive
-  }
 }
 
 function mtime(path: string): number {

@@ -7,6 +7,7 @@
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
 import { MadmailError } from "../errors.ts";
 import { log } from "../log.ts";
+import { processAlive } from "./process-alive.ts";
 
 export interface ServeLock {
   release(): void;
@@ -39,7 +40,7 @@ export function lockStateFile(dbPath: string): ServeLock {
     closeSync(fd);
     const pid = Number(/^\s*(\d+)/.exec(safeRead(path))?.[1] ?? 0);
     // errno is read after the call returned to JavaScript; the holder's pid backs it up.
-    if (errno !== EWOULDBLOCK && !(pid && alive(pid))) throw new MadmailError("config", `cannot lock ${path}: flock failed (errno ${errno})`);
+    if (errno !== EWOULDBLOCK && !(pid && processAlive(pid))) throw new MadmailError("config", `cannot lock ${path}: flock failed (errno ${errno})`);
     throw new MadmailError("conflict", `another madmail serve${pid ? ` (pid ${pid})` : ""} is running on ${dbPath}; ` +
       `one server per state file (its lock: ${path})`);
   }
@@ -55,15 +56,6 @@ export function lockStateFile(dbPath: string): ServeLock {
       closeSync(fd);
     },
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 function safeRead(path: string): string {
