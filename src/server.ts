@@ -2,10 +2,9 @@
 // until stopped. On SIGTERM: stop accepting, let deliveries finish (delivery.shutdown_grace),
 // release leases, flush, close.
 import { EventEmitter } from "node:events";
-import { mkdirSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { serve as serveHttp, type Server } from "srvx";
-import { openDb, type OpenedDb } from "./db/open.ts";
+import { ensureStateDir, openDb, type OpenedDb } from "./db/open.ts";
 import type { ListenAddress } from "./db/settings.ts";
 import { createWriteBatcher, type WriteBatcher } from "./db/write-batcher.ts";
 import { createHttpApp } from "./http.ts";
@@ -105,7 +104,7 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // Before the state file is opened: a second server must not touch the queue at all.
-  mkdirSync(dirname(opts.dbPath), { recursive: true });
+  ensureStateDir(opts.dbPath);
   const lock = lockStateFile(opts.dbPath);
   let state: OpenedDb;
   try {

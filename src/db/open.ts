@@ -38,8 +38,20 @@ export function resolveDbPath(flag?: string): string {
   return resolve(flag || process.env.MADMAIL_DB || DEFAULT_DB_PATH);
 }
 
+/** Creates the state file's directory if needed; a clear error (not a stack) when it cannot. */
+export function ensureStateDir(path: string): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // EEXIST from a recursive mkdir: a file stands where a directory should be.
+    const why = code === "EEXIST" || code === "ENOTDIR" ? "a file of that name is in the way" : (code ?? (err as Error).message);
+    throw new MadmailError("config", `cannot create ${dirname(path)}, the directory of the state file ${path}: ${why}`, { cause: err });
+  }
+}
+
 export async function openDb(path: string): Promise<OpenedDb> {
-  mkdirSync(dirname(path), { recursive: true });
+  ensureStateDir(path);
   let raw: InstanceType<typeof Libsql>;
   try {
     raw = new Libsql(path, { timeout: 30 });

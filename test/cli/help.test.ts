@@ -1,7 +1,7 @@
 // --version, --help on every command (found by walking the help output, so commands added
 // later are held to the same rule), usage errors, and where the state file is.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { sandbox } from "../helpers/binary.ts";
@@ -143,6 +143,18 @@ describe("state file location", () => {
     const names = async (db: string) => JSON.parse((await listDomains(["domain", "list", "--json", `--db=${db}`], {})).stdout).map((d: { name: string }) => d.name);
     expect(await names(env)).toEqual(["env.example"]);
     expect(await names(flag)).toEqual(["flag.example", "flag2.example"]);
+  });
+
+  test.each(["domain list", "serve --http 127.0.0.1:1"])("madmail %s with a state file whose directory cannot be made: exit 1, a sentence, no stack", async (cmd) => {
+    const args = cmd.split(" ");
+    const file = join(sb.dir, "a-file");
+    writeFileSync(file, "");
+    for (const [db, why] of [[join(file, "x.db"), "a file of that name is in the way"], ["/proc/madmail-nope/x.db", "ENOENT"]] as const) {
+      const dir = db.slice(0, db.lastIndexOf("/"));
+      expect(await sb.run([...args, "--db", db])).toEqual({
+        code: 1, stdout: "", stderr: `madmail: cannot create ${dir}, the directory of the state file ${db}: ${why}\n`,
+      });
+    }
   });
 
   // Every command that reads or writes state takes --db (and so MADMAIL_DB, the same code path).
