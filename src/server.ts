@@ -4,7 +4,7 @@
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import { serve as serveHttp, type Server } from "srvx";
-import { ensureStateDir, openDb, type OpenedDb } from "./db/open.ts";
+import { openDb, type OpenedDb } from "./db/open.ts";
 import type { ListenAddress } from "./db/settings.ts";
 import { createWriteBatcher, type WriteBatcher } from "./db/write-batcher.ts";
 import { createHttpApp } from "./http.ts";
@@ -103,14 +103,14 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
-  // Before the state file is opened: a second server must not touch the queue at all.
-  ensureStateDir(opts.dbPath);
-  const lock = lockStateFile(opts.dbPath);
-  let state: OpenedDb;
+  // Opening is safe next to a running server (migrations take the write lock); the queue is
+  // not touched before the lock is held, so a second server changes nothing.
+  const state = await openDb(opts.dbPath);
+  let lock: ReturnType<typeof lockStateFile>;
   try {
-    state = await openDb(opts.dbPath);
+    lock = lockStateFile(opts.dbPath);
   } catch (err) {
-    lock.release();
+    await state.close();
     throw err;
   }
   const tracker = createFederationTracker(state.db);

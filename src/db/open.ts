@@ -1,7 +1,7 @@
 // Opens the one state file: libsql (SQLite format) + Kysely. Runs migrations on open,
 // refuses files written by a newer schema. The database client is opened only here.
-import { mkdirSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { mkdirSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import Libsql from "libsql";
 import { createGroupFsync, keptOpenFile } from "../util/group-fsync.ts";
 import { Kysely, SqliteDialect, sql } from "kysely";
@@ -39,7 +39,7 @@ export function resolveDbPath(flag?: string): string {
 }
 
 /** Creates the state file's directory if needed; a clear error (not a stack) when it cannot. */
-export function ensureStateDir(path: string): void {
+function ensureStateDir(path: string): void {
   try {
     mkdirSync(dirname(path), { recursive: true });
   } catch (err) {
@@ -52,16 +52,29 @@ export function ensureStateDir(path: string): void {
 
 export async function openDb(path: string): Promise<OpenedDb> {
   ensureStateDir(path);
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new MadmailError("config", `${path} is a directory, not a state file; give the file's path (e.g. ${join(path, "madmail.db")})`);
+  }
   let raw: InstanceType<typeof Libsql>;
   try {
     raw = new Libsql(path, { timeout: 30 });
   } catch (err) {
     throw new MadmailError("config", `cannot open state file ${path}: ${(err as Error).message}`, { cause: err });
   }
-  // busy_timeout first: the WAL switch below needs the write lock another process may hold.
-  raw.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  // Refuse a newer file before anything (even the journal mode switch) writes to it.
-  const version = pragmaNumber(raw.prepare("PRAGMA user_version"));
+  let version: number;
+  try {
+    // busy_timeout first: the WAL switch below needs the write lock another process may hold.
+    raw.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    // Refuse a newer file before anything (even the journal mode switch) writes to it.
+    version = pragmaNumber(raw.prepare("PRAGMA user_version"));
+  } catch (err) {
+    raw.close();
+    // The first read of the header: a file that is not SQLite at all is refused untouched.
+    if ((err as { code?: string }).code === "SQLITE_NOTADB") {
+      throw new MadmailError("config", `${path} is not a madmail state file (not an SQLite database); it was not changed`, { cause: err });
+    }
+    throw new MadmailError("config", `cannot read state file ${path}: ${(err as Error).message}`, { cause: err });
+  }
   if (version > SCHEMA_VERSION) {
     raw.close();
     throw newerSchema(path, version);

@@ -1,7 +1,7 @@
 // --version, --help on every command (found by walking the help output, so commands added
 // later are held to the same rule), usage errors, and where the state file is.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { sandbox } from "../helpers/binary.ts";
@@ -155,6 +155,21 @@ describe("state file location", () => {
         code: 1, stdout: "", stderr: `madmail: cannot create ${dir}, the directory of the state file ${db}: ${why}\n`,
       });
     }
+  });
+
+  test.each(["queue list", "serve --http 127.0.0.1:1"])("madmail %s on a file that is not a state file, or a directory: exit 1, a sentence, nothing written", async (cmd) => {
+    const args = cmd.split(" ");
+    const junk = join(sb.dir, "notes.txt");
+    const bytes = Buffer.from("not a database, just some notes\n".repeat(10));
+    writeFileSync(junk, bytes);
+    expect(await sb.run([...args, "--db", junk])).toEqual({
+      code: 1, stdout: "", stderr: `madmail: ${junk} is not a madmail state file (not an SQLite database); it was not changed\n`,
+    });
+    expect(readFileSync(junk).equals(bytes)).toBe(true);
+    expect(readdirSync(sb.dir).filter((f) => f.startsWith("notes.txt"))).toEqual(["notes.txt"]);
+    expect(await sb.run([...args, "--db", sb.dir])).toEqual({
+      code: 1, stdout: "", stderr: `madmail: ${sb.dir} is a directory, not a state file; give the file's path (e.g. ${join(sb.dir, "madmail.db")})\n`,
+    });
   });
 
   // Every command that reads or writes state takes --db (and so MADMAIL_DB, the same code path).
