@@ -69,17 +69,14 @@ const set = command({
     return withDb(args, async ({ db }) => {
       await db.insertInto("settings").values({ key, value: stored })
         .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
-      say(args, `${key} = ${(settingsRegistry[key] as SettingDef<unknown>).secret ? "********" : stored}${atStartNote(key, "")}`);
+      say(args, `${key} = ${(settingsRegistry[key] as SettingDef<unknown>).secret ? "********" : stored}${atStart(key) ? ` (${RESTART_NOTE})` : ""}`);
     });
   },
 });
 
-/** For keys serve reads only when it starts, on the confirmation line (as "(default)" is). */
-function atStartNote(key: string, joiner: "" | "; "): string {
-  if (!(settingsRegistry[key as keyof typeof settingsRegistry] as SettingDef<unknown>).atStart) return "";
-  const note = "read when serve starts: restart it to apply";
-  return joiner ? `${joiner}${note}` : ` (${note})`;
-}
+/** On the confirmation line of keys serve reads only when it starts (as "(default)" is). */
+const RESTART_NOTE = "read when serve starts: restart it to apply";
+const atStart = (key: string) => !!(settingsRegistry[key as keyof typeof settingsRegistry] as SettingDef<unknown>).atStart;
 
 const unset = command({
   meta: { name: "unset", description: "Return a setting to its default" },
@@ -90,7 +87,7 @@ const unset = command({
     return withDb(args, async ({ db }) => {
       await db.deleteFrom("settings").where("key", "=", args.key).execute();
       const d = settingsRegistry[args.key as keyof typeof settingsRegistry] as SettingDef<unknown>;
-      say(args, `${args.key} = ${d.default} (default${atStartNote(args.key, "; ")})`);
+      say(args, `${args.key} = ${d.default} (default${d.atStart ? `; ${RESTART_NOTE}` : ""})`);
     });
   },
 });

@@ -17,13 +17,9 @@ const LOCK_EX = 2;
 const LOCK_NB = 4;
 const EWOULDBLOCK = 11;
 
-export function serveLockPath(dbPath: string): string {
-  return `${dbPath}-serve.lock`;
-}
-
 /** Takes the lock, or throws MadmailError("conflict") naming the server that holds it. */
 export function lockStateFile(dbPath: string): ServeLock {
-  const path = serveLockPath(dbPath);
+  const path = `${dbPath}-serve.lock`;
   const libc = loadLibc();
   if (!libc) {
     log.warn(`cannot lock ${path} on this system (no flock): make sure only one madmail serve uses ${dbPath}`);

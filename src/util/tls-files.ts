@@ -36,10 +36,11 @@ export function stampOf(files: TlsFiles): string {
   }).join("|");
 }
 
-/** Reads and checks the pair; a MadmailError("config") that names the file and the problem otherwise. */
-export function loadTlsMaterial(files: TlsFiles): TlsMaterial {
-  // Stamped before reading: a file replaced while we read shows up as a change at the next look.
-  const stamp = stampOf(files);
+/**
+ * Reads and checks the pair; a MadmailError("config") that names the file and the problem otherwise.
+ * `stamp` must be taken before reading: a file replaced while we read shows up as a change at the next look.
+ */
+export function loadTlsMaterial(files: TlsFiles, stamp = stampOf(files)): TlsMaterial {
   const cert = readPem(files.cert, "tls.cert");
   const key = readPem(files.key, "tls.key");
   let x509: X509Certificate;
@@ -105,7 +106,7 @@ export function watchTlsFiles(o: TlsWatchOptions): TlsWatch {
     if (stamp === current.stamp) return "unchanged";
     let next: TlsMaterial;
     try {
-      next = loadTlsMaterial(files);
+      next = loadTlsMaterial(files, stamp);
       await o.apply(next);
     } catch (err) {
       if (stamp !== refusedStamp) o.log.warn(`TLS certificate not reloaded, the current one stays in use: ${(err as Error).message}`);
