@@ -1,10 +1,10 @@
 // `madmail pull-client`: fetch the mail an exchanger partner holds for us, for cron.
 // Runs until the partner has nothing more (or --max-time), never two at once (lock file),
 // prints one summary line. Exit 0 (also when nothing was waiting), 75 temporary, 1 configuration.
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { command } from "./_command.ts";
-import { processAlive } from "../util/process-alive.ts";
+import { tryLockFile, type HeldLock } from "../util/file-lock.ts";
 import { readArgs, repeatedFlag } from "./_args.ts";
 import { withDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
@@ -57,7 +57,9 @@ export default command({
     const lockPath = resolve(args.lock ?? join(dirname(dbPath), "pull-client.lock"));
     if (args.lock === undefined) mkdirSync(dirname(lockPath), { recursive: true });
 
-    const lock = takeLock(lockPath);
+    // flock(2), dropped by the kernel however a run ends: a run killed by cron's timeout or the
+    // OOM killer leaves no lock behind, and a pid in a leftover file means nothing.
+    const lock = tryLockFile(lockPath, { removeOnRelease: true }) ?? noLock(lockPath);
     if ("heldBy" in lock) {
       const message = `another pull-client (pid ${lock.heldBy ?? "?"}) holds ${lockPath}; nothing to do`;
       if (args.json) printJson({ ...summaryJson(emptyResult()), locked_by: lock.heldBy });
@@ -133,78 +135,7 @@ function readToken(file: string | undefined): string {
   return env;
 }
 
-
-// ---------------------------------------------------------------------------------------------
-// The lock: a file created with O_EXCL holding our pid. A lock whose pid is gone (a run killed
-// with SIGKILL, a reboot) is stale and taken over; it is released on every way out.
-
-type Lock = { release(): void } | { heldBy: number | null };
-
-function takeLock(path: string): Lock {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      const fd = openSync(path, "wx", 0o644);
-      try {
-        writeSync(fd, `${process.pid}\n`);
-      } finally {
-        closeSync(fd);
-      }
-      const release = () => {
-        process.off("exit", release);
-        try {
-          if (readPid(path) === process.pid) unlinkSync(path);
-        } catch {}
-      };
-      process.once("exit", release); // a last resort: normally released in finally
-      return { release };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
-        throw new MadmailError("config", `cannot create lock file ${path}: ${(err as Error).message}`);
-      }
-    }
-    const pid = readPid(path);
-    if (pid === undefined) continue; // released meanwhile: try again
-    // No pid yet: its owner is between create and write, unless the file is old (crash then).
-    if (pid === null && Date.now() - mtime(path) < 10_000) return { heldBy: null };
-    if (pid !== null && pid !== process.pid && processAlive(pid)) return { heldBy: pid };
-    // Stale. Move it aside (atomic) and look at what was moved: if another run replaced it
-    // between our read and the rename, that live lock goes back and it wins.
-    const aside = `${path}.stale.${process.pid}`;
-    try {
-      renameSync(path, aside);
-    } catch {
-      continue;
-    }
-    const moved = readPid(aside);
-    if (moved !== pid && moved != null && moved !== process.pid && processAlive(moved)) {
-      try {
-        linkSync(aside, path);
-      } catch {}
-      unlinkSync(aside);
-      return { heldBy: moved };
-    }
-    unlinkSync(aside);
-    process.stderr.write(`madmail: took over stale lock ${path}${pid ? ` (pid ${pid} is gone)` : ""}\n`);
-  }
-  throw new MadmailError("temporary", `could not take lock ${path}: it keeps changing hands`);
-}
-
-/** The pid in a lock file: undefined if there is no file, null if it holds no pid. */
-function readPid(path: string): number | null | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-  const m = /^\s*(\d+)\s*$/.exec(text);
-  return m ? Number(m[1]) : null;
-}
-
-function mtime(path: string): number {
-  try {
-    return statSync(path).mtimeMs;
-  } catch {
-    return 0;
-  }
+function noLock(path: string): HeldLock {
+  process.stderr.write(`madmail: cannot lock ${path} on this system (no flock); overlapping runs are not prevented\n`);
+  return { release() {} };
 }

@@ -10,18 +10,13 @@
 // A value the sysadmin sets in the environment is left alone.
 
 import { availableParallelism } from "node:os";
+import { loadLibc } from "./libc.ts";
 
 /** Pool threads when UV_THREADPOOL_SIZE is not set: 16, or one per core on bigger hosts. */
 export const DEFAULT_IO_THREADS = Math.max(16, availableParallelism());
 
 export function widenIoThreadPool(): void {
   if (process.env.UV_THREADPOOL_SIZE || process.platform !== "linux") return;
-  try {
-    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
-    const libc = dlopen("libc.so.6", { setenv: { args: [FFIType.cstring, FFIType.cstring, FFIType.i32], returns: FFIType.i32 } });
-    libc.symbols.setenv(Buffer.from("UV_THREADPOOL_SIZE\0"), Buffer.from(`${DEFAULT_IO_THREADS}\0`), 0);
-    libc.close();
-  } catch {
-    // Not glibc (musl names its libc differently): Bun's default pool, which works, only slower.
-  }
+  // No C library found: Bun's default pool, which works, only slower.
+  loadLibc()?.setenv("UV_THREADPOOL_SIZE", String(DEFAULT_IO_THREADS), false);
 }

@@ -427,24 +427,52 @@ describe("madmail pull-client (compiled binary)", () => {
   });
 
   test("--json while another run holds the lock: zero counts and who holds it", async () => {
-    // This test process is alive and is not the pull-client: its pid makes a live lock.
-    writeFileSync(join(sb.dir, "data", "pull-client.lock"), `${process.pid}\n`);
-    const r = await pc(["--url", partner!.url, "--token-file", tokenFile(), "--json"]);
-    expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: process.pid });
-    expect(partner!.pulls).toHaveLength(0);
-    expect(readFileSync(join(sb.dir, "data", "pull-client.lock"), "utf8")).toBe(`${process.pid}\n`);
+    // util-linux flock(1) holds the same kind of lock a run does; the file names the holder.
+    const lock = join(sb.dir, "data", "pull-client.lock");
+    writeFileSync(lock, "");
+    const holder = Bun.spawn(["flock", "--exclusive", "--nonblock", lock, "sleep", "30"]);
+    try {
+      writeFileSync(lock, `${holder.pid}\n`);
+      while (!(await lockedBySomeone(lock))) await Bun.sleep(20);
+      const r = await pc(["--url", partner!.url, "--token-file", tokenFile(), "--json"]);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: holder.pid });
+      expect(partner!.pulls).toHaveLength(0);
+      expect(readFileSync(lock, "utf8")).toBe(`${holder.pid}\n`);
+    } finally {
+      holder.kill();
+      await holder.exited;
+    }
   });
 
-  test("--lock FILE, and a stale lock (its pid is gone) is taken over", async () => {
-    const dead = Bun.spawn(["true"]);
-    await dead.exited;
+  test("--lock FILE; a file left by a run that died does not block, even when its pid now names a live process", async () => {
+    // The pid of a killed run may belong to another process after a reboot: this test's own pid
+    // stands for that. Only a held flock counts.
     const lock = join(sb.dir, "custom.lock");
-    writeFileSync(lock, `${dead.pid}\n`);
+    writeFileSync(lock, `${process.pid}\n`);
     partner!.add(msg("s1"));
     const r = await pc(["--url", partner!.url, "--token-file", tokenFile(), "--lock", lock]);
-    expect(r.code).toBe(0);
-    expect(r.stderr).toBe(`madmail: took over stale lock ${lock} (pid ${dead.pid} is gone)\n`);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toMatch(/^pulled 1, delivered 1, /);
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  test("a run killed with SIGKILL leaves no lock that holds up the next", async () => {
+    partner = newPartner({ delayMs: 5000 });
+    partner.add(msg("k1"));
+    const lock = join(sb.dir, "data", "pull-client.lock");
+    const first = Bun.spawn([sb.bin, "pull-client", "--url", partner.url, "--token-file", tokenFile()], {
+      cwd: sb.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: sb.db }, stdout: "pipe", stderr: "pipe",
+    });
+    while (!partner.pulls.length) await Bun.sleep(20);
+    expect(readFileSync(lock, "utf8")).toBe(`${first.pid}\n`);
+    first.kill("SIGKILL");
+    await first.exited;
+    expect(existsSync(lock)).toBe(true); // left behind, with the dead run's pid
+    partner = newPartner();
+    partner.add(msg("k2"));
+    const r = await pc(["--url", partner.url, "--token-file", tokenFile()]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
     expect(r.stdout).toMatch(/^pulled 1, delivered 1, /);
     expect(existsSync(lock)).toBe(false);
   });
@@ -496,3 +524,9 @@ describe("against a real madmail pull endpoint", () => {
     expect(JSON.parse(again.stdout)).toMatchObject({ pulled: 0, error: null });
   });
 });
+
+/** Whether someone holds an exclusive flock on `path` (asked with flock(1), which gives up at once). */
+async function lockedBySomeone(path: string): Promise<boolean> {
+  const p = Bun.spawn(["flock", "--exclusive", "--nonblock", path, "true"]);
+  return (await p.exited) !== 0;
+}
