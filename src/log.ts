@@ -7,7 +7,8 @@ const jsonReporter = {
   log(entry: LogObject) {
     const [first, ...rest] = entry.args;
     const line: Record<string, unknown> = { time: entry.date.toISOString(), level: entry.type, tag: entry.tag || undefined };
-    line.msg = typeof first === "string" ? first : JSON.stringify(first);
+    line.msg = typeof first === "string" ? first : first instanceof Error ? errorText(first) : JSON.stringify(first);
+    if (first instanceof Error && first.stack) line.stack = stackFrames(first).join("\n");
     if (rest.length === 1 && rest[0] && typeof rest[0] === "object") Object.assign(line, rest[0]);
     else if (rest.length) line.args = rest;
     process.stderr.write(JSON.stringify(line) + "\n");
@@ -18,7 +19,7 @@ const jsonReporter = {
 // line per message at thousands of messages per second. This one writes plain lines.
 const humanReporter = {
   log(entry: LogObject) {
-    const text = entry.args.map((a) => (typeof a === "string" ? a : a instanceof Error ? (a.stack ?? a.message) : JSON.stringify(a))).join(" ");
+    const text = entry.args.map((a) => (typeof a === "string" ? a : a instanceof Error ? [errorText(a), ...stackFrames(a)].join("\n") : JSON.stringify(a))).join(" ");
     const level = entry.type === "log" || entry.type === "info" || entry.type === "success" ? "" : `${entry.type.toUpperCase()} `;
     process.stderr.write(`${entry.date.toISOString()} ${level}${entry.tag ? `[${entry.tag}] ` : ""}${text}\n`);
   },
@@ -53,4 +54,19 @@ export function setLevel(level: number): void {
 
 export function setQuiet(quiet: boolean): void {
   if (quiet) setLevel(1); // errors and warnings only
+}
+
+/**
+ * One line for an error: its code and message. Not the stack's first line: libsql sets the
+ * message after making the error, so its stack begins with a bare "Error".
+ */
+export function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  const message = err.message || err.name;
+  return typeof code === "string" && !message.includes(code) ? `${code}: ${message}` : message;
+}
+
+function stackFrames(err: Error): string[] {
+  return (err.stack ?? "").split("\n").filter((l) => /^\s+at /.test(l));
 }

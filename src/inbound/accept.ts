@@ -6,7 +6,7 @@ import type { EventEmitter } from "node:events";
 import type { Db } from "../db/open.ts";
 import type { WriteBatcher } from "../db/write-batcher.ts";
 import { changedRows, firstRow, prepareQuery } from "../db/prepared.ts";
-import { log } from "../log.ts";
+import { errorText, log } from "../log.ts";
 import { checkEncryption } from "../policy/pgp-gate.ts";
 import { federationVerdict } from "../policy/federation.ts";
 import { addUsedBytes, findUser } from "../store/users.repository.ts";
@@ -48,8 +48,24 @@ export function createAcceptor(deps: AcceptDeps) {
   // Moving average of the durable-write time, used to pad answers where nothing was stored
   // so that timing does not tell an unknown recipient from a real one.
   let storeMs = 2;
+  // Bytes being delivered to each user right now, not yet in used_bytes.
+  const incoming = new Map<string, number>();
 
   async function accept(env: Envelope): Promise<AcceptResult> {
+    // A recipient listed twice (in other case, with a trailing dot) gets one copy; each listing
+    // gets that copy's verdict, so LMTP still answers once per RCPT.
+    const keys = env.rcpts.map((r) => normaliseAddress(r) ?? r);
+    if (new Set(keys).size < keys.length) {
+      const slot = new Map<string, number>();
+      const rcpts: string[] = [];
+      keys.forEach((k, i) => slot.has(k) || slot.set(k, rcpts.push(env.rcpts[i]!) - 1));
+      const r = await acceptOnce({ ...env, rcpts });
+      return { ...r, rcpts: keys.map((k) => r.rcpts[slot.get(k)!]!) };
+    }
+    return acceptOnce(env);
+  }
+
+  async function acceptOnce(env: Envelope): Promise<AcceptResult> {
     const id = env.deliveryId;
     if (!id) return run(env);
     const running = inflight.get(id);
@@ -90,6 +106,7 @@ export function createAcceptor(deps: AcceptDeps) {
         // that left the id pending finds the copies that already landed.
         const fileName = env.deliveryId ? stableMaildirName(env.deliveryId, size) : undefined;
         const recovering = idState === "pending";
+        const reservedHere: string[] = [];
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
           if (!gate.pass && !passthrough && !("address" in p && isPassthrough(snap, p.address, "recipients"))) {
@@ -97,7 +114,11 @@ export function createAcceptor(deps: AcceptDeps) {
           }
           if (p.kind === "drop") return { verdict: "accept", stored: false, note: p.note };
           if (p.kind === "remote") return { verdict: "accept", stored: true };
-          if (p.used + size > p.quota) return { verdict: "reject", reason: "quota", detail: `${p.address} over quota` };
+          // Deliveries still on their way to the same user count too: ten at once must not all
+          // fit in the room left for one.
+          if (p.used + (incoming.get(p.address) ?? 0) + size > p.quota) return { verdict: "reject", reason: "quota", detail: `${p.address} over quota` };
+          incoming.set(p.address, (incoming.get(p.address) ?? 0) + size);
+          reservedHere.push(p.address);
           try {
             const ts = performance.now();
             if (recovering && fileName && (await deps.store.read(p.address, fileName))) {
@@ -124,7 +145,20 @@ export function createAcceptor(deps: AcceptDeps) {
             verdicts = verdicts.map((v, i) => (plan[i]!.kind === "remote" ? { verdict: "tempfail", detail: "queueing failed" } : v));
           }
         }
-        await recordDelivery(env, plan, verdicts, size);
+        try {
+          await recordDelivery(env, plan, verdicts, size);
+        } catch (err) {
+          // The copies are fsynced in their Maildirs: failing the answer now would only make the
+          // sender deliver them twice. The usage recount repairs used_bytes; an id left pending
+          // makes a retry look for the copies it already has.
+          log.withTag("store").error(`delivered, but recording it failed (used bytes, delivery id): ${errorText(err)}`);
+        } finally {
+          for (const a of reservedHere) {
+            const left = incoming.get(a)! - size;
+            if (left > 0) incoming.set(a, left);
+            else incoming.delete(a);
+          }
+        }
       }
     }
 

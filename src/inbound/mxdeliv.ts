@@ -2,7 +2,7 @@
 // madexchanger and chatmail filtermail). Headers carry the envelope, the body is the raw
 // RFC 5322 message; Content-Type is ignored.
 import type { H3 } from "h3";
-import { log } from "../log.ts";
+import { errorText, log } from "../log.ts";
 import { normaliseAddress } from "../util/names.ts";
 import type { Acceptor } from "./accept.ts";
 import { HTTP_ERROR, toHttpReply, type HttpReply } from "./replies.ts";
@@ -26,7 +26,14 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       }
       const declared = Number(req.headers.get("content-length") ?? NaN);
       if (declared > limit) return reply({ status: 413, body: "message too large" });
-      const body = await readLimited(req, limit);
+      let body: Uint8Array | null;
+      try {
+        body = await readLimited(req, limit);
+      } catch (err) {
+        // The peer went away mid-body (or sent a broken chunked body): nothing was stored.
+        log.withTag("mxdeliv").info(`peer=${remoteIp(event) ?? "unknown"} upload ended early, nothing stored: ${errorText(err)}`);
+        return reply({ status: 400, body: "bad request" });
+      }
       if (!body) return reply({ status: 413, body: "message too large" });
       const deliveryId = req.headers.get("x-madmail-delivery-id")?.trim();
       // An exchanger partner identifies itself with its token: its mail may be passed on.
@@ -46,7 +53,8 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       });
       return reply(toHttpReply(result.rcpts));
     } catch (err) {
-      log.withTag("mxdeliv").error(err);
+      log.withTag("mxdeliv").error(`peer=${remoteIp(event) ?? "unknown"} answered 500: ${errorText(err)}`);
+      log.withTag("mxdeliv").debug(err);
       return reply(HTTP_ERROR);
     }
   });

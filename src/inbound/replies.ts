@@ -24,14 +24,17 @@ export const HTTP_ERROR: HttpReply = { status: 500, body: "error" };
 const PRECEDENCE = ["too_large", "policy", "encryption", "bad_address", "relay_denied", "unknown_user", "quota"] as const;
 
 /**
- * One answer for all recipients (/mxdeliv, SMTP DATA): success if any recipient was accepted
- * or dismissed; else a temporary failure if any had one; else the first refusal in order of
- * precedence (a message-level refusal such as policy or encryption applies to all recipients
- * alike; quota only when every recipient is over quota).
+ * One answer for all recipients (/mxdeliv, SMTP DATA): a temporary failure if any recipient had
+ * one, also when others were stored (a success would tell the sender that copy is ours to
+ * deliver, and nothing here would retry it; with a delivery id the retry stores only the copies
+ * that are missing, without one the stored recipients may get the message twice, which is
+ * better than never); else success if any was accepted or dismissed; else the first refusal in
+ * order of precedence (a message-level refusal such as policy or encryption applies to all
+ * recipients alike; quota only when every recipient is over quota).
  */
 function overall(verdicts: RcptVerdict[]): "ok" | "tempfail" | RejectReason {
-  if (verdicts.some((v) => v.verdict === "accept" || v.verdict === "dismiss")) return "ok";
   if (verdicts.some((v) => v.verdict === "tempfail")) return "tempfail";
+  if (verdicts.some((v) => v.verdict === "accept" || v.verdict === "dismiss")) return "ok";
   return PRECEDENCE.find((r) => verdicts.some((v) => v.verdict === "reject" && v.reason === r)) ?? "tempfail";
 }
 

@@ -4,13 +4,13 @@ import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import type { ListenAddress } from "../db/settings.ts";
 import type { Db } from "../db/open.ts";
-import { log } from "../log.ts";
+import { errorText, log } from "../log.ts";
 import { findUser } from "../store/users.repository.ts";
 import { verifyPassword } from "../util/password.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
 import type { Acceptor } from "./accept.ts";
 import { isReservedLocalPart } from "./recipients.ts";
-import { smtpReplyFor, smtpReplyForReason, toSmtpReply, type SmtpReply } from "./replies.ts";
+import { SMTP_TEMPFAIL, smtpReplyFor, smtpReplyForReason, toSmtpReply, type SmtpReply } from "./replies.ts";
 import type { SnapshotSource } from "./snapshot.ts";
 import type { RejectReason } from "./types.ts";
 
@@ -78,7 +78,7 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
         await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(n, 5))));
         callback(smtpError({ code: 535, text: "5.7.8 Authentication credentials invalid" }));
       }, (err) => {
-        log.withTag(kind).error(err);
+        log.withTag(kind).error(`peer=${peer} AUTH answered 454: ${errorText(err)}`);
         callback(smtpError({ code: 454, text: "4.7.0 Temporary authentication failure" }));
       });
     },
@@ -104,20 +104,26 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       // at once, so that the replies to a pipelined MAIL, RCPT, DATA leave together.
       if (submission) return callback(normaliseAddress(address.address) ? undefined : smtpError(smtpReplyForReason("bad_address")));
       checkRecipient(address, session).then(
-        (reason) => callback(reason ? smtpError(smtpReplyForReason(reason)) : undefined),
+        (reason) => {
+          if (!reason && kind === "lmtp") acceptedRcpts(session).push(address.address);
+          callback(reason ? smtpError(smtpReplyForReason(reason)) : undefined);
+        },
         (err) => {
-          log.withTag(kind).error(err);
-          callback(smtpError({ code: 451, text: "4.3.0 Temporary failure, try again later" }));
+          log.withTag(kind).error(`peer=${session.remoteAddress} RCPT answered 451: ${errorText(err)}`);
+          callback(smtpError(SMTP_TEMPFAIL));
         },
       );
     },
 
     onData(stream, session, callback) {
+      // LMTP answers once per RCPT that got a 250 (RFC 2033 §4.2), also when one address came
+      // twice: smtp-server keeps it once in the envelope, accept() stores it once.
+      const lmtpReplies = <T>(each: (address: string) => T) => callback(null, acceptedRcpts(session).map(each) as never);
       readMessage(stream, server.options.size ?? opts.maxSize).then(async (body) => {
         const rcpts = session.envelope.rcptTo.map((r) => r.address);
         if (!body) {
           const tooBig = smtpError(smtpReplyForReason("too_large"));
-          return kind === "lmtp" ? callback(null, rcpts.map(() => tooBig) as never) : callback(tooBig);
+          return kind === "lmtp" ? lmtpReplies(() => tooBig) : callback(tooBig);
         }
         const result = await acceptor.accept({
           door: kind,
@@ -128,14 +134,22 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
           authUser: typeof session.user === "string" ? session.user : undefined,
         });
         if (kind === "lmtp") {
-          callback(null, result.rcpts.map((v) => replyValue(smtpReplyFor(v))) as never);
+          const byAddress = new Map(rcpts.map((a, i) => [a.toLowerCase(), replyValue(smtpReplyFor(result.rcpts[i]!))]));
+          lmtpReplies((a) => byAddress.get(a.toLowerCase()) ?? smtpError(SMTP_TEMPFAIL));
         } else {
           const r = toSmtpReply(result.rcpts);
           r.code === 250 ? callback(null, r.text) : callback(smtpError(r));
         }
       }).catch((err) => {
-        log.withTag(kind).error(err);
-        callback(smtpError({ code: 451, text: "4.3.0 Temporary failure, try again later" }));
+        if (err instanceof ClientGone) {
+          // The client's to hear nothing: it closed the connection before the end of DATA.
+          log.withTag(kind).info(`peer=${session.remoteAddress} connection closed during DATA, nothing stored`);
+          return callback(err);
+        }
+        log.withTag(kind).error(`peer=${session.remoteAddress} DATA answered 451: ${errorText(err)}`);
+        log.withTag(kind).debug(err);
+        if (kind === "lmtp") lmtpReplies(() => smtpError(SMTP_TEMPFAIL));
+        else callback(smtpError(SMTP_TEMPFAIL));
       });
     },
   });
@@ -243,7 +257,18 @@ function readMessage(stream: SMTPServerDataStream, limit: number): Promise<Uint8
       total += c.length;
       if (total <= limit) chunks.push(c);
     });
-    stream.on("error", reject);
+    stream.on("error", (err) => reject(new ClientGone(err.message)));
     stream.on("end", () => resolve(stream.sizeExceeded || total > limit ? null : Buffer.concat(chunks, total)));
   });
+}
+
+/** The DATA stream broke: the client closed the connection before the final dot. */
+class ClientGone extends Error {}
+
+/** LMTP: the addresses of this transaction's RCPTs that got a 250, repeats included (a new envelope each transaction). */
+const rcptsByEnvelope = new WeakMap<object, string[]>();
+function acceptedRcpts(session: SMTPServerSession): string[] {
+  let list = rcptsByEnvelope.get(session.envelope);
+  if (!list) rcptsByEnvelope.set(session.envelope, (list = []));
+  return list;
 }

@@ -136,7 +136,13 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
       tmp = await writeTmp(k.address, data);
     }
     try {
-      await fsp.rename(tmp, k.path);
+      await fsp.rename(tmp, k.path).catch(async (err) => {
+        if (_code(err) !== "ENOENT") throw err;
+        // new/ or cur/ removed by hand since this process made the Maildir: make it again.
+        maildirs.delete(k.address);
+        await ensureMaildir(k.address);
+        await fsp.rename(tmp, k.path);
+      });
     } catch (err) {
       await fsp.unlink(tmp).catch(_ignore);
       throw err;

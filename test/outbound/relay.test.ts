@@ -82,6 +82,23 @@ describe("submission -> queue -> /mxdeliv", () => {
     expect(readDelivered(b, "bob@b.test")[0]!.equals(Buffer.from(ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1"))).toBe(true);
   });
 
+  test("a group of 250 on one peer: three POSTs of at most 100 recipients, each with its own delivery id", async () => {
+    const { a, b } = await pair();
+    // Past about 350 X-Mail-To headers a Bun-based peer answers 431 (16 KiB of headers).
+    const group = ["bob@b.test", ...Array.from({ length: 248 }, (_, i) => `a-member-of-a-rather-large-group-chat-number-${i}@b.test`), "carol@b.test"];
+    const info = await submit(a, group, ENCRYPTED());
+    expect(info.accepted).toHaveLength(250);
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
+    await waitUntil("carol's mail", () => maildirNew(b, "carol@b.test").length === 1);
+    const [row] = await waitUntil("delivered row", async () => {
+      const r = await queueJson(a, "--state", "delivered");
+      return r.length === 1 ? r : undefined;
+    });
+    expect(row).toMatchObject({ rcpt_domain: "b.test", state: "delivered", tries: 1 });
+    const posts = b.logs().split("\n").filter((l) => l.includes("[mxdeliv]") && l.includes("from_domain=a.test"));
+    expect(posts.map((l) => /rcpts=(\d+)/.exec(l)?.[1])).toEqual(["100", "100", "50"]);
+  });
+
   test("madmail send prints the queue id and delivers", async () => {
     const { a, b } = await pair();
     const r = await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test", "--to", "carol@b.test"], { stdin: ENCRYPTED() });

@@ -4,7 +4,7 @@
 // per-request TLS verification and keeps connections alive per peer on every runtime.
 import http from "node:http";
 import https from "node:https";
-import type { OutboundMessage, TransportResult } from "./types.ts";
+import type { OutboundMessage, RecipientRefusal, TransportResult } from "./types.ts";
 
 const agents = {
   "http:": new http.Agent({ keepAlive: true, maxSockets: 100, timeout: 60_000 }),
@@ -21,7 +21,35 @@ export interface PostOptions {
   signal?: AbortSignal;
 }
 
-export function postMxdeliv(msg: OutboundMessage, opts: PostOptions): Promise<TransportResult> {
+/**
+ * Recipients per request. Each is an `X-Mail-To` header, and HTTP servers cap the header block
+ * (Bun's default is 16 KiB, so a madmail peer answers 431 from about 350 recipients on): a big
+ * group on one peer goes out in several requests.
+ */
+export const MAX_RCPTS_PER_POST = 100;
+
+/**
+ * POSTs the message, in requests of at most MAX_RCPTS_PER_POST recipients each with its own
+ * delivery id (`<id>.<n>`, the same on every retry, so a retry after a partial success is
+ * stored once). A part refused for good after another was accepted: delivered, with its
+ * recipients refused (a bounce for them); a temporary failure: the whole delivery is retried.
+ */
+export async function postMxdeliv(msg: OutboundMessage, opts: PostOptions): Promise<TransportResult> {
+  if (msg.rcpts.length <= MAX_RCPTS_PER_POST) return postOnce(msg, opts);
+  const refused: RecipientRefusal[] = [];
+  let accepted = "";
+  for (let i = 0, n = 1; i < msg.rcpts.length; i += MAX_RCPTS_PER_POST, n++) {
+    const part = { ...msg, rcpts: msg.rcpts.slice(i, i + MAX_RCPTS_PER_POST), deliveryId: `${msg.deliveryId}.${n}` };
+    const r = await postOnce(part, opts);
+    if (r.outcome === "delivered") accepted ||= r.detail;
+    else if (r.outcome === "permanent" && accepted) refused.push(...part.rcpts.map((address) => ({ address, code: 550, text: `HTTP ${r.detail}` })));
+    else return r;
+  }
+  const parts = Math.ceil(msg.rcpts.length / MAX_RCPTS_PER_POST);
+  return { outcome: "delivered", detail: `${accepted} (${parts} requests)`, refused };
+}
+
+function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportResult> {
   const url = new URL(opts.url);
   const isHttps = url.protocol === "https:";
   const lib = isHttps ? https : http;
