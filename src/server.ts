@@ -130,9 +130,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         reportingHost: (await snapshot.get()).config.hostname,
         originalFrom: mailFrom,
         originalMessage: body,
-        queueId: c.delivery.message_id,
+        queueId: c.delivery.id, // what `queue show` takes
         arrivalDate: new Date(c.delivery.created_at),
-        recipients: failed.map((f) => ({ address: f.address, action: "failed", status: f.status, diagnostic: f.diagnostic, lastAttemptDate: new Date() })),
+        recipients: failed.map((f) => ({ address: f.address, action: "failed", status: f.status, diagnostic: f.diagnostic, remoteMta: f.remoteMta, lastAttemptDate: new Date() })),
       });
       // Straight into the sender's mailbox (our own report, not mail from outside), and only
       // if the sender is a user here: `madmail send` may use any address of a local domain.

@@ -221,14 +221,17 @@ export function createAcceptor(deps: AcceptDeps) {
       if (env.door === "mxdeliv") return { kind: "drop", note: "unknown_user" };
       return { kind: "done", verdict: { verdict: "reject", reason: "relay_denied", detail: `${domain} is not local` } };
     }
+    // Doors that answer per recipient to someone we trust with the truth (an MTA in front, a
+    // logged-in user, a local script) refuse unknown users; the others drop them unseen.
+    const tell = env.door === "lmtp" || env.door === "submission" || env.door === "send";
     if (isReservedLocalPart(address)) {
-      return env.door === "lmtp"
+      return tell
         ? { kind: "done", verdict: { verdict: "reject", reason: "unknown_user", detail: address } }
         : { kind: "drop", note: "reserved" };
     }
     const user = await findUser(deps.db, address);
     if (!user) {
-      return env.door === "lmtp"
+      return tell
         ? { kind: "done", verdict: { verdict: "reject", reason: "unknown_user", detail: address } }
         : { kind: "drop", note: "unknown_user" };
     }

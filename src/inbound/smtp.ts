@@ -43,6 +43,10 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const tls = opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {};
   const submission = kind === "submission";
   const failedAuth = new Map<string, number>();
+  // Submission's RCPT tells local recipients from remote ones without waiting (pipelining);
+  // kept as fresh as hostname and size (below). A domain added in that second is checked
+  // after DATA instead.
+  let localDomains = (await snapshot.get()).localDomains;
   const server = new SMTPServer({
     ...tls,
     secure: !!opts.implicitTls,
@@ -100,9 +104,23 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     closeTimeout: 5_000,
 
     onRcptTo(address, session, callback) {
-      // Authenticated users may write to anyone (the pipeline decides after DATA): answered
-      // at once, so that the replies to a pipelined MAIL, RCPT, DATA leave together.
-      if (submission) return callback(normaliseAddress(address.address) ? undefined : smtpError(smtpReplyForReason("bad_address")));
+      // Authenticated users may write to anyone (the pipeline decides after DATA): remote
+      // recipients are answered at once (from the cached snapshot), so that the replies to a
+      // pipelined MAIL, RCPT, DATA leave together.
+      if (submission) {
+        const rcpt = normaliseAddress(address.address);
+        if (!rcpt) return callback(smtpError(smtpReplyForReason("bad_address")));
+        // A local recipient must exist: a user's typo is refused now instead of vanishing (the
+        // MX hides unknown users from strangers; a logged-in user is no stranger).
+        if (!localDomains.has(domainOf(rcpt))) return callback();
+        findUser(db, rcpt).then((user) => {
+          callback(user && !isReservedLocalPart(rcpt) ? undefined : smtpError(smtpReplyForReason("unknown_user")));
+        }, (err) => {
+          log.withTag(kind).error(`peer=${session.remoteAddress} RCPT answered 451: ${errorText(err)}`);
+          callback(smtpError(SMTP_TEMPFAIL));
+        });
+        return;
+      }
       checkRecipient(address, session).then(
         (reason) => {
           if (!reason && kind === "lmtp") acceptedRcpts(session).push(address.address);
@@ -186,9 +204,10 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   // reads its options for each new connection (the name in the greeting) and at each EHLO and
   // DATA (SIZE). Checked every second; the snapshot reloads only when the file changed.
   const follow = setInterval(() => {
-    snapshot.get().then(({ config }) => {
-      server.options.name = config.hostname;
-      server.options.size = config["limits.max_message_size"];
+    snapshot.get().then((snap) => {
+      server.options.name = snap.config.hostname;
+      server.options.size = snap.config["limits.max_message_size"];
+      localDomains = snap.localDomains;
     }, () => {});
   }, 1000);
   follow.unref();

@@ -86,6 +86,8 @@ const markDelivering = prepareQuery((db, p: { id: string; lease: number; now: nu
 
 export interface ClaimOptions {
   leaseMs: number;
+  /** Ids this worker is delivering now: never taken back, however long their attempt runs. */
+  holding?: ReadonlySet<string>;
   /** Rows this worker already holds, per domain. */
   inFlight: ReadonlyMap<string, number>;
   perDomain: number;
@@ -136,6 +138,7 @@ export async function claimDue(trx: Kysely<Database>, limit: number, opts: Claim
   const out: Claimed[] = [];
   for (const row of rows) {
     if (out.length >= limit) break;
+    if (opts.holding?.has(row.id)) continue;
     const n = counts.get(row.rcpt_domain) ?? 0;
     if (n >= perDomain) {
       if (opts.counts) {
@@ -177,7 +180,8 @@ function toBytes(v: unknown): Uint8Array {
 
 export type Outcome = (
   | { state: "delivered"; route: string }
-  | { state: "deferred"; route: string | null; error: string; nextAttemptAt: number }
+  /** `rcpts`: only these are still to be delivered (the peer took the others). */
+  | { state: "deferred"; route: string | null; error: string; nextAttemptAt: number; rcpts?: string[] }
   | { state: "dead"; route: string | null; error: string }
 ) & { /** Delayed reroute: the fallback exchanger this row now goes through. */ reroutedTo?: string };
 
@@ -185,9 +189,11 @@ const settle = prepareQuery((db, p: {
   id: string; lease: number; state: DeliveryState; route: string | null; last_error: string | null; next_attempt_at: number; now: number;
   /** null keeps the row's own. */
   rerouted_to: string | null;
+  /** null keeps the row's own. */
+  rcpts: string | null;
 }) => db.updateTable("deliveries").set({
   state: p.state, route: p.route, tries: sql`tries + 1`, last_error: p.last_error, next_attempt_at: p.next_attempt_at, lease_until: null,
-  updated_at: p.now, rerouted_to: sql`coalesce(${p.rerouted_to}, rerouted_to)`,
+  updated_at: p.now, rerouted_to: sql`coalesce(${p.rerouted_to}, rerouted_to)`, rcpts: sql`coalesce(${p.rcpts}, rcpts)`,
 }).where("id", "=", p.id).where("state", "=", "delivering").where("lease_until", "=", p.lease));
 
 /** Applies an outcome if the lease is still ours; returns false if the row was taken from us. */
@@ -201,6 +207,7 @@ export async function settleDelivery(trx: Kysely<Database>, c: Claimed, outcome:
     next_attempt_at: outcome.state === "deferred" ? outcome.nextAttemptAt : c.delivery.next_attempt_at,
     now,
     rerouted_to: outcome.reroutedTo ?? null,
+    rcpts: outcome.state === "deferred" && outcome.rcpts ? JSON.stringify(outcome.rcpts) : null,
   })) > 0n;
 }
 

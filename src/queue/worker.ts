@@ -82,6 +82,8 @@ function hostUnreachable(detail: string, ms: number): boolean {
 
 export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   const inflight = new Map<string, { claimed: Claimed; done: Promise<void> }>();
+  // A lease that runs out while its own attempt still runs (a slow peer) is not a crash.
+  const inflightIds = { has: (id: string) => inflight.has(id) } as ReadonlySet<string>;
   const perDomain = new Map<string, number>();
   const abort = new AbortController();
   let stopping = false;
@@ -163,7 +165,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           await deps.writes.run(async (trx) => {
             counts.capped = false;
             counts.domains.clear();
-            claimed = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
+            claimed = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, holding: inflightIds, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
           }, { durable: false });
           if (wasOpen) open = claimed.length === free || openedMeanwhile;
           // A pass that took all it was allowed may have left rows of the domains it was woken for.
@@ -348,7 +350,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         const out: OutboundMessage = { mailFrom: msg.mail_from, rcpts, body, deliveryId: d.id };
         let lastPermanent: string | null = null;
         let lastTemporary: string | null = null;
-        let delivered: { key: string; refused: RecipientRefusal[] } | null = null;
+        let delivered: { key: string; refused: RecipientRefusal[]; deferred: RecipientRefusal[] } | null = null;
         // A host that cannot be reached at all (no route, connect timeout) is skipped for its
         // other transports: three more waits would only delay the next MX.
         const unreachable = new Set<string>();
@@ -367,7 +369,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           attempts.push({ deliveryId: d.id, transport: route.via === "smarthost" ? "smarthost" : cand.transport, endpoint: key, outcome: r.outcome, detail: r.detail, ms });
           deps.track?.(d.rcpt_domain, cand.transport, r.outcome === "delivered", ms, r.outcome === "delivered" ? undefined : r.detail);
           if (r.outcome === "delivered") {
-            delivered = { key, refused: r.refused };
+            delivered = { key, refused: r.refused, deferred: r.deferred ?? [] };
             break;
           }
           if (r.outcome === "permanent") lastPermanent = `${key}: ${r.detail}`;
@@ -379,8 +381,18 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           return undefined;
         }
         if (delivered) {
-          outcome = { state: "delivered", route: delivered.key };
-          failed = delivered.refused.map((r) => ({ address: r.address, status: `${Math.floor(r.code / 100)}.0.0`, diagnostic: `smtp; ${r.code} ${r.text}` }));
+          const { refused, deferred } = delivered;
+          failed = refused.map((r) => refusalOf(r, delivered!.key));
+          if (deferred.length) {
+            // The peer took the others: only these stay queued, for the next attempt.
+            const next = defer(c, snap.config["queue.retry_schedule"], `${deferred.length} of ${rcpts.length} recipients deferred: ${deferred[0]!.text}`, delivered.key);
+            outcome = next.state === "deferred" ? { ...next, rcpts: deferred.map((r) => r.address) } : next;
+            if (outcome.state === "dead") failed.push(...deferred.map((r) => ({ ...refusalOf(r, delivered!.key), diagnostic: `x-madmail; gave up after ${d.tries + 1} tries: ${r.text}` })));
+          } else if (refused.length >= rcpts.length) {
+            outcome = { state: "dead", route: delivered.key, error: `every recipient refused: ${refused[0]!.text}` };
+          } else {
+            outcome = { state: "delivered", route: delivered.key };
+          }
         } else if (lastTemporary !== null) {
           outcome = defer(c, snap.config["queue.retry_schedule"], lastTemporary, route.candidates[0] ? candidateKey(route.candidates[0]) : null);
           if (outcome.state === "dead") failed = rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; gave up after ${d.tries + 1} tries: ${lastTemporary}` }));
@@ -479,4 +491,12 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       }
     },
   };
+}
+
+/** A refusal for the bounce: the peer's enhanced status code when it gave one. */
+function refusalOf(r: RecipientRefusal, endpoint: string): { address: string; status: string; diagnostic: string; remoteMta?: string } {
+  const enhanced = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(r.text)?.[1];
+  const line = /^\d{3}\b/.test(r.text) ? r.text : `${r.code} ${r.text}`;
+  const host = endpoint.startsWith("smtp:") ? endpoint.slice(5).replace(/:\d+$/, "") : undefined;
+  return { address: r.address, status: enhanced ?? `${Math.floor(r.code / 100)}.0.0`, diagnostic: `smtp; ${line}`, remoteMta: host };
 }

@@ -60,3 +60,13 @@ test("capped: set when a domain at its cap may have left due rows unclaimed, so 
   // Nothing held back: the two b.test rows left, under the cap.
   expect(await pass(8, {}, 4)).toEqual({ domains: ["b.test", "b.test"], capped: false });
 });
+
+test("a row whose lease ran out is taken back, unless this worker is still delivering it", async () => {
+  await queue(["b.test", "c.test"]);
+  // Claimed at t=5000 with a 60 s lease; at t=70,000 both leases have run out.
+  const first = await claim(2, {}, 10);
+  const [slow, dead] = first.map((c) => c.delivery.id);
+  const again = await withWriteTransaction(file.state.db, (trx) =>
+    claimDue(trx, 10, { leaseMs: 60_000, holding: new Set([slow!]), inFlight: new Map(), perDomain: 10, expired: true }, 70_000));
+  expect(again.map((c) => c.delivery.id)).toEqual([dead!]);
+});

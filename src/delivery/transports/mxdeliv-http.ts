@@ -58,6 +58,7 @@ function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportRes
     const done = (r: TransportResult) => {
       if (!settled) {
         settled = true;
+        clearTimeout(deadline);
         resolve(r);
       }
     };
@@ -74,7 +75,6 @@ function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportRes
         ...(opts.bearer ? { Authorization: `Bearer ${opts.bearer}` } : {}),
       },
       signal: opts.signal,
-      timeout: opts.timeoutMs,
     }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -92,11 +92,10 @@ function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportRes
         else if (status >= 400 && status < 500) done({ outcome: "permanent", detail });
         else done({ outcome: "temporary", detail });
       });
-      res.on("error", (err) => done({ outcome: "temporary", detail: err.message }));
+      res.on("error", (err) => done({ outcome: "temporary", detail: `HTTP ${res.statusCode}, then the connection broke during the answer: ${err.message}` }));
     });
-    req.on("timeout", () => {
-      req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`));
-    });
+    // The whole request, not only a silent socket: a peer trickling its answer is cut off too.
+    const deadline = setTimeout(() => req.destroy(new Error(`timed out after ${opts.timeoutMs / 1000} s (delivery.timeout)`)), opts.timeoutMs);
     req.on("error", (err: NodeJS.ErrnoException) => done({ outcome: "temporary", detail: err.code ? `${err.code}: ${err.message}` : err.message }));
     req.end(msg.body);
   });

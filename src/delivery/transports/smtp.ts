@@ -1,6 +1,9 @@
 // SMTP delivery through nodemailer's SMTP connection (no hand-rolled client): to an MX on
-// port 25 with opportunistic STARTTLS, or to a smarthost. 5xx permanent, 4xx and connection
-// errors temporary; per-recipient refusals are reported so that only those get a bounce.
+// port 25 with opportunistic STARTTLS, or to a smarthost. A 5xx to the message (MAIL FROM,
+// DATA) is permanent; 4xx, connection errors and anything that goes wrong before MAIL FROM
+// (greeting, EHLO, STARTTLS, AUTH: the session, not the message) are temporary, as Postfix
+// defers them. Per-recipient refusals are reported, 5xx and 4xx apart, so that only the 5xx
+// ones get a bounce and the 4xx ones are tried again.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { OutboundMessage, RecipientRefusal, TransportResult } from "./types.ts";
 
@@ -37,6 +40,7 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
     const finish = (r: TransportResult) => {
       if (settled) return;
       settled = true;
+      clearTimeout(deadline);
       opts.signal?.removeEventListener("abort", onAbort);
       try {
         r.outcome === "delivered" ? conn.quit() : conn.close();
@@ -45,19 +49,31 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
     };
     const onAbort = () => finish({ outcome: "temporary", detail: "aborted (shutting down)" });
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    conn.once("error", (err: Error & { responseCode?: number }) => finish(classify(err)));
+    // The whole attempt, not only a silent socket: a peer trickling bytes is cut off too.
+    const deadline = setTimeout(() => finish({ outcome: "temporary", detail: `timed out after ${opts.timeoutMs / 1000} s (delivery.timeout)` }), opts.timeoutMs);
+    let session = true; // before MAIL FROM: a failure belongs to the session, not the message
+    conn.once("error", (err: SmtpError) => finish(classify(err, session)));
     conn.connect(() => {
-      const send = () =>
+      const send = () => {
+        session = false;
         conn.send({ from: msg.mailFrom, to: msg.rcpts }, Buffer.from(msg.body), (err, info) => {
-          if (err) return finish(classify(err as Error & { responseCode?: number }));
-          const refused: RecipientRefusal[] = (info?.rejectedErrors ?? []).map((e) => {
-            const ee = e as Error & { responseCode?: number; recipient?: string; response?: string };
+          const rcptErrors = (err ? (err as SmtpError).rejectedErrors : info?.rejectedErrors) ?? [];
+          // Every recipient refused at RCPT: an answer per recipient, like a partial one.
+          if (err && !((err as SmtpError).command === "RCPT TO" && rcptErrors.length)) return finish(classify(err as SmtpError, false));
+          const each = rcptErrors.map((e): RecipientRefusal => {
+            const ee = e as SmtpError & { recipient?: string };
             return { address: ee.recipient ?? "", code: ee.responseCode ?? 550, text: ee.response ?? ee.message };
           });
-          finish({ outcome: "delivered", detail: info?.response ?? "250", refused });
+          finish({
+            outcome: "delivered",
+            detail: err ? "no recipient accepted" : (info?.response ?? "250"),
+            refused: each.filter((r) => r.code >= 500),
+            deferred: each.filter((r) => r.code < 500),
+          });
         });
+      };
       if (opts.auth) {
-        conn.login({ user: opts.auth.user, pass: opts.auth.pass }, (err) => (err ? finish(classify(err as Error & { responseCode?: number })) : send()));
+        conn.login({ user: opts.auth.user, pass: opts.auth.pass }, (err) => (err ? finish(classify(err as SmtpError, true)) : send()));
       } else {
         send();
       }
@@ -65,9 +81,13 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
   });
 }
 
-function classify(err: Error & { responseCode?: number; response?: string; code?: string }): TransportResult {
+type SmtpError = Error & { responseCode?: number; response?: string; code?: string; command?: string; rejectedErrors?: Error[] };
+
+function classify(err: SmtpError, session: boolean): TransportResult {
   const code = err.responseCode;
-  const detail = err.response ?? (err.code ? `${err.code}: ${err.message}` : err.message);
-  if (code && code >= 500) return { outcome: "permanent", detail };
+  const reply = err.response ?? (err.code ? `${err.code}: ${err.message}` : err.message);
+  // Which step failed, when that is not the message: "STARTTLS: 502 ...", "AUTH PLAIN: 535 ...".
+  const detail = session && err.command && err.command !== "CONN" ? `${err.command}: ${reply}` : reply;
+  if (code && code >= 500 && !session) return { outcome: "permanent", detail };
   return { outcome: "temporary", detail };
 }

@@ -1,0 +1,144 @@
+// How the queue reads what a peer answers, against scripted peers on real sockets: per-recipient
+// 4xx and 5xx at RCPT, a smarthost that does not offer STARTTLS or refuses our password, and a
+// peer that trickles its answer past delivery.timeout.
+import { afterEach, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { SMTPServer } from "smtp-server";
+import { startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
+import { ENCRYPTED, maildirNew } from "../inbound/_fixtures.ts";
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A smarthost that answers RCPT by the local part: busy -> 451, ghost -> 550 5.1.1, else 250. */
+async function scriptedSmarthost(opts: { auth?: boolean } = {}): Promise<{ port: number; got: { rcpts: string[] }[] }> {
+  const got: { rcpts: string[] }[] = [];
+  const server = new SMTPServer({
+    logger: false, disabledCommands: ["STARTTLS", ...(opts.auth ? [] : ["AUTH"])], authOptional: !opts.auth, allowInsecureAuth: true,
+    onAuth: (_a, _s, cb) => cb(Object.assign(new Error("5.7.8 Authentication credentials invalid"), { responseCode: 535 })),
+    onRcptTo(addr, _s, cb) {
+      const local = addr.address.split("@")[0];
+      if (local === "busy") return cb(Object.assign(new Error("4.2.1 mailbox busy, try later"), { responseCode: 451 }));
+      if (local === "ghost") return cb(Object.assign(new Error("5.1.1 no such user"), { responseCode: 550 }));
+      cb();
+    },
+    onData(stream, session, cb) {
+      stream.resume();
+      stream.on("end", () => {
+        got.push({ rcpts: session.envelope.rcptTo.map((r) => r.address) });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  return { port: (server.server.address() as { port: number }).port, got };
+}
+
+async function sender(setup: string[][]): Promise<ServerHandle> {
+  const a = await startServe({
+    setup: [
+      ["init", "--domain", "a.test"],
+      ["user", "add", "alice@a.test"],
+      ["config", "set", "queue.retry_schedule", "1h"],
+      ...setup,
+    ],
+  });
+  cleanups.push(async () => (await a.stop(), a.box.cleanup()));
+  return a;
+}
+
+const send = (a: ServerHandle, to: string[]) => a.box.run(["send", "--from", "alice@a.test", ...to.flatMap((t) => ["--to", t])], { stdin: ENCRYPTED() });
+const rows = async (a: ServerHandle) => JSON.parse((await a.box.run(["queue", "list", "--json"])).stdout) as { id: string; state: string; rcpts: string[]; last_error: string | null; tries: number }[];
+
+test("RCPT answered 451 for one, 550 for another: the taken one is delivered, the 451 one stays queued alone, the 550 one bounces with the peer's status", async () => {
+  const peer = await scriptedSmarthost();
+  const a = await sender([["config", "set", "relay.smarthost", `127.0.0.1:${peer.port}`], ["config", "set", "relay.smarthost_tls", "none"]]);
+  expect((await send(a, ["ok@far.test", "busy@far.test", "ghost@far.test"])).code).toBe(0);
+  const [row] = await waitUntil("deferred row", async () => {
+    const r = await rows(a);
+    return r.length === 1 && r[0]!.state === "deferred" ? r : undefined;
+  });
+  expect(row).toMatchObject({ rcpts: ["busy@far.test"], tries: 1 });
+  expect(row!.last_error).toContain("1 of 3 recipients deferred: 451 4.2.1 mailbox busy");
+  expect(peer.got).toEqual([{ rcpts: ["ok@far.test"] }]);
+  // The bounce, for ghost only, names the entry `queue show` takes and the peer's own status.
+  const dsn = await waitUntil("bounce", () => {
+    const f = maildirNew(a, "alice@a.test");
+    return f.length === 1 ? readFileSync(join(a.box.dir, "data", "mail", "alice@a.test", "new", f[0]!), "latin1") : undefined;
+  });
+  expect(dsn).toContain("Final-Recipient: rfc822; ghost@far.test");
+  expect(dsn).toContain("Status: 5.1.1");
+  expect(dsn).toContain("Diagnostic-Code: smtp; 550 5.1.1 no such user");
+  expect(dsn).not.toContain("busy@far.test");
+  expect(dsn).toContain(`X-Madmail-Queue-ID: ${row!.id}`);
+  expect((await a.box.run(["queue", "show", row!.id])).code).toBe(0);
+});
+
+test("every recipient refused for good at RCPT: dead at once, one bounce", async () => {
+  const peer = await scriptedSmarthost();
+  const a = await sender([["config", "set", "relay.smarthost", `127.0.0.1:${peer.port}`], ["config", "set", "relay.smarthost_tls", "none"]]);
+  await send(a, ["ghost@far.test"]);
+  const [row] = await waitUntil("dead row", async () => ((r) => (r[0]?.state === "dead" ? r : undefined))(await rows(a)));
+  expect(row!.last_error).toContain("every recipient refused: 550 5.1.1 no such user");
+  await waitUntil("bounce", () => maildirNew(a, "alice@a.test").length === 1);
+});
+
+test("smarthost without STARTTLS while starttls is required, and a wrong smarthost password: deferred (not bounced), saying which step failed", async () => {
+  const plain = await scriptedSmarthost();
+  const a = await sender([["config", "set", "relay.smarthost", `127.0.0.1:${plain.port}`]]); // relay.smarthost_tls: starttls (default)
+  await send(a, ["ok@far.test"]);
+  const [row] = await waitUntil("deferred row", async () => ((r) => (r[0]?.state === "deferred" ? r : undefined))(await rows(a)));
+  expect(row!.last_error).toMatch(/STARTTLS/);
+  const auth = await scriptedSmarthost({ auth: true });
+  await a.box.run(["config", "set", "relay.smarthost", `127.0.0.1:${auth.port}`]);
+  await a.box.run(["config", "set", "relay.smarthost_tls", "none"]);
+  await a.box.run(["config", "set", "relay.smarthost_user", "relay@a.test"]);
+  await a.box.run(["config", "set", "relay.smarthost_password", "wrong"]);
+  await a.box.run(["queue", "retry", "--all"]);
+  await waitUntil("second try", async () => ((r) => (r[0]?.tries === 2 ? r : undefined))(await rows(a)));
+  const [after] = await rows(a);
+  expect(after).toMatchObject({ state: "deferred" });
+  expect(after!.last_error).toMatch(/AUTH (PLAIN|LOGIN): 535 5\.7\.8/);
+  expect(maildirNew(a, "alice@a.test")).toEqual([]);
+  expect(plain.got.length + auth.got.length).toBe(0);
+});
+
+test("delivery.timeout caps the whole attempt: a peer trickling its answer is cut off", async () => {
+  // Reads the request, then sends a byte of its answer every 300 ms, never finishing.
+  const timers: ReturnType<typeof setInterval>[] = [];
+  const trickle = Bun.listen({
+    hostname: "127.0.0.1", port: 0,
+    socket: {
+      data(sock) {
+        if (timers.length) return;
+        sock.write("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        timers.push(setInterval(() => sock.write("x"), 300));
+      },
+      close() {
+        for (const t of timers.splice(0)) clearInterval(t);
+      },
+    },
+  });
+  cleanups.push(() => {
+    for (const t of timers.splice(0)) clearInterval(t);
+    trickle.stop(true);
+  });
+  const a = await sender([["endpoint-cache", "set", "far.test", `http://127.0.0.1:${trickle.port}/mxdeliv`], ["config", "set", "delivery.timeout", "2s"]]);
+  const t0 = Date.now();
+  await send(a, ["ok@far.test"]);
+  const [row] = await waitUntil("deferred row", async () => ((r) => (r[0]?.state === "deferred" ? r : undefined))(await rows(a)), 20_000);
+  expect(Date.now() - t0).toBeLessThan(6000);
+  expect(row!.last_error).toContain("timed out after 2 s (delivery.timeout)");
+});
+
+test("submission and send refuse an unknown local recipient instead of dropping it", async () => {
+  const a = await sender([]);
+  const r = await send(a, ["nobody@a.test"]);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toContain("nobody@a.test: 550 5.1.1 User unknown");
+  expect(await rows(a)).toEqual([]);
+});
