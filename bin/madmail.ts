@@ -4,5 +4,11 @@ if (!process.stdout.isTTY) process.env.NO_COLOR ??= "1";
 // Before any file call starts Bun's I/O thread pool: see io-threads.ts.
 import { widenIoThreadPool } from "../src/util/io-threads.ts";
 widenIoThreadPool();
+// `madmail queue list | head`: the reader has gone, so the output is finished. Quietly, as
+// the shell's own tools end (without their SIGPIPE status, which would fail `set -o pipefail`).
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EPIPE") throw err;
+  process.exit(0);
+});
 const { main } = await import("../src/cli/main.ts");
 process.exitCode = await main(process.argv.slice(2));

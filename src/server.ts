@@ -171,6 +171,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   try {
+    if (!config["tls.cert"] !== !config["tls.key"]) {
+      // Half a pair would mean no TLS at all: no STARTTLS, AUTH in the clear.
+      const [set, unset] = config["tls.cert"] ? ["tls.cert", "tls.key"] : ["tls.key", "tls.cert"];
+      throw new MadmailError("config", `${set} is set but ${unset} is empty: set both (madmail config set ${unset} PATH) or unset ${set}`);
+    }
     // Checked before any listener starts, when one will use it: a wrong path or a key that
     // does not match fails here, by name.
     const usesTls = (["https", "smtp", "lmtp", "submission", "submissions"] as const).some((n) => addr(n));

@@ -61,7 +61,8 @@ const set = command({
   meta: { name: "set", description: "Change a setting (a running server uses most from its next message on)" },
   details: ["listen.*, mail_root, mail.uid, mail.gid and log.format are read when `madmail serve` starts: after changing one, " +
     "restart the server (the confirmation line says so). Every other setting applies to a running server from its next message " +
-    "or connection on; tls.cert and tls.key within a minute, or at once on SIGHUP."],
+    "or connection on; a renewed tls.cert and tls.key within a minute, or at once on SIGHUP (a certificate set for the first " +
+    "time needs a restart: a server started without one runs no TLS)."],
   args: { ...keyArg, value: { type: "positional", required: true, description: "New value, in the form `config list` describes", valueHint: "VALUE" }, ...commonArgs },
   examples: ["madmail config set listen.smtp 0.0.0.0:25", "madmail config set limits.max_message_size 50M", "madmail config set listen.submissions off"],
   run: ({ args }) => {

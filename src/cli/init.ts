@@ -27,6 +27,6 @@ export default command({
       } else {
         say(args, "Admin token already set; nothing replaced (rotate with `madmail admin-token --rotate`).");
       }
-    });
+    }, { create: true });
   },
 });

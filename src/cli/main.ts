@@ -85,15 +85,17 @@ const NEGATIVE_NUMBER = /^-\d+(?:\.\d+)?[a-z]*$/i;
  */
 function checkArgs(rawArgs: string[], argsDef: ArgsDef): string[] {
   const known = new Set<string>();
+  // Only an on/off flag has a --no- form: citty would hand `false` to an option that wants a value.
+  const switches = new Set<string>();
   let takes = 0;
   for (const [name, d] of Object.entries(argsDef)) {
     if (d.type === "positional") {
       takes++;
       continue;
     }
-    known.add(name);
-    known.add(toKebab(name));
-    for (const a of aliasesOf(d)) known.add(a);
+    const names = [name, toKebab(name), ...aliasesOf(d)];
+    for (const n of names) known.add(n);
+    if (d.type === "boolean") for (const n of names) switches.add(n);
   }
   const options: string[] = [];
   const positionals: string[] = [];
@@ -105,8 +107,8 @@ function checkArgs(rawArgs: string[], argsDef: ArgsDef): string[] {
     }
     if (a.startsWith("-") && a !== "-" && !NEGATIVE_NUMBER.test(a)) {
       const name = a.replace(/^--?/, "").split("=")[0]!;
-      const bare = name.startsWith("no-") ? name.slice(3) : name;
-      if (!known.has(name) && !known.has(bare)) throw new CLIError(`unknown option "${a.split("=")[0]}"`, "EARG");
+      const negated = name.startsWith("no-") && switches.has(name.slice(3));
+      if (!known.has(name) && !negated) throw new CLIError(`unknown option "${a.split("=")[0]}"`, "EARG");
       options.push(a);
       const d = argsDef[name] ?? argsDef[toCamel(name)] ?? Object.values(argsDef).find((x) => aliasesOf(x).includes(name));
       if (d && (d.type === "string" || d.type === "enum") && !a.includes("=")) {

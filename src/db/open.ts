@@ -1,6 +1,6 @@
 // Opens the one state file: libsql (SQLite format) + Kysely. Runs migrations on open,
 // refuses files written by a newer schema. The database client is opened only here.
-import { mkdirSync, statSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import Libsql from "libsql";
 import { createGroupFsync, keptOpenFile } from "../util/group-fsync.ts";
@@ -41,7 +41,8 @@ export function resolveDbPath(flag?: string): string {
 /** Creates the state file's directory if needed; a clear error (not a stack) when it cannot. */
 function ensureStateDir(path: string): void {
   try {
-    mkdirSync(dirname(path), { recursive: true });
+    // 0700: the state file holds secrets (smarthost password, exchanger tokens).
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // EEXIST from a recursive mkdir: a file stands where a directory should be.
@@ -50,13 +51,28 @@ function ensureStateDir(path: string): void {
   }
 }
 
-export async function openDb(path: string): Promise<OpenedDb> {
+export interface OpenOptions {
+  /**
+   * Make the state file when it is missing (init, serve). Otherwise a missing file is an
+   * error: a mistyped --db must not answer "no users" from a new empty file, nor leave one.
+   * @default true
+   */
+  create?: boolean;
+}
+
+export async function openDb(path: string, opts: OpenOptions = {}): Promise<OpenedDb> {
+  if (opts.create === false && !existsSync(path)) {
+    throw new MadmailError("config", `no state file at ${path}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use`);
+  }
   ensureStateDir(path);
   if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) {
     throw new MadmailError("config", `${path} is a directory, not a state file; give the file's path (e.g. ${join(path, "madmail.db")})`);
   }
   let raw: InstanceType<typeof Libsql>;
   try {
+    // A new state file is made 0600 (SQLite gives its -wal and -shm the same mode): it holds
+    // secrets in clear. An existing one keeps the mode its owner chose.
+    if (!existsSync(path)) closeSync(openSync(path, "a", 0o600));
     raw = new Libsql(path, { timeout: 30 });
   } catch (err) {
     throw new MadmailError("config", `cannot open state file ${path}: ${(err as Error).message}`, { cause: err });
@@ -113,6 +129,15 @@ export async function openDb(path: string): Promise<OpenedDb> {
   const wal = keptOpenFile(walPath);
   const groupFsync = createGroupFsync(() => wal.sync());
   const close = async () => {
+    // Fold the WAL into the file, so that the file alone is the whole state (a plain `cp` of
+    // it is a backup). Without waiting: when another process is using the file, it does this
+    // itself later (busy_timeout 0: the checkpoint gives up at once instead of blocking).
+    try {
+      raw.exec("PRAGMA busy_timeout = 0");
+      raw.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
+    } catch {
+      // a read-only file, or the WAL in use: nothing lost, the data stays in the WAL
+    }
     await wal.close();
     await db.destroy();
   };

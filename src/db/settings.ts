@@ -60,15 +60,20 @@ const size = (dflt: string, description: string) =>
     normalise: (t) => formatSize(parseSize(t)!),
   });
 
+/** 100 years, in seconds: more is not a duration anyone means. */
+const MAX_DURATION = 100 * 365 * 86_400;
+
 const duration = (dflt: string, description: string, min = 0) =>
   def<number>({
     type: "duration",
     default: dflt,
     description,
-    expected: `a duration in seconds with an optional s, m, h, d or w suffix (e.g. 90s, 10m, 7d)${min ? `, at least ${min}s` : ""}`,
+    expected: `a duration in seconds with an optional s, m, h, d or w suffix (e.g. 90s, 10m, 7d)${min ? `, at least ${min}s` : ""}, at most ${formatDuration(MAX_DURATION)}`,
     parse: (t) => {
       const n = parseDuration(t);
       if (n === null || n < min) throw new Error("not a valid duration");
+      // Times are milliseconds since 1970 in the state file: a century keeps them valid dates.
+      if (n > MAX_DURATION) throw new Error("out of range");
       return n;
     },
     normalise: (t) => formatDuration(parseDuration(t)!),
@@ -126,7 +131,7 @@ const durationList = (dflt: string, description: string) =>
     expected: "a comma-separated list of durations (e.g. 1m,5m,15m,30m,1h,2h); the last one repeats",
     parse: (t) => {
       const items = t.split(",").map((x) => parseDuration(x));
-      if (!items.length || items.some((n) => n === null || n <= 0)) throw new Error("not a list of positive durations");
+      if (!items.length || items.some((n) => n === null || n <= 0 || n > MAX_DURATION)) throw new Error("not a list of positive durations");
       return items as number[];
     },
     normalise: (t) => t.split(",").map((x) => formatDuration(parseDuration(x)!)).join(","),

@@ -427,22 +427,19 @@ describe("madmail pull-client (compiled binary)", () => {
   });
 
   test("--json while another run holds the lock: zero counts and who holds it", async () => {
-    // util-linux flock(1) holds the same kind of lock a run does; the file names the holder.
+    partner = newPartner({ delayMs: 1500 });
+    partner.add(msg("slow"));
     const lock = join(sb.dir, "data", "pull-client.lock");
-    writeFileSync(lock, "");
-    const holder = Bun.spawn(["flock", "--exclusive", "--nonblock", lock, "sleep", "30"]);
-    try {
-      writeFileSync(lock, `${holder.pid}\n`);
-      while (!(await lockedBySomeone(lock))) await Bun.sleep(20);
-      const r = await pc(["--url", partner!.url, "--token-file", tokenFile(), "--json"]);
-      expect(r.code).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: holder.pid });
-      expect(partner!.pulls).toHaveLength(0);
-      expect(readFileSync(lock, "utf8")).toBe(`${holder.pid}\n`);
-    } finally {
-      holder.kill();
-      await holder.exited;
-    }
+    const first = Bun.spawn([sb.bin, "pull-client", "--url", partner.url, "--token-file", tokenFile()], {
+      cwd: sb.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: sb.db }, stdout: "pipe", stderr: "pipe",
+    });
+    while (!partner.pulls.length) await Bun.sleep(20); // the first one holds the lock and waits on the pull
+    const r = await pc(["--url", partner.url, "--token-file", tokenFile(), "--json"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: first.pid });
+    expect(readFileSync(lock, "utf8")).toBe(`${first.pid}\n`);
+    expect(await first.exited).toBe(0);
+    expect(partner.pulls).toHaveLength(2); // the first run's two pulls; none from the second
   });
 
   test("--lock FILE; a file left by a run that died does not block, even when its pid now names a live process", async () => {
@@ -525,8 +522,3 @@ describe("against a real madmail pull endpoint", () => {
   });
 });
 
-/** Whether someone holds an exclusive flock on `path` (asked with flock(1), which gives up at once). */
-async function lockedBySomeone(path: string): Promise<boolean> {
-  const p = Bun.spawn(["flock", "--exclusive", "--nonblock", path, "true"]);
-  return (await p.exited) !== 0;
-}
