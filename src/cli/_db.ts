@@ -1,12 +1,20 @@
 // Opens the state file named by --db / MADMAIL_DB for the length of one command.
 import { openDb, resolveDbPath, type OpenedDb } from "../db/open.ts";
 
-/** `create`: only `init` makes a missing state file; every other command refuses to run without one. */
+/**
+ * `create: false` for commands that only read: on a missing state file (a mistyped --db) they
+ * exit 1 instead of answering "nothing here" from a new empty file they would leave behind.
+ */
 export async function withDb<T>(args: { db?: string }, fn: (state: OpenedDb) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
-  const state = await openDb(resolveDbPath(args.db), { create: opts.create ?? false });
+  const state = await openDb(resolveDbPath(args.db), { create: opts.create ?? true });
   try {
     return await fn(state);
   } finally {
     await state.close();
   }
+}
+
+/** withDb for commands that only read: a missing state file is an error, not a new empty one. */
+export function readDb<T>(args: { db?: string }, fn: (state: OpenedDb) => Promise<T>): Promise<T> {
+  return withDb(args, fn, { create: false });
 }

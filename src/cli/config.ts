@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { checkSetting, isSettingKey, readStoredSettings, settingsRegistry, type SettingDef } from "../db/settings.ts";
 import { usageError } from "../errors.ts";
@@ -32,7 +32,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail config list", "madmail config list --json | jq -r '.[] | select(.is_default == false) | .key'"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const stored = await readStoredSettings(db);
       const views = Object.keys(settingsRegistry).map((k) => view(k, stored));
       if (args.json) return printJson(views);
@@ -49,7 +49,7 @@ const get = command({
   examples: ["madmail config get listen.http", "madmail config get limits.max_message_size --json"],
   run: ({ args }) => {
     requireKey(args.key);
-    return withDb(args, async ({ db }) => {
+    return readDb(args, async ({ db }) => {
       const v = view(args.key, await readStoredSettings(db));
       if (args.json) return printJson(v);
       process.stdout.write(v.value + "\n");

@@ -1,7 +1,7 @@
 // madmail dkim generate | show | list: the keys outbound mail is signed with (src/delivery/dkim.ts).
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import {
   DEFAULT_BITS, SELECTOR_PATTERN, createDkimKey, defaultSelector, formatTxtRecord, listDkimKeys, readDkimKey, type DkimKeyInfo,
@@ -56,11 +56,18 @@ const generate = command({
   ],
   run: ({ args }) => {
     const domain = checkDomain(args.domain);
-    const selector = checkSelector(args.selector ?? defaultSelector());
+    let selector = checkSelector(args.selector ?? defaultSelector());
     const bits = args.bits === undefined ? DEFAULT_BITS : Number(args.bits);
     return withDb(args, async ({ db, dataDir }) => {
       if (!(await listDomains(db)).some((d) => d.name === domain)) {
         throw usageError(`"${domain}" is not a local domain; add it first with \`madmail domain add ${domain}\``);
+      }
+      // A replacement needs a DNS name of its own: under the old one, the published record would
+      // stop matching the key at once, and the old record could not be kept during the change.
+      const current = args.force ? await readDkimKey(dataDir, domain).catch(() => null) : null;
+      if (current?.selector === selector) {
+        if (args.selector !== undefined) throw usageError(`selector ${selector} is the one in use for ${domain}; give the new key another --selector`);
+        for (let n = 2; current.selector === selector; n++) selector = `${defaultSelector()}-${n}`;
       }
       const { info, replaced } = await createDkimKey(dataDir, domain, { selector, bits, force: args.force });
       // stdout: the record alone, ready for a zone file; the advice goes to stderr.
@@ -79,7 +86,7 @@ const show = command({
   examples: ["madmail dkim show chat.example.org", "madmail dkim show chat.example.org --json | jq -r .dns_txt"],
   run: ({ args }) => {
     const domain = checkDomain(args.domain);
-    return withDb(args, async ({ dataDir }) => {
+    return readDb(args, async ({ dataDir }) => {
       const key = await readDkimKey(dataDir, domain);
       if (!key) throw notFound(`no DKIM key for "${domain}"; create one with madmail dkim generate ${domain}`);
       const signer = await rsaBackend();
@@ -105,7 +112,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail dkim list", "madmail dkim list --json"],
   run: ({ args }) =>
-    withDb(args, async ({ dataDir }) => {
+    readDb(args, async ({ dataDir }) => {
       const keys = await listDkimKeys(dataDir);
       if (args.json) return printJson(keys.map(keyJson));
       if (!keys.length) return say(args, "No DKIM keys. Create one with `madmail dkim generate DOMAIN`.");

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { addDomain, listDomains, removeDomain } from "../policy/local-domains.ts";
 import { notFound, usageError } from "../errors.ts";
@@ -20,7 +20,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail domain list", "madmail domain list --json"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const rows = await listDomains(db);
       if (args.json) return printJson(rows.map((r) => ({ name: r.name, created_at: isoTime(r.created_at) })));
       if (!rows.length) return say(args, "No local domains. Add one with `madmail domain add DOMAIN`.");

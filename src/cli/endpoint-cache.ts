@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import {
   deleteOverride, findOverride, formatTarget, listOverrides, normaliseLookupKey, parseTarget, upsertOverride,
@@ -30,7 +30,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail endpoint-cache list", "madmail endpoint-cache list --json | jq -r '.[].lookup_key'"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const rows = await listOverrides(db);
       if (args.json) return printJson(rows.map(toJson));
       if (!rows.length) return say(args, "No endpoint override entries.");

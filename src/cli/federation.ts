@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { checkDomainArg } from "./domain.ts";
 import { addRule, listRules, removeRules, type RuleKind } from "../policy/federation.ts";
@@ -25,7 +25,8 @@ const policy = command({
       const { stored } = checkSetting("federation.policy", args.mode);
       await db.insertInto("settings").values({ key: "federation.policy", value: stored })
         .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
-      say(args, `Federation policy: ${stored}`);
+      if (args.json) printJson({ mode: stored });
+      else say(args, `Federation policy: ${stored}`);
     }),
 });
 
@@ -62,7 +63,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail federation list", "madmail federation list --json"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const mode = (await loadConfig(db))["federation.policy"];
       const rules = await listRules(db);
       if (args.json) return printJson({ mode, rules: rules.map((r) => ({ domain: r.domain, kind: r.kind, created_at: isoTime(r.created_at) })) });

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { dbArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb } from "./_db.ts";
 import { listDomains } from "../policy/local-domains.ts";
 import { loadConfig } from "../db/settings.ts";
 import { MadmailError } from "../errors.ts";
@@ -20,7 +20,7 @@ const postfixMaps = command({
     "#          relay_domains = hash:/etc/postfix/madmail_domains",
   ],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const lmtp = (await loadConfig(db))["listen.lmtp"];
       if (!lmtp) throw new MadmailError("config", "listen.lmtp is off; set it first (`madmail config set listen.lmtp 127.0.0.1:8024`)");
       const host = lmtp.host === "0.0.0.0" ? "127.0.0.1" : lmtp.host === "::" ? "::1" : lmtp.host;

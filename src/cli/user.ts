@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { deleteUser, findUser, insertUser, listUsers, setUserPassword, setUserQuota } from "../store/users.repository.ts";
 import { listDomains } from "../policy/local-domains.ts";
@@ -59,7 +59,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail user list", "madmail user list --json | jq -r '.[].address'"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const [rows, config] = [await listUsers(db), await loadConfig(db)];
       const views = rows.map((u) => ({
         address: u.address,

@@ -129,12 +129,11 @@ export async function openDb(path: string, opts: OpenOptions = {}): Promise<Open
   const wal = keptOpenFile(walPath);
   const groupFsync = createGroupFsync(() => wal.sync());
   const close = async () => {
-    // Fold the WAL into the file, so that the file alone is the whole state (a plain `cp` of
-    // it is a backup). Without waiting: when another process is using the file, it does this
-    // itself later (busy_timeout 0: the checkpoint gives up at once instead of blocking).
+    // Copy the WAL into the file, so that with no madmail running the file alone is the whole
+    // state (a plain `cp` of it is a backup). PASSIVE: it never waits for, nor resets the WAL
+    // under, a server using the file (which checkpoints on its own).
     try {
-      raw.exec("PRAGMA busy_timeout = 0");
-      raw.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
+      raw.prepare("PRAGMA wal_checkpoint(PASSIVE)").all();
     } catch {
       // a read-only file, or the WAL in use: nothing lost, the data stays in the WAL
     }

@@ -21,7 +21,8 @@ export function checkUrl(input: string): string {
   try {
     u = new URL(input.trim());
   } catch {}
-  if (!u || (u.protocol !== "http:" && u.protocol !== "https:") || !normaliseHost(u.hostname) || u.username || u.password) {
+  // No query or fragment: endpoints are appended to the path.
+  if (!u || (u.protocol !== "http:" && u.protocol !== "https:") || !normaliseHost(u.hostname) || u.username || u.password || u.search || u.hash) {
     throw usageError(`invalid exchanger URL "${input}": expected http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]`);
   }
   // Base URL: endpoints (/mxdeliv, /exchanger/pull) are appended to it.

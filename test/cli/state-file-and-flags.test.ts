@@ -1,0 +1,93 @@
+// The state file as a sysadmin meets it (who may read it, what a copy of it holds, what a
+// mistyped path does) and the flags and values the CLI must refuse before changing anything.
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { Database } from "bun:sqlite";
+import { sandbox, type Sandbox } from "../helpers/binary.ts";
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = sandbox();
+});
+afterEach(() => sb.cleanup());
+
+const init = async () => expect((await sb.run(["init", "--domain", "chat.test", "--quiet"])).code).toBe(0);
+
+test("a new state file is 0600 in a 0700 directory (it holds secrets), and the -wal gets the file's mode", async () => {
+  await init();
+  expect(statSync(join(sb.dir, "data")).mode & 0o777).toBe(0o700);
+  expect(statSync(sb.db).mode & 0o777).toBe(0o600);
+  expect(statSync(`${sb.db}-wal`).mode & 0o777).toBe(0o600);
+});
+
+test("after a command, the file alone holds the state: the WAL is folded in", async () => {
+  await init();
+  expect((await sb.run(["user", "add", "bob@chat.test"])).code).toBe(0);
+  // What a `cp madmail.db backup.db` would take: the file without its -wal.
+  const copy = new Database(sb.db, { readonly: true });
+  try {
+    expect(copy.query("select address from users").all()).toEqual([{ address: "bob@chat.test" }]);
+  } finally {
+    copy.close();
+  }
+});
+
+test("a command that only reads, on a missing state file, exits 1 and creates nothing", async () => {
+  const typo = join(sb.dir, "typo", "madmail.db");
+  for (const args of [["user", "list"], ["queue", "list"], ["queue", "stats"], ["config", "get", "hostname"], ["dkim", "list"]]) {
+    const r = await sb.run([...args, "--db", typo]);
+    expect(r).toMatchObject({ code: 1, stdout: "" });
+    expect(r.stderr).toBe(`madmail: no state file at ${typo}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use\n`);
+  }
+  expect(existsSync(join(sb.dir, "typo"))).toBe(false);
+  expect((await sb.run(["domain", "add", "chat.test", "--db", typo, "--quiet"])).code).toBe(0);
+  expect(existsSync(typo)).toBe(true);
+});
+
+test("--no-X only for on/off flags: for a value option it is an unknown option, and nothing changes", async () => {
+  await init();
+  for (const args of [["dkim", "generate", "chat.test", "--no-selector"], ["endpoint-cache", "set", "q.test", "b.test", "--no-comment"], ["user", "add", "z@chat.test", "--no-quota"]]) {
+    const r = await sb.run(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toStartWith(`madmail: unknown option "${args.at(-1)}"`);
+  }
+  expect(existsSync(join(sb.dir, "data", "dkim"))).toBe(false);
+  expect((await sb.run(["user", "list", "--json"])).stdout.trim()).toBe("[]");
+  expect((await sb.run(["endpoint-cache", "list", "--json"])).stdout.trim()).toBe("[]");
+  // A real on/off flag keeps its --no- form.
+  expect((await sb.run(["exchanger", "add", "hub", "https://hub.test", "--no-fallback", "--quiet"])).code).toBe(0);
+});
+
+test("durations over 100 years are refused; an exchanger URL with a query is refused; federation policy MODE --json is JSON", async () => {
+  await init();
+  const r = await sb.run(["config", "set", "queue.lifetime", "10000000000d"]);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toContain("out of range");
+  expect((await sb.run(["config", "set", "queue.lifetime", "36500d"])).code).toBe(0);
+  const url = await sb.run(["exchanger", "add", "q", "http://127.0.0.1:9?x=1"]);
+  expect(url.code).toBe(2);
+  expect(url.stderr).toContain('invalid exchanger URL "http://127.0.0.1:9?x=1"');
+  const policy = await sb.run(["federation", "policy", "reject", "--json"]);
+  expect(JSON.parse(policy.stdout)).toEqual({ mode: "reject" });
+});
+
+test("dkim generate --force in the month of the key in use: the new key gets a selector of its own", async () => {
+  await init();
+  expect((await sb.run(["dkim", "generate", "chat.test", "--quiet"])).code).toBe(0);
+  const first = JSON.parse((await sb.run(["dkim", "show", "chat.test", "--json"])).stdout).selector as string;
+  expect((await sb.run(["dkim", "generate", "chat.test", "--force", "--quiet"])).code).toBe(0);
+  const second = JSON.parse((await sb.run(["dkim", "show", "chat.test", "--json"])).stdout).selector as string;
+  expect(second).toBe(`${first}-2`);
+  expect(readdirSync(join(sb.dir, "data", "dkim", "chat.test")).sort()).toEqual(["active.json", `${second}.key`]);
+  const same = await sb.run(["dkim", "generate", "chat.test", "--force", "--selector", second]);
+  expect(same).toMatchObject({ code: 2, stderr: `madmail: selector ${second} is the one in use for chat.test; give the new key another --selector\n` });
+});
+
+test("serve refuses half a TLS pair (no TLS at all would offer AUTH in the clear)", async () => {
+  await init();
+  await sb.run(["config", "set", "tls.cert", "/etc/ssl/certs/none.pem"]);
+  const r = await sb.run(["serve", "--http", "off", "--smtp", "off", "--lmtp", "off", "--submission", "off"]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain("madmail: tls.cert is set but tls.key is empty: set both (madmail config set tls.key PATH) or unset tls.cert");
+});
