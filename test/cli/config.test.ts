@@ -113,7 +113,7 @@ describe("set and unset", () => {
 describe("refusals: exit 2, the key and the expected form named, nothing written", () => {
   const LISTEN = "expected HOST:PORT (e.g. 127.0.0.1:8080, [::1]:25, 0.0.0.0:25) or off";
   const SIZE = "expected a size in bytes with an optional K, M, G or T suffix (e.g. 500M, 1G)";
-  const WINDOW = "expected a duration in seconds with an optional s, m, h, d or w suffix (e.g. 90s, 10m, 7d), at least 60s";
+  const WINDOW = "expected a duration in seconds with an optional s, m, h, d or w suffix (e.g. 90s, 10m, 7d), at least 60s, at most 36500d";
   const ID = "expected a numeric id from 0 to 4294967294, or empty";
   const PATH = "expected an absolute file system path, or empty for the default";
   test.each([

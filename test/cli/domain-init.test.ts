@@ -81,6 +81,7 @@ describe("init", () => {
 
 describe("domain", () => {
   test("add, list, remove", async () => {
+    await ok(["init", "--quiet"]);
     expect(await ok(["domain", "list"])).toBe("No local domains. Add one with `madmail domain add DOMAIN`.\n");
     expect(await ok(["domain", "list", "--json"])).toBe("[]\n");
     expect(await ok(["domain", "add", "B.example."])).toBe("Domain added: b.example\n");

@@ -84,6 +84,7 @@ describe("add", () => {
 
 describe("list", () => {
   test("empty", async () => {
+    await ok(["init", "--quiet"]);
     expect(await ok(["exchanger", "list"])).toBe("No exchangers. Add one with `madmail exchanger add NAME URL`.\n");
     expect(await ok(["exchanger", "list", "--json"])).toBe("[]\n");
   });

@@ -145,7 +145,7 @@ describe("state file location", () => {
     expect(await names(flag)).toEqual(["flag.example", "flag2.example"]);
   });
 
-  test.each(["domain list", "serve --http 127.0.0.1:1"])("madmail %s with a state file whose directory cannot be made: exit 1, a sentence, no stack", async (cmd) => {
+  test.each(["domain add a.example", "serve --http 127.0.0.1:1"])("madmail %s with a state file whose directory cannot be made: exit 1, a sentence, no stack", async (cmd) => {
     const args = cmd.split(" ");
     const file = join(sb.dir, "a-file");
     writeFileSync(file, "");
@@ -172,11 +172,11 @@ describe("state file location", () => {
     });
   });
 
-  // Every command that reads or writes state takes --db (and so MADMAIL_DB, the same code path).
+  // Every command that reads or writes state takes --db (and so MADMAIL_DB, the same code path);
+  // those that change something make a missing file, those that only read refuse it.
   test.each([
-    "init", "admin-token --rotate", "config list", "config get listen.http", "config set listen.http off", "config unset listen.http",
-    "domain list", "domain add a.example", "endpoint-cache list", "dns-cache set a.com b.com", "exchanger list",
-    "exchanger add x https://x.example",
+    "init", "admin-token --rotate", "config set listen.http off", "config unset listen.http",
+    "domain add a.example", "dns-cache set a.com b.com", "exchanger add x https://x.example",
   ])("madmail %s --db PATH creates and uses PATH", async (line) => {
     const args = line.split(" ");
     const path = join(sb.dir, `db-${args.join("-").replace(/[^a-z0-9]+/gi, "_")}`, "state.db");
@@ -186,9 +186,17 @@ describe("state file location", () => {
     expect(existsSync(join(sb.dir, "unused"))).toBe(false);
   });
 
+  test.each(["config list", "config get listen.http", "domain list", "endpoint-cache list", "exchanger list"])("madmail %s --db PATH on a missing file: exit 1, nothing made", async (line) => {
+    const path = join(sb.dir, "missing", "state.db");
+    const r = await sb.run([...line.split(" "), "--db", path]);
+    expect(r).toMatchObject({ code: 1, stdout: "" });
+    expect(r.stderr).toStartWith(`madmail: no state file at ${path}: `);
+    expect(existsSync(join(sb.dir, "missing"))).toBe(false);
+  });
+
   test("the state file is in WAL mode", async () => {
     const path = join(sb.dir, "wal.db");
-    expect((await sb.run(["domain", "list", "--db", path])).code).toBe(0);
+    expect((await sb.run(["domain", "add", "a.example", "--db", path])).code).toBe(0);
     const { Database } = await import("bun:sqlite");
     const db = new Database(path, { readonly: true });
     expect(db.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });

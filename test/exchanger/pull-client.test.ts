@@ -301,6 +301,14 @@ describe("madmail pull-client (compiled binary)", () => {
     chmodSync(f, 0o600);
     return f;
   };
+  /** A pull-client run, returned once it holds the lock and waits on the partner's first (slow) answer. */
+  async function runHoldingTheLock(p: FakePartner) {
+    const run = Bun.spawn([sb.bin, "pull-client", "--url", p.url, "--token-file", tokenFile()], {
+      cwd: sb.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: sb.db }, stdout: "pipe", stderr: "pipe",
+    });
+    while (!p.pulls.length) await Bun.sleep(20);
+    return run;
+  }
   const SUMMARY = /^pulled (\d+), delivered (\d+), relayed (\d+), refused (\d+)(?:, deferred \d+)? in \d+\.\ds\n$/;
   const pc = (args: string[], env?: Record<string, string>) => sb.run(["pull-client", ...args], { env });
 
@@ -411,10 +419,7 @@ describe("madmail pull-client (compiled binary)", () => {
     partner = newPartner({ delayMs: 1500 });
     partner.add(msg("slow"));
     const lock = join(sb.dir, "data", "pull-client.lock");
-    const first = Bun.spawn([sb.bin, "pull-client", "--url", partner.url, "--token-file", tokenFile()], {
-      cwd: sb.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: sb.db }, stdout: "pipe", stderr: "pipe",
-    });
-    while (!partner.pulls.length) await Bun.sleep(20); // the first one holds the lock and waits on the pull
+    const first = await runHoldingTheLock(partner);
     expect(readFileSync(lock, "utf8")).toBe(`${first.pid}\n`);
     const t0 = performance.now();
     const second = await pc(["--url", partner.url, "--token-file", tokenFile()]);
@@ -430,10 +435,7 @@ describe("madmail pull-client (compiled binary)", () => {
     partner = newPartner({ delayMs: 1500 });
     partner.add(msg("slow"));
     const lock = join(sb.dir, "data", "pull-client.lock");
-    const first = Bun.spawn([sb.bin, "pull-client", "--url", partner.url, "--token-file", tokenFile()], {
-      cwd: sb.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: sb.db }, stdout: "pipe", stderr: "pipe",
-    });
-    while (!partner.pulls.length) await Bun.sleep(20); // the first one holds the lock and waits on the pull
+    const first = await runHoldingTheLock(partner);
     const r = await pc(["--url", partner.url, "--token-file", tokenFile(), "--json"]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: first.pid });
@@ -458,10 +460,7 @@ describe("madmail pull-client (compiled binary)", () => {
     partner = newPartner({ delayMs: 5000 });
     partner.add(msg("k1"));
     const lock = join(sb.dir, "data", "pull-client.lock");
-    const first = Bun.spawn([sb.bin, "pull-client", "--url", partner.url, "--token-file", tokenFile()], {
-      cwd: sb.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", MADMAIL_DB: sb.db }, stdout: "pipe", stderr: "pipe",
-    });
-    while (!partner.pulls.length) await Bun.sleep(20);
+    const first = await runHoldingTheLock(partner);
     expect(readFileSync(lock, "utf8")).toBe(`${first.pid}\n`);
     first.kill("SIGKILL");
     await first.exited;
