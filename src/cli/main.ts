@@ -67,6 +67,13 @@ async function reportError(err: unknown, path: MadmailCommand[]): Promise<number
     process.stderr.write(`madmail: ${err.message}\n`);
     return err.exitCode;
   }
+  // Operating conditions, not bugs: one sentence, no stack.
+  const code = (err as { code?: string } | undefined)?.code;
+  const plain = code && OPERATIONAL[code];
+  if (plain) {
+    process.stderr.write(`madmail: ${plain}: ${(err as Error).message}\n`);
+    return code === "SQLITE_BUSY" ? 75 : 1;
+  }
   // Some library errors (libsql's SqliteError) have a stack that lacks their message.
   const e = err as Error | undefined;
   const stack = e?.stack ?? String(err);
@@ -74,6 +81,18 @@ async function reportError(err: unknown, path: MadmailCommand[]): Promise<number
   process.stderr.write(`madmail: internal error: ${text}\n`);
   return 1;
 }
+
+/** Error codes that describe the machine, with what the sysadmin should look at. */
+const OPERATIONAL: Record<string, string> = {
+  SQLITE_READONLY: "cannot write the state file (is it, or its directory, read-only for this user? SQLite also writes the -wal and -shm files beside it)",
+  SQLITE_CANTOPEN: "cannot open the state file or its -wal/-shm files (permissions of the file and its directory?)",
+  SQLITE_FULL: "the disk holding the state file is full",
+  SQLITE_BUSY: "the state file stayed locked by another process; try again",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ENOSPC: "no space left on the device",
+  EROFS: "read-only file system",
+};
 
 /** A value such as -5, -1.5 or -1G: a (negative) positional, never a flag. */
 const NEGATIVE_NUMBER = /^-\d+(?:\.\d+)?[a-z]*$/i;

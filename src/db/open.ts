@@ -75,7 +75,12 @@ export async function openDb(path: string, opts: OpenOptions = {}): Promise<Open
     if (!existsSync(path)) closeSync(openSync(path, "a", 0o600));
     raw = new Libsql(path, { timeout: 30 });
   } catch (err) {
-    throw new MadmailError("config", `cannot open state file ${path}: ${(err as Error).message}`, { cause: err });
+    const code = (err as NodeJS.ErrnoException).code;
+    // libsql reports SQLITE_CANTOPEN as `ConnectionFailed("...: 14")`.
+    const why = code === "EACCES" || /\b14"?\)?$/.test((err as Error).message)
+      ? `permission denied (the file and its directory ${dirname(path)} must be readable and writable for this user)`
+      : (err as Error).message;
+    throw new MadmailError("config", `cannot open state file ${path}: ${why}`, { cause: err });
   }
   let version: number;
   try {
@@ -89,7 +94,10 @@ export async function openDb(path: string, opts: OpenOptions = {}): Promise<Open
     if ((err as { code?: string }).code === "SQLITE_NOTADB") {
       throw new MadmailError("config", `${path} is not a madmail state file (not an SQLite database); it was not changed`, { cause: err });
     }
-    throw new MadmailError("config", `cannot read state file ${path}: ${(err as Error).message}`, { cause: err });
+    const why = (err as { code?: string }).code === "SQLITE_READONLY"
+      ? `it or its directory ${dirname(path)} is read-only for this user (SQLite needs to write ${path}-wal and -shm beside it, also to read)`
+      : (err as Error).message;
+    throw new MadmailError("config", `cannot read state file ${path}: ${why}`, { cause: err });
   }
   if (version > SCHEMA_VERSION) {
     raw.close();

@@ -383,6 +383,10 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         if (delivered) {
           const { refused, deferred } = delivered;
           failed = refused.map((r) => refusalOf(r, delivered!.key));
+          // `queue show` lists what the peer said of each recipient it did not take.
+          for (const r of [...refused, ...deferred]) {
+            attempts.push({ deliveryId: d.id, transport: "rcpt", endpoint: r.address, outcome: r.code >= 500 ? "permanent" : "temporary", detail: r.text, ms: null });
+          }
           if (deferred.length) {
             // The peer took the others: only these stay queued, for the next attempt.
             const next = defer(c, snap.config["queue.retry_schedule"], `${deferred.length} of ${rcpts.length} recipients deferred: ${deferred[0]!.text}`, delivered.key);

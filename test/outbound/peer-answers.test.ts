@@ -75,7 +75,11 @@ test("RCPT answered 451 for one, 550 for another: the taken one is delivered, th
   expect(dsn).toContain("Diagnostic-Code: smtp; 550 5.1.1 no such user");
   expect(dsn).not.toContain("busy@far.test");
   expect(dsn).toContain(`X-Madmail-Queue-ID: ${row!.id}`);
-  expect((await a.box.run(["queue", "show", row!.id])).code).toBe(0);
+  const shown = JSON.parse((await a.box.run(["queue", "show", row!.id, "--json"])).stdout) as { attempts: { transport: string; endpoint: string; outcome: string; detail: string }[] };
+  expect(shown.attempts.filter((x) => x.transport === "rcpt").map((x) => [x.endpoint, x.outcome, x.detail])).toEqual([
+    ["ghost@far.test", "permanent", "550 5.1.1 no such user"],
+    ["busy@far.test", "temporary", "451 4.2.1 mailbox busy, try later"],
+  ]);
 });
 
 test("every recipient refused for good at RCPT: dead at once, one bounce", async () => {
