@@ -87,7 +87,7 @@ const markDelivering = prepareQuery((db, p: { id: string; lease: number; now: nu
 export interface ClaimOptions {
   leaseMs: number;
   /** Ids this worker is delivering now: never taken back, however long their attempt runs. */
-  holding?: ReadonlySet<string>;
+  holding?: { has(id: string): boolean };
   /** Rows this worker already holds, per domain. */
   inFlight: ReadonlyMap<string, number>;
   perDomain: number;

@@ -83,7 +83,7 @@ function hostUnreachable(detail: string, ms: number): boolean {
 export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   const inflight = new Map<string, { claimed: Claimed; done: Promise<void> }>();
   // A lease that runs out while its own attempt still runs (a slow peer) is not a crash.
-  const inflightIds = { has: (id: string) => inflight.has(id) } as ReadonlySet<string>;
+  const inflightIds = { has: (id: string) => inflight.has(id) };
   const perDomain = new Map<string, number>();
   const abort = new AbortController();
   let stopping = false;
