@@ -66,6 +66,9 @@ export function createAcceptor(deps: AcceptDeps) {
   }
 
   async function acceptOnce(env: Envelope): Promise<AcceptResult> {
+    // The sender's id, scoped to its envelope sender: another peer's message that happens to
+    // (or is made to) reuse an id is a different message, not a repeat.
+    if (env.deliveryId) env = { ...env, deliveryId: `${normaliseAddress(env.mailFrom) ?? env.mailFrom.toLowerCase()}|${env.deliveryId}` };
     const id = env.deliveryId;
     if (!id) return run(env);
     const running = inflight.get(id);

@@ -80,12 +80,14 @@ describe("POST /mxdeliv", () => {
   // finds the copy that landed (by its name, derived from the id) instead of storing another.
   test("a retried delivery id left pending by a crash: the copy that landed is found, a missing one is written", async () => {
     const body = ENCRYPTED();
-    const stableName = (id: string) => `${createHash("sha256").update(id).digest("hex").slice(0, 32)}.madmail,S=${body.length}`;
+    // Ids are remembered per envelope sender: the key is "<sender>|<id>", and so is the name's.
+    const key = (id: string) => `alice@a.test|${id}`;
+    const stableName = (id: string) => `${createHash("sha256").update(key(id)).digest("hex").slice(0, 32)}.madmail,S=${body.length}`;
     const landed = `crash-${crypto.randomUUID()}`;
     const lost = `crash-${crypto.randomUUID()}`;
     const db = new Database(s.box.db);
     try {
-      for (const id of [landed, lost]) db.run("INSERT INTO delivery_ids (id, seen_at, pending) VALUES (?, ?, 1)", [id, Date.now()]);
+      for (const id of [landed, lost]) db.run("INSERT INTO delivery_ids (id, seen_at, pending) VALUES (?, ?, 1)", [key(id), Date.now()]);
     } finally {
       db.close();
     }
@@ -105,8 +107,8 @@ describe("POST /mxdeliv", () => {
     expect(maildirNew(s, "carol@chat.test").length).toBe(before + 1);
     const check = new Database(s.box.db, { readonly: true });
     try {
-      expect(check.query("SELECT id, pending FROM delivery_ids WHERE id IN (?, ?) ORDER BY id").all(landed, lost))
-        .toEqual([landed, lost].sort().map((id) => ({ id, pending: 0 })));
+      expect(check.query("SELECT id, pending FROM delivery_ids WHERE id IN (?, ?) ORDER BY id").all(key(landed), key(lost)))
+        .toEqual([key(landed), key(lost)].sort().map((id) => ({ id, pending: 0 })));
     } finally {
       check.close();
     }

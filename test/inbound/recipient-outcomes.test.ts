@@ -137,3 +137,15 @@ async function waitForLog(re: RegExp): Promise<string> {
   }
   throw new Error(`no log line matching ${re} in:\n${s.logs()}`);
 }
+
+test("a delivery id is a repeat only from the same envelope sender: another peer's message with the same id is stored", async () => {
+  const carol = count("carol@chat.test");
+  const id = { "X-Madmail-Delivery-Id": "01reused-id" };
+  expect((await postMxdeliv(s.url, "x@peer-one.test", ["carol@chat.test"], body(), id)).status).toBe(200);
+  expect((await postMxdeliv(s.url, "z@other-peer.test", ["carol@chat.test"], body(), id)).status).toBe(200);
+  expect(count("carol@chat.test")).toBe(carol + 2);
+  // The same sender again (a retry; case does not matter): stored once.
+  expect((await postMxdeliv(s.url, "X@Peer-One.test", ["carol@chat.test"], body(), id)).status).toBe(200);
+  expect(count("carol@chat.test")).toBe(carol + 2);
+  expect(s.logs()).toContain("from_domain=peer-one.test rcpts=1 size=");
+});
