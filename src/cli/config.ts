@@ -63,10 +63,14 @@ const set = command({
     "restart the server (the confirmation line says so). Every other setting applies to a running server from its next message " +
     "or connection on; a renewed tls.cert and tls.key within a minute, or at once on SIGHUP (a certificate set for the first " +
     "time needs a restart: a server started without one runs no TLS)."],
-  args: { ...keyArg, value: { type: "positional", required: true, description: "New value, in the form `config list` describes", valueHint: "VALUE" }, ...commonArgs },
-  examples: ["madmail config set listen.smtp 0.0.0.0:25", "madmail config set limits.max_message_size 50M", "madmail config set listen.submissions off"],
-  run: ({ args }) => {
-    const { key, stored } = checkSetting(args.key, args.value);
+  args: { ...keyArg, value: { type: "positional", required: true, description: "New value, in the form `config list` describes; - reads it from the first line of standard input", valueHint: "VALUE" }, ...commonArgs },
+  examples: [
+    "madmail config set listen.smtp 0.0.0.0:25", "madmail config set limits.max_message_size 50M", "madmail config set listen.submissions off",
+    "madmail config set relay.smarthost_password - < /etc/madmail/smarthost.pw   # not in ps or the shell history",
+  ],
+  run: async ({ args }) => {
+    const value = args.value === "-" ? firstLine(await Bun.stdin.text()) : args.value;
+    const { key, stored } = checkSetting(args.key, value);
     return withDb(args, async ({ db }) => {
       await db.insertInto("settings").values({ key, value: stored })
         .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
@@ -74,6 +78,11 @@ const set = command({
     });
   },
 });
+
+/** A value given on standard input: its first line, without the line ending. */
+function firstLine(text: string): string {
+  return text.split(/\r?\n/, 1)[0]!;
+}
 
 /** On the confirmation line of keys serve reads only when it starts (as "(default)" is). */
 const RESTART_NOTE = "read when serve starts: restart it to apply";

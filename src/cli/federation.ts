@@ -4,6 +4,7 @@ import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { checkDomainArg } from "./domain.ts";
 import { addRule, listRules, removeRules, type RuleKind } from "../policy/federation.ts";
+import { listDomains } from "../policy/local-domains.ts";
 import { loadConfig } from "../db/settings.ts";
 import { notFound } from "../errors.ts";
 import { isoTime, tableTime } from "../util/time.ts";
@@ -40,6 +41,9 @@ const addCommand = (name: string, kind: RuleKind, description: string, done: str
       return withDb(args, async ({ db }) => {
         const added = await addRule(db, domain, kind);
         say(args, added ? `${done}: ${domain}` : `${done} already: ${domain}`);
+        if ((await listDomains(db)).some((d) => d.name === domain)) {
+          process.stderr.write(`madmail: warning: ${domain} is a local domain; local domains always pass, so this rule has no effect\n`);
+        }
       });
     },
   });

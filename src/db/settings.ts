@@ -71,9 +71,9 @@ const duration = (dflt: string, description: string, min = 0) =>
     expected: `a duration in seconds with an optional s, m, h, d or w suffix (e.g. 90s, 10m, 7d)${min ? `, at least ${min}s` : ""}, at most ${formatDuration(MAX_DURATION)}`,
     parse: (t) => {
       const n = parseDuration(t);
-      if (n === null || n < min) throw new Error("not a valid duration");
+      if (n === null) throw new Error("not a valid duration");
       // Times are milliseconds since 1970 in the state file: a century keeps them valid dates.
-      if (n > MAX_DURATION) throw new Error("out of range");
+      if (n < min || n > MAX_DURATION) throw new Error("out of range");
       return n;
     },
     normalise: (t) => formatDuration(parseDuration(t)!),

@@ -124,7 +124,7 @@ describe("refusals: exit 2, the key and the expected form named, nothing written
     ["limits.max_message_size", "0", `not a positive size; ${SIZE}`],
     ["limits.max_message_size", "10X", `not a positive size; ${SIZE}`],
     ["quota.default", "-1", `not a positive size; ${SIZE}`],
-    ["mxdeliv.dedup_window", "59", `not a valid duration; ${WINDOW}`],
+    ["mxdeliv.dedup_window", "59", `out of range; ${WINDOW}`],
     ["mxdeliv.dedup_window", "5y", `not a valid duration; ${WINDOW}`],
     ["federation.policy", "maybe", "not one of the choices; expected one of accept, reject"],
     ["log.format", "xml", "not one of the choices; expected one of human, json"],

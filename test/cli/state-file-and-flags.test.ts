@@ -91,3 +91,21 @@ test("serve refuses half a TLS pair (no TLS at all would offer AUTH in the clear
   expect(r.code).toBe(1);
   expect(r.stderr).toContain("madmail: tls.cert is set but tls.key is empty: set both (madmail config set tls.key PATH) or unset tls.cert");
 });
+
+test("config set KEY - takes the value from standard input (a password stays out of ps and the history)", async () => {
+  await init();
+  const r = await sb.run(["config", "set", "relay.smarthost_password", "-"], { stdin: "s3cret pass\nignored\n" });
+  expect(r).toEqual({ code: 0, stdout: "relay.smarthost_password = ********\n", stderr: "" });
+  const db = new Database(sb.db, { readonly: true });
+  try {
+    expect(db.query("select value from settings where key = 'relay.smarthost_password'").get()).toEqual({ value: "s3cret pass" });
+  } finally {
+    db.close();
+  }
+});
+
+test("federation block of a local domain: stored as asked, with a warning that it has no effect", async () => {
+  await init();
+  const r = await sb.run(["federation", "block", "chat.test"]);
+  expect(r).toEqual({ code: 0, stdout: "Blocked: chat.test\n", stderr: "madmail: warning: chat.test is a local domain; local domains always pass, so this rule has no effect\n" });
+});
