@@ -18,9 +18,24 @@ interface SettingView {
 
 function view(key: string, stored: Map<string, string>): SettingView {
   const d = settingsRegistry[key as keyof typeof settingsRegistry] as SettingDef<unknown>;
-  const value = stored.get(key);
+  let value = stored.get(key);
+  if (value !== undefined && !parses(d, value)) {
+    // What serve does with it (settings.ts loadConfig): the default is effective.
+    process.stderr.write(`madmail: warning: ${key}: the stored value ${JSON.stringify(value)} is invalid, so the default is in effect; ` +
+      `fix it with \`madmail config set ${key} VALUE\` or \`madmail config unset ${key}\`\n`);
+    value = undefined;
+  }
   const shown = d.secret && value ? "********" : (value ?? d.default);
   return { key, value: shown, default: d.default, is_default: value === undefined, type: d.type, description: d.description };
+}
+
+function parses(d: SettingDef<unknown>, text: string): boolean {
+  try {
+    d.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function requireKey(key: string): void {

@@ -109,3 +109,16 @@ test("federation block of a local domain: stored as asked, with a warning that i
   const r = await sb.run(["federation", "block", "chat.test"]);
   expect(r).toEqual({ code: 0, stdout: "Blocked: chat.test\n", stderr: "madmail: warning: chat.test is a local domain; local domains always pass, so this rule has no effect\n" });
 });
+
+test("a stored value that no longer parses: config get shows the default serve uses, and says why", async () => {
+  await init();
+  const db = new Database(sb.db);
+  try {
+    db.run("insert or replace into settings (key, value) values ('queue.concurrency', 'abc')");
+  } finally {
+    db.close();
+  }
+  const r = await sb.run(["config", "get", "queue.concurrency", "--json"]);
+  expect(JSON.parse(r.stdout)).toMatchObject({ key: "queue.concurrency", value: "64", is_default: true });
+  expect(r.stderr).toBe('madmail: warning: queue.concurrency: the stored value "abc" is invalid, so the default is in effect; fix it with `madmail config set queue.concurrency VALUE` or `madmail config unset queue.concurrency`\n');
+});
