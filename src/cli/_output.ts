@@ -6,6 +6,8 @@ export function printJson(value: unknown): void {
 
 /** Prints an aligned table with a header row; cells are left-aligned, the last is not padded. */
 export function printTable(headers: string[], rows: string[][]): void {
+  // A tab or line break in a cell (a comment, a peer's error text) would break the columns.
+  rows = rows.map((r) => r.map((c) => c.replace(/[\x00-\x1f\x7f]+/g, " ")));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
   process.stdout.write([line(headers), ...rows.map(line)].join("\n") + "\n");

@@ -21,13 +21,15 @@ const postfixMaps = command({
   ],
   run: ({ args }) =>
     readDb(args, async ({ db }) => {
-      const lmtp = (await loadConfig(db))["listen.lmtp"];
-      if (!lmtp) throw new MadmailError("config", "listen.lmtp is off; set it first (`madmail config set listen.lmtp 127.0.0.1:8024`)");
-      const host = lmtp.host === "0.0.0.0" ? "127.0.0.1" : lmtp.host === "::" ? "::1" : lmtp.host;
       const domains = await listDomains(db);
-      const lines = domains.map((d) =>
-        args.kind === "transport" ? `${d.name} lmtp:[${host.includes(":") ? `ipv6:${host}` : host}]:${lmtp.port}` : `${d.name} ${d.name}`,
-      );
+      let lines = domains.map((d) => `${d.name} ${d.name}`);
+      // Only the transport map names the LMTP listener.
+      if (args.kind === "transport") {
+        const lmtp = (await loadConfig(db))["listen.lmtp"];
+        if (!lmtp) throw new MadmailError("config", "listen.lmtp is off; set it first (`madmail config set listen.lmtp 127.0.0.1:8024`)");
+        const host = lmtp.host === "0.0.0.0" ? "127.0.0.1" : lmtp.host === "::" ? "::1" : lmtp.host;
+        lines = domains.map((d) => `${d.name} lmtp:[${host.includes(":") ? `ipv6:${host}` : host}]:${lmtp.port}`);
+      }
       if (lines.length) process.stdout.write(lines.join("\n") + "\n");
       else process.stderr.write("No local domains; add one with `madmail domain add DOMAIN`.\n");
     }),

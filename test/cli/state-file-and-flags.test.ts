@@ -122,3 +122,15 @@ test("a stored value that no longer parses: config get shows the default serve u
   expect(JSON.parse(r.stdout)).toMatchObject({ key: "queue.concurrency", value: "64", is_default: true });
   expect(r.stderr).toBe('madmail: warning: queue.concurrency: the stored value "abc" is invalid, so the default is in effect; fix it with `madmail config set queue.concurrency VALUE` or `madmail config unset queue.concurrency`\n');
 });
+
+test("small CLI edges: --db without a value; relay-domains needs no LMTP listener; a line break in a comment keeps the table's rows whole", async () => {
+  await init();
+  expect(await sb.run(["--db"])).toMatchObject({ code: 2, stderr: "madmail: option --db needs a value\nRun `madmail --help` for usage.\n" });
+  await sb.run(["config", "set", "listen.lmtp", "off"]);
+  expect(await sb.run(["mta", "postfix-maps", "--kind", "relay-domains"])).toMatchObject({ code: 0, stdout: "chat.test chat.test\n" });
+  expect((await sb.run(["mta", "postfix-maps"])).code).toBe(1);
+  expect((await sb.run(["endpoint-cache", "set", "q.test", "b.test", "--comment", "moved\tthere\nlast week"])).code).toBe(0);
+  const table = (await sb.run(["endpoint-cache", "list"])).stdout.trimEnd().split("\n");
+  expect(table).toHaveLength(2);
+  expect(table[1]).toContain("moved there last week");
+});
