@@ -52,6 +52,16 @@ export async function routeDomain(domain: string, ctx: RouterContext): Promise<R
     if (r.kind === "try" || r.kind === "hold") return { ...r, reroutedTo: rerouted.name };
   }
 
+  // Mail held for a pull exchanger that is disabled now (maintenance) stays held for it, with
+  // its route: routed afresh it would go to the domain directly, which the puller exists for
+  // because that fails, and bounce. (Delayed reroute above may still move it to the fallback.)
+  const heldFor = ctx.delivery?.route?.startsWith("exchanger:")
+    ? ctx.exchangers.find((e) => `exchanger:${e.name}` === ctx.delivery!.route && e.mode === "pull")
+    : undefined;
+  if (heldFor && heldFor.enabled !== 1) {
+    return { kind: "hold", exchanger: heldFor.name, reason: `held for exchanger "${heldFor.name}", which is disabled: waits until it is enabled again` };
+  }
+
   const override = matchOverride(ctx.overrides, domain);
   if (override) {
     const target = parseTarget(override.target_host);

@@ -231,6 +231,13 @@ async function acceptBatch(
         else o.res.relayed++;
       } else o.res.refused++; // reject, and dismiss (kept nothing, by policy)
     }
+    // Over quota for every recipient: left with the partner to offer again, as a push of it
+    // would be answered 507 and retried (the user may make room); a final refusal would lose it.
+    if (!temp && verdicts.length && verdicts.every((v) => v.verdict === "reject" && v.reason === "quota")) {
+      temp = verdicts.length;
+      why ||= "quota";
+      o.res.refused -= verdicts.length;
+    }
     deferred += temp;
     if (temp) return;
     final.push(m.id);

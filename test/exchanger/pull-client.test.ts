@@ -162,21 +162,22 @@ describe("drainPartner: verdicts decide the ack (stubbed pipeline)", () => {
   const byLocalPart = (rcpt: string): RcptVerdict => {
     const local = rcpt.split("@")[0]!;
     if (local === "temp") return { verdict: "tempfail", detail: "local delivery failed" };
-    if (local === "rej") return { verdict: "reject", reason: "quota", detail: "over quota" };
+    if (local === "rej") return { verdict: "reject", reason: "encryption", detail: "plaintext" };
+    if (local === "full") return { verdict: "reject", reason: "quota", detail: "over quota" };
     if (local === "dis") return { verdict: "dismiss" };
     return { verdict: "accept", stored: true };
   };
 
-  test("tempfail is not acknowledged; accept, reject and dismiss are", async () => {
+  test("tempfail, and over quota for every recipient, are not acknowledged (a push would be retried too); accept, reject and dismiss are", async () => {
     const { core, seen } = stubCore(byLocalPart);
-    partner!.add(msg("a", ["bob@chat.test"]), msg("b", ["temp@chat.test", "bob@chat.test"]), msg("c", ["x@remote.test"]), msg("d", ["rej@chat.test"]), msg("e", ["dis@chat.test"]));
+    partner!.add(msg("a", ["bob@chat.test"]), msg("b", ["temp@chat.test", "bob@chat.test"]), msg("c", ["x@remote.test"]), msg("d", ["rej@chat.test"]), msg("e", ["dis@chat.test"]), msg("f", ["full@chat.test"]));
     const r = await drain(core);
-    expect(r).toMatchObject({ pulled: 5, delivered: 2, relayed: 1, refused: 2, deferred: 1, batches: 1, drained: false });
-    expect(r.error).toEqual({ kind: "temporary", message: "1 recipient(s) deferred (local delivery failed); left with the partner, to be pulled again" });
+    expect(r).toMatchObject({ pulled: 6, delivered: 2, relayed: 1, refused: 2, deferred: 2, batches: 1, drained: false });
+    expect(r.error).toEqual({ kind: "temporary", message: "2 recipient(s) deferred (local delivery failed); left with the partner, to be pulled again" });
     expect(partner!.acks.map((a) => [...a].sort())).toEqual([["a", "c", "d", "e"]]);
     // Every message goes in through door "pull" with the partner's id as delivery id.
     expect(seen.map((e) => [e.door, e.deliveryId, e.mailFrom, e.peer]).sort()).toEqual(
-      ["a", "b", "c", "d", "e"].map((id) => ["pull", id, "alice@peer.test", new URL(partner!.url).host]),
+      ["a", "b", "c", "d", "e", "f"].map((id) => ["pull", id, "alice@peer.test", new URL(partner!.url).host]),
     );
     expect(Buffer.from(seen[0]!.body).equals(ENCRYPTED)).toBe(true);
   });

@@ -103,9 +103,11 @@ const toggle = (enable: boolean) =>
   });
 
 const remove = command({
-  meta: { name: "remove", description: "Remove an exchanger (refused while an endpoint override points at it)" },
-  args: { ...nameArg, ...commonArgs },
-  examples: ["madmail exchanger remove relay1"],
+  meta: { name: "remove", description: "Remove an exchanger (refused while an endpoint override points at it, or while it holds mail)" },
+  details: ["Mail held for a pull exchanger would be routed afresh once it is gone (usually straight to the domain, which the " +
+    "puller exists for because that fails): with mail held, remove is refused unless --force. `exchanger disable` keeps held mail waiting."],
+  args: { ...nameArg, force: { type: "boolean", description: "Remove it although it holds mail (that mail is routed afresh)" }, ...commonArgs },
+  examples: ["madmail exchanger remove relay1", "madmail exchanger remove relay1 --force"],
   run: ({ args }) => {
     const name = checkName(args.name);
     return withDb(args, async ({ db }) => {
@@ -116,6 +118,13 @@ const remove = command({
         if (keys.length) {
           throw conflict(`exchanger "${name}" is the target of endpoint override ${keys.map((k) => `"${k}"`).join(", ")}; ` +
             `remove or change it first (\`madmail endpoint-cache remove ${shellWord(keys[0]!)}\`)`);
+        }
+        const held = await trx.selectFrom("deliveries").select((eb) => eb.fn.countAll<number>().as("n"))
+          .where("route", "=", `exchanger:${name}`).where("state", "in", ["queued", "deferred", "delivering", "held"]).executeTakeFirst();
+        const n = Number(held?.n ?? 0);
+        if (n && !args.force) {
+          throw conflict(`exchanger "${name}" holds ${n} queue ${n === 1 ? "entry" : "entries"} (\`madmail queue list --json\` shows their route); ` +
+            "removed, it would route them afresh (often straight to the domain, and bounce): let them be pulled, or give --force");
         }
         await deleteExchanger(trx, name);
       });
