@@ -137,7 +137,8 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
     if (!domains.length) throw new MadmailError("config", "the madexchanger protocol needs the domain(s) to pull (--domain D)");
     const wait = Math.min(WAIT_MAX, Math.max(0, Math.floor(o.wait)));
     const max = Math.min(MAX_BATCH, Math.max(1, Math.floor(o.max)));
-    const acked = new Set<string>();
+    /** Id -> how sure we are the partner has our ack: 2 = it said so. */
+    const acked = new Map<string, number>();
     let drained = 0;
     rounds: for (const domain of domains) {
       for (let n = 0; ; n++) {
@@ -147,14 +148,17 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
         // Never hold the partner open beyond our own deadline.
         const answer = await pull(ep, { wait: Math.min(wait, Math.max(0, Math.floor(left / 1000))), max, domain });
         res.batches++;
-        if (answer.messages.length && answer.messages.every((m) => acked.has(m.id))) {
+        if (answer.messages.length && answer.messages.every((m) => (acked.get(m.id) ?? 0) >= 2)) {
           throw new MadmailError("config", `${base}: hands out again messages we acknowledged; is our ack reaching it? (${protocol} protocol)`);
         }
         const round = await acceptBatch(answer.messages, { ...o, protocol, peer: new URL(base).host, res });
         res.deferred += round.deferred;
+        // For the loop check above: an ack the partner took counts at once; one it did not
+        // take (it restarted and offers the ids again) counts only the second time, so a
+        // restart costs one more round (the ids go in again as duplicates), not an exit 1.
         if (round.final.length) {
-          await ack(ep, round.final);
-          for (const id of round.final) acked.add(id);
+          const taken = await ack(ep, round.final);
+          for (const id of round.final) acked.set(id, taken ? 2 : (acked.get(id) ?? 0) + 1);
         }
         await o.onRound?.({ messages: answer.messages.length, acked: round.final.length, deferred: round.deferred, more: answer.more });
         if (round.deferred) {
@@ -274,10 +278,13 @@ async function pull(ep: Endpoint, q: { wait: number; max: number; domain?: strin
   return parseAnswer(json, ep);
 }
 
-async function ack(ep: Endpoint, ids: string[]): Promise<void> {
+/** Acknowledges `ids`; returns whether the partner took them all (madmail says how many it took). */
+async function ack(ep: Endpoint, ids: string[]): Promise<boolean> {
   const path = ep.protocol === "madmail" ? "/exchanger/ack" : "/pull/ack";
   // The madmail endpoint takes up to 10,000 ids per call; a batch is at most 500.
-  await call(ep, "POST", path, { ids }, SLACK_MS);
+  const answer = await call(ep, "POST", path, { ids }, SLACK_MS);
+  const n = isObject(answer) && typeof answer.acked === "number" ? answer.acked : ids.length;
+  return n >= ids.length;
 }
 
 /**
