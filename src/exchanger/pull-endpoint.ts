@@ -57,9 +57,13 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
     // A client that went away while we waited must not get mail leased to it.
     const gone = event.req.signal;
     let batch = await leaseHeld(deps, route, max);
+    const token = bearerToken(event.req.headers.get("authorization"));
     while (!batch.ids.length && Date.now() < deadline && !deps.signal.aborted && !gone.aborted) {
       await waitForHeld(deps, who.name, deadline - Date.now(), gone);
       if (gone.aborted) return new Response(null, { status: 499 });
+      // The token may have been replaced, or the exchanger disabled or removed, while this
+      // pull waited: mail must not be leased to a credential that no longer works.
+      if ((await exchangerByToken(deps.db, token))?.name !== who.name) return json({ messages: [], more: false });
       batch = await leaseHeld(deps, route, max);
     }
     await deps.db.updateTable("exchangers").set({ last_pull_at: Date.now() }).where("name", "=", who.name).execute();

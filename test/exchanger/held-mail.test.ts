@@ -37,3 +37,17 @@ test("a disabled pull exchanger's mail stays held for it; remove is refused whil
   expect(JSON.parse((await x.box.run(["exchanger", "list", "--json"])).stdout).map((e: { name: string }) => e.name)).toEqual(["bside"]);
   expect((await x.box.run(["exchanger", "remove", "bside", "--force", "--quiet"])).code).toBe(0);
 });
+
+test("a long poll whose token is replaced while it waits gets nothing; the mail goes to the new token", async () => {
+  x = await startServe({
+    setup: [["init", "--domain", "x.test"], ["user", "add", "alice@x.test"], ["exchanger", "add", "bside", "http://127.0.0.1:9", "--mode", "pull", "--domains", "b.test"]],
+  });
+  const old = (await x.box.run(["exchanger", "token", "bside"])).stdout.trim();
+  const poll = fetch(`${x.url}/exchanger/pull?wait=20`, { headers: { Authorization: `Bearer ${old}` } });
+  await Bun.sleep(300);
+  const fresh = (await x.box.run(["exchanger", "token", "bside"])).stdout.trim();
+  expect((await x.box.run(["send", "--from", "alice@x.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() })).code).toBe(0);
+  expect(await (await poll).json()).toEqual({ messages: [], more: false });
+  const now = await (await fetch(`${x.url}/exchanger/pull?wait=5`, { headers: { Authorization: `Bearer ${fresh}` } })).json() as { messages: { rcpt_to: string[] }[] };
+  expect(now.messages.map((m) => m.rcpt_to)).toEqual([["bob@b.test"]]);
+});
