@@ -54,6 +54,8 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
     const max = clampInt(url.searchParams.get("max"), 1, MAX_BATCH, 50);
     const route = `exchanger:${who.name}`;
     const deadline = Date.now() + wait * 1000;
+    // Stamped when the pull arrives too: a partner waiting in a long poll is active, not STALE.
+    if (wait > 0) await deps.db.updateTable("exchangers").set({ last_pull_at: Date.now() }).where("name", "=", who.name).execute();
     // A client that went away while we waited must not get mail leased to it.
     const gone = event.req.signal;
     let batch = await leaseHeld(deps, route, max);
