@@ -6,7 +6,7 @@ import type { EventEmitter } from "node:events";
 import type { DeliveryRow } from "../db/schema.ts";
 import { withWriteTransaction, type Db } from "../db/open.ts";
 import type { WriteBatcher } from "../db/write-batcher.ts";
-import { log } from "../log.ts";
+import { errorText, log } from "../log.ts";
 import type { SnapshotSource } from "../inbound/snapshot.ts";
 import { domainOf } from "../util/names.ts";
 import { candidateKey, routeDomain, type Candidate, type Route } from "../delivery/router.ts";
@@ -162,11 +162,15 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         try {
           // Through the group commit: the claim shares its transaction (one COMMIT, and each
           // page written once) with the outcomes and new mail of the same event-loop turn.
+          // Only a committed claim is ours: rows read in a transaction whose COMMIT failed (a
+          // full disk) are still queued, and launching them would send them again and again.
+          let got: Claimed[] = [];
           await deps.writes.run(async (trx) => {
             counts.capped = false;
             counts.domains.clear();
-            claimed = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, holding: inflightIds, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
+            got = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, holding: inflightIds, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
           }, { durable: false });
+          claimed = got;
           if (wasOpen) open = claimed.length === free || openedMeanwhile;
           // A pass that took all it was allowed may have left rows of the domains it was woken for.
           else if (claimed.length === limit) for (const d of capped) counts.domains.add(d);
@@ -284,7 +288,8 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       .then((state) => void (delivered = state === "delivered"))
       .catch(async (err) => {
         // A bug or a broken row must not sit leased for queue.lease: defer it with the error.
-        log.withTag("queue").error(`delivery ${c.delivery.id} failed: ${(err as Error).stack ?? err}`);
+        log.withTag("queue").error(`delivery ${c.delivery.id} failed: ${errorText(err)}`);
+        log.withTag("queue").debug(err);
         const { config } = await deps.snapshot.get();
         await settle(c, defer(c, config["queue.retry_schedule"], `internal error: ${(err as Error).message}`, null), []).catch(() => {});
       })
@@ -441,11 +446,22 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   async function settle(c: Claimed, outcome: Outcome, attempts: AttemptRecord[]): Promise<boolean> {
     let ok = false;
     // Not durable: if a power loss takes the outcome, the row is delivered again under the
-    // same delivery id, which the receiving madmail stores once.
-    await deps.writes.run(async (trx) => {
-      ok = await settleDelivery(trx, c, outcome);
-      if (ok) await recordAttempts(trx, attempts);
-    }, { durable: false });
+    // same delivery id, which the receiving madmail stores once. A write that fails (a full
+    // disk) is tried again, the outcome kept in memory and the slot held, until it is recorded:
+    // given up, the row would sit in `delivering` for queue.lease and then go out once more.
+    for (let wait = 1000; ; wait = Math.min(wait * 2, 30_000)) {
+      try {
+        await deps.writes.run(async (trx) => {
+          ok = await settleDelivery(trx, c, outcome);
+          if (ok) await recordAttempts(trx, attempts);
+        }, { durable: false });
+        break;
+      } catch (err) {
+        if (stopping) throw err;
+        log.withTag("queue").error(`recording the outcome of ${c.delivery.id} (${outcome.state}) failed, trying again in ${wait / 1000} s: ${errorText(err)}`);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
     if (!ok) log.withTag("queue").warn(`delivery ${c.delivery.id} was changed while being delivered; its outcome (${outcome.state}) was not recorded`);
     return ok;
   }

@@ -2,13 +2,15 @@
 // every delivery left "delivering" (its predecessor died, it assumes), so a second one would send
 // again what the first has in flight. Like Postfix's master.lock, serve holds an exclusive
 // flock(2) on `<state file>-serve.lock` while it runs (file-lock.ts). CLI commands take no lock.
+import { realpathSync } from "node:fs";
 import { MadmailError } from "../errors.ts";
 import { log } from "../log.ts";
 import { tryLockFile, type HeldLock } from "./file-lock.ts";
 
 /** Takes the lock, or throws MadmailError("conflict") naming the server that holds it. */
 export function lockStateFile(dbPath: string): HeldLock {
-  const path = `${dbPath}-serve.lock`;
+  // Next to the file itself: a second serve given a symlink to it must find the same lock.
+  const path = `${realpathSync(dbPath)}-serve.lock`;
   // The file stays when serve stops: removing it is of no use to anyone.
   const lock = tryLockFile(path);
   if (!lock) {
