@@ -1,6 +1,7 @@
 // madmail serve and npm start: GET /healthz, and SIGTERM / SIGINT stop it within a second.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { resolve } from "node:path";
+import { symlinkSync } from "node:fs";
+import { join, resolve } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { migrations } from "../../src/db/migrations/index.ts";
 import { binaryCopy, sandbox, type Sandbox } from "../helpers/binary.ts";
@@ -138,6 +139,12 @@ describe("madmail serve", () => {
       stdout: "",
       stderr: `madmail: another madmail serve (pid ${first.pid}) is running on ${sb.db}; one server per state file (its lock: ${sb.db}-serve.lock)\n`,
     });
+    // The same file by another name (a symlink) is the same state file.
+    const alias = join(sb.dir, "alias.db");
+    symlinkSync(sb.db, alias);
+    const third = await sb.run(["serve", "--http", `127.0.0.1:${other}`, "--db", alias]);
+    expect(third.code).toBe(1);
+    expect(third.stderr).toContain(`another madmail serve (pid ${first.pid}) is running on ${alias}`);
     // A CLI command meanwhile is fine.
     expect((await sb.run(["queue", "list"])).code).toBe(0);
     // The kernel drops the lock with the process, however it ends: no stale lock to remove.
