@@ -12,9 +12,29 @@ import { bearerToken, exchangerByToken } from "../exchanger/auth.ts";
 
 const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
+/**
+ * Bytes of request bodies being read at once: at most 8 times limits.max_message_size (240 MiB
+ * at the default). One message of any allowed size always fits when nothing else is in flight.
+ */
+const bodyBudget = (() => {
+  let held = 0;
+  return {
+    take(n: number, maxMessage: number): boolean {
+      if (held > 0 && held + n > 8 * maxMessage) return false;
+      held += n;
+      return true;
+    },
+    give(n: number): void {
+      held -= n;
+    },
+    held: () => held,
+  };
+})();
+
 export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource, db: Db): void {
   app.post("/mxdeliv", async (event) => {
     const req = event.req;
+    let reserved = 0;
     try {
       const limit = (await snapshot.get()).config["limits.max_message_size"];
       const fromHeader = req.headers.get("x-mail-from");
@@ -26,6 +46,14 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       }
       const declared = Number(req.headers.get("content-length") ?? NaN);
       if (declared > limit) return reply({ status: 413, body: "message too large" });
+      // Bodies are held in memory until stored: their total is bounded, so that many large
+      // uploads at once cannot take the server's memory (the sender retries a 503 later).
+      const size = Number.isFinite(declared) ? declared : limit;
+      if (!bodyBudget.take(size, limit)) {
+        log.withTag("mxdeliv").warn(`peer=${remoteIp(event) ?? "unknown"} answered 503: ${bodyBudget.held()} bytes of messages already in memory`);
+        return reply({ status: 503, body: "busy, try again later" });
+      }
+      reserved = size;
       let body: Uint8Array | null;
       try {
         body = await readLimited(req, limit);
@@ -56,6 +84,8 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       log.withTag("mxdeliv").error(`peer=${remoteIp(event) ?? "unknown"} answered 500: ${errorText(err)}`);
       log.withTag("mxdeliv").debug(err);
       return reply(HTTP_ERROR);
+    } finally {
+      bodyBudget.give(reserved);
     }
   });
 }

@@ -149,3 +149,24 @@ test("a delivery id is a repeat only from the same envelope sender: another peer
   expect(count("carol@chat.test")).toBe(carol + 2);
   expect(s.logs()).toContain("from_domain=peer-one.test rcpts=1 size=");
 });
+
+test("bodies held in memory at once are bounded (8 x limits.max_message_size): one more upload gets 503, and works again when the others are done", async () => {
+  await s.box.run(["config", "set", "limits.max_message_size", "1M"]);
+  const socks: Awaited<ReturnType<typeof Bun.connect>>[] = [];
+  try {
+    // Eight uploads of a declared 1 MiB that send their headers and then wait.
+    for (let i = 0; i < 8; i++) {
+      const sock = await Bun.connect({ hostname: "127.0.0.1", port: s.httpPort, socket: { data() {} } });
+      sock.write(`POST /mxdeliv HTTP/1.1\r\nHost: x\r\nX-Mail-From: x@peer.test\r\nX-Mail-To: carol@chat.test\r\nContent-Length: ${1024 * 1024}\r\n\r\nabc`);
+      socks.push(sock);
+    }
+    await Bun.sleep(300);
+    expect(await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], body())).toEqual({ status: 503, text: "busy, try again later" });
+  } finally {
+    for (const sock of socks) sock.end();
+  }
+  await waitForLog(/upload ended early/);
+  await Bun.sleep(200);
+  expect((await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], body())).status).toBe(200);
+  await s.box.run(["config", "unset", "limits.max_message_size"]);
+});
