@@ -3,6 +3,7 @@
 // RFC 5322 message; Content-Type is ignored.
 import type { H3 } from "h3";
 import { errorText, log } from "../log.ts";
+import { bodyBudget } from "./body-budget.ts";
 import { normaliseAddress } from "../util/names.ts";
 import type { Acceptor } from "./accept.ts";
 import { HTTP_ERROR, toHttpReply, type HttpReply } from "./replies.ts";
@@ -11,25 +12,6 @@ import type { Db } from "../db/open.ts";
 import { bearerToken, exchangerByToken } from "../exchanger/auth.ts";
 
 const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
-
-/**
- * Bytes of request bodies being read at once: at most 8 times limits.max_message_size (240 MiB
- * at the default). One message of any allowed size always fits when nothing else is in flight.
- */
-const bodyBudget = (() => {
-  let held = 0;
-  return {
-    take(n: number, maxMessage: number): boolean {
-      if (held > 0 && held + n > 8 * maxMessage) return false;
-      held += n;
-      return true;
-    },
-    give(n: number): void {
-      held -= n;
-    },
-    held: () => held,
-  };
-})();
 
 export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource, db: Db): void {
   app.post("/mxdeliv", async (event) => {

@@ -5,6 +5,7 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMT
 import type { ListenAddress } from "../db/settings.ts";
 import type { Db } from "../db/open.ts";
 import { errorText, log } from "../log.ts";
+import { bodyBudget } from "./body-budget.ts";
 import { findUser } from "../store/users.repository.ts";
 import { verifyPassword } from "../util/password.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
@@ -137,7 +138,8 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       // LMTP answers once per RCPT that got a 250 (RFC 2033 §4.2), also when one address came
       // twice: smtp-server keeps it once in the envelope, accept() stores it once.
       const lmtpReplies = <T>(each: (address: string) => T) => callback(null, acceptedRcpts(session).map(each) as never);
-      readMessage(stream, server.options.size ?? opts.maxSize).then(async (body) => {
+      const held = { bytes: 0 };
+      readMessage(stream, server.options.size ?? opts.maxSize, held).then(async (body) => {
         const rcpts = session.envelope.rcptTo.map((r) => r.address);
         if (!body) {
           const tooBig = smtpError(smtpReplyForReason("too_large"));
@@ -159,6 +161,11 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
           r.code === 250 ? callback(null, r.text) : callback(smtpError(r));
         }
       }).catch((err) => {
+        if (err instanceof ServerBusy) {
+          log.withTag(kind).warn(`peer=${session.remoteAddress} DATA answered 451 4.3.1: ${bodyBudget.held()} bytes of messages already in memory`);
+          const busy = smtpError({ code: 451, text: "4.3.1 Insufficient system resources, try again later" });
+          return kind === "lmtp" ? lmtpReplies(() => busy) : callback(busy);
+        }
         if (err instanceof ClientGone) {
           // The client's to hear nothing: it closed the connection before the end of DATA.
           log.withTag(kind).info(`peer=${session.remoteAddress} connection closed during DATA, nothing stored`);
@@ -168,7 +175,7 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
         log.withTag(kind).debug(err);
         if (kind === "lmtp") lmtpReplies(() => smtpError(SMTP_TEMPFAIL));
         else callback(smtpError(SMTP_TEMPFAIL));
-      });
+      }).finally(() => bodyBudget.give(held.bytes));
     },
   });
 
@@ -268,18 +275,37 @@ function replyValue(r: SmtpReply): string | Error {
 }
 
 /** Collects the message; null when it went over the limit (the rest is drained, not kept). */
-function readMessage(stream: SMTPServerDataStream, limit: number): Promise<Uint8Array | null> {
+/**
+ * The message, or null when it is over `limit`. `held` counts what it takes from the body budget
+ * (the caller gives it back once the message is stored); a message the budget has no room for
+ * is read to its end and rejected with ServerBusy.
+ */
+function readMessage(stream: SMTPServerDataStream, limit: number, held: { bytes: number }): Promise<Uint8Array | null> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
+    let busy = false;
     stream.on("data", (c: Buffer) => {
       total += c.length;
-      if (total <= limit) chunks.push(c);
+      if (total > limit || busy) return;
+      if (!bodyBudget.take(c.length, limit)) {
+        busy = true;
+        return;
+      }
+      held.bytes += c.length;
+      chunks.push(c);
     });
     stream.on("error", (err) => reject(new ClientGone(err.message)));
-    stream.on("end", () => resolve(stream.sizeExceeded || total > limit ? null : Buffer.concat(chunks, total)));
+    stream.on("end", () => {
+      if (stream.sizeExceeded || total > limit) return resolve(null);
+      if (busy) return reject(new ServerBusy());
+      resolve(Buffer.concat(chunks, total));
+    });
   });
 }
+
+/** The bodies in memory already take their bound (body-budget.ts). */
+class ServerBusy extends Error {}
 
 /** The DATA stream broke: the client closed the connection before the final dot. */
 class ClientGone extends Error {}

@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { postMxdeliv, type ServerHandle } from "../helpers/server.ts";
+import { createConnection, type Socket } from "node:net";
+import { postMxdeliv, waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { RawSmtp, sendMail } from "../helpers/smtp-client.ts";
 import { ENCRYPTED, maildirNew, startChatServer } from "./_fixtures.ts";
 
@@ -170,3 +171,45 @@ test("bodies held in memory at once are bounded (8 x limits.max_message_size): o
   expect((await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], body())).status).toBe(200);
   await s.box.run(["config", "unset", "limits.max_message_size"]);
 });
+
+test("the SMTP doors share that bound: DATA beyond it is answered 451 4.3.1, and works again when the others are done", async () => {
+  await s.box.run(["config", "set", "limits.max_message_size", "1M"]);
+  // The SMTP doors take the new size within a second.
+  await waitUntil("EHLO SIZE 1048576", async () => {
+    const { client } = await RawSmtp.open(s.smtpPort);
+    const ehlo = await client.cmd("EHLO peer.test");
+    client.close();
+    return ehlo.text.includes("SIZE 1048576");
+  }, 10_000);
+  // node:net buffers what the kernel does not take at once (Bun.connect's write does not).
+  const socks: Socket[] = [];
+  const line = `${"a".repeat(998)}\r\n`;
+  try {
+    // Nine transactions that send 1,000,000 bytes of DATA each and then wait: 8 MiB is the bound.
+    for (let i = 0; i < 9; i++) {
+      const sock = createConnection({ host: "127.0.0.1", port: s.smtpPort });
+      sock.on("error", () => {});
+      socks.push(sock);
+      await new Promise((r) => sock.once("data", r)); // the greeting: who talks first is cut off
+      sock.write("EHLO peer.test\r\nMAIL FROM:<x@peer.test>\r\nRCPT TO:<carol@chat.test>\r\nDATA\r\n");
+    }
+    await Bun.sleep(300);
+    for (const sock of socks) sock.write(line.repeat(1000));
+    // Once smtp-server has read at least eight of the nine megabytes (how much of the ninth is
+    // taken depends on how it is cut into chunks), a 420 KB message no longer fits.
+    const big = `Subject: big\r\n\r\n${line.repeat(420)}`;
+    const r = await waitUntil("the bound reached", async () => {
+      const x = await sendMail(s.smtpPort, { from: "x@peer.test", to: ["carol@chat.test"], body: big });
+      return x.data[0]!.code === 451 ? x : undefined;
+    }, 15_000);
+    expect(r.data[0]).toMatchObject({ code: 451, text: "4.3.1 Insufficient system resources, try again later" });
+    expect(s.logs()).toMatch(/WARN \[smtp\] peer=\S+ DATA answered 451 4\.3\.1: \d+ bytes of messages already in memory/);
+  } finally {
+    for (const sock of socks) sock.destroy();
+  }
+  await Bun.sleep(300);
+  const ok = await sendMail(s.smtpPort, { from: "x@peer.test", to: ["carol@chat.test"], body: body() });
+  expect(ok.data[0]!.code).toBe(250);
+  await s.box.run(["config", "unset", "limits.max_message_size"]);
+  await Bun.sleep(1200);
+}, 30_000);
