@@ -779,8 +779,16 @@ try {
     arr.close();
     await sleep(300);
     const files = countFiles(bNew) - arr.base;
-    const q = queueStates(A.db);
-    const pending = Object.entries(q).filter(([k]) => k !== "delivered").reduce((s, [, v]) => s + v, 0);
+    // B's file appears before B's answer reaches A, and A records the outcome after that: give
+    // the last outcomes up to 5 s to be recorded (a disk stall can hold a commit back) before
+    // counting a row that is not delivered as a problem.
+    let q = queueStates(A.db);
+    const pendingOf = (states: Record<string, number>) => Object.entries(states).filter(([k]) => k !== "delivered").reduce((s, [, v]) => s + v, 0);
+    for (let waited = 0; pendingOf(q) && waited < 5000; waited += 100) {
+      await sleep(100);
+      q = queueStates(A.db);
+    }
+    const pending = pendingOf(q);
     if (files !== N || r.sent !== N) problems.push(`round ${round} madmail ${size}: sent ${r.sent}, ${files} files in B's Maildir, expected ${N}`);
     if (pending) problems.push(`round ${round} madmail ${size}: A's queue still holds ${JSON.stringify(q)}`);
     return {
