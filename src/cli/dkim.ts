@@ -67,7 +67,7 @@ const generate = command({
       const current = args.force ? await readDkimKey(dataDir, domain).catch(() => null) : null;
       if (current?.selector === selector) {
         if (args.selector !== undefined) throw usageError(`selector ${selector} is the one in use for ${domain}; give the new key another --selector`);
-        for (let n = 2; current.selector === selector; n++) selector = `${defaultSelector()}-${n}`;
+        selector = `${selector}-2`;
       }
       const { info, replaced } = await createDkimKey(dataDir, domain, { selector, bits, force: args.force });
       // stdout: the record alone, ready for a zone file; the advice goes to stderr.

@@ -48,11 +48,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       // `madmail --db` alone: name the missing value or command, not "--db" as a command.
-      const flag = rest[0]?.split("=")[0];
-      if (flag && GLOBAL_FLAGS.has(flag) && GLOBAL_FLAGS.get(flag) && !rest[0]!.includes("=") && rest.length === 1) {
-        throw new CLIError(`option ${flag} needs a value`, "EARG");
-      }
-      throw new CLIError(rest.length && !GLOBAL_FLAGS.has(flag ?? "") ? `unknown command "${rest[0]}"` : "missing command", "E_NO_COMMAND");
+      if (rest.length === 1 && GLOBAL_FLAGS.get(rest[0]!)) throw new CLIError(`option ${rest[0]} needs a value`, "EARG");
+      const global = GLOBAL_FLAGS.has(rest[0]?.split("=")[0] ?? "");
+      throw new CLIError(rest.length && !global ? `unknown command "${rest[0]}"` : "missing command", "E_NO_COMMAND");
     }
     const rawArgs = checkArgs(rest, (await resolve(leaf.args)) ?? {});
     await runCommand(leaf, { rawArgs });

@@ -65,14 +65,15 @@ export async function openDb(path: string, opts: OpenOptions = {}): Promise<Open
     throw new MadmailError("config", `no state file at ${path}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use`);
   }
   ensureStateDir(path);
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) {
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (st?.isDirectory()) {
     throw new MadmailError("config", `${path} is a directory, not a state file; give the file's path (e.g. ${join(path, "madmail.db")})`);
   }
   let raw: InstanceType<typeof Libsql>;
   try {
     // A new state file is made 0600 (SQLite gives its -wal and -shm the same mode): it holds
     // secrets in clear. An existing one keeps the mode its owner chose.
-    if (!existsSync(path)) closeSync(openSync(path, "a", 0o600));
+    if (!st) closeSync(openSync(path, "a", 0o600));
     raw = new Libsql(path, { timeout: 30 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

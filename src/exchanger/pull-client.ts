@@ -224,6 +224,13 @@ async function acceptBatch(
       why ||= "accept failed";
       return;
     }
+    // Over quota for every recipient: left with the partner to offer again, as a push of it
+    // would be answered 507 and retried (the user may make room); a final refusal would lose it.
+    if (verdicts.length && verdicts.every((v) => v.verdict === "reject" && v.reason === "quota")) {
+      deferred += verdicts.length;
+      why ||= "quota";
+      return;
+    }
     let temp = 0;
     for (const [i, v] of verdicts.entries()) {
       if (v.verdict === "tempfail") {
@@ -234,13 +241,6 @@ async function acceptBatch(
         if (a && localDomains.has(domainOf(a))) o.res.delivered++;
         else o.res.relayed++;
       } else o.res.refused++; // reject, and dismiss (kept nothing, by policy)
-    }
-    // Over quota for every recipient: left with the partner to offer again, as a push of it
-    // would be answered 507 and retried (the user may make room); a final refusal would lose it.
-    if (!temp && verdicts.length && verdicts.every((v) => v.verdict === "reject" && v.reason === "quota")) {
-      temp = verdicts.length;
-      why ||= "quota";
-      o.res.refused -= verdicts.length;
     }
     deferred += temp;
     if (temp) return;

@@ -274,7 +274,6 @@ function replyValue(r: SmtpReply): string | Error {
   return r.code === 250 ? r.text : smtpError(r);
 }
 
-/** Collects the message; null when it went over the limit (the rest is drained, not kept). */
 /**
  * The message, or null when it is over `limit`. `held` counts what it takes from the body budget
  * (the caller gives it back once the message is stored); a message the budget has no room for

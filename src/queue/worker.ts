@@ -82,8 +82,6 @@ function hostUnreachable(detail: string, ms: number): boolean {
 
 export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   const inflight = new Map<string, { claimed: Claimed; done: Promise<void> }>();
-  // A lease that runs out while its own attempt still runs (a slow peer) is not a crash.
-  const inflightIds = { has: (id: string) => inflight.has(id) };
   const perDomain = new Map<string, number>();
   const abort = new AbortController();
   let stopping = false;
@@ -168,7 +166,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           await deps.writes.run(async (trx) => {
             counts.capped = false;
             counts.domains.clear();
-            got = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, holding: inflightIds, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
+            got = await claimDue(trx, limit, { leaseMs: limits!.leaseMs, holding: inflight, inFlight: perDomain, perDomain: limits!.perDestination, expired, counts });
           }, { durable: false });
           claimed = got;
           if (wasOpen) open = claimed.length === free || openedMeanwhile;
