@@ -139,7 +139,10 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       // twice: smtp-server keeps it once in the envelope, accept() stores it once.
       const lmtpReplies = <T>(each: (address: string) => T) => callback(null, acceptedRcpts(session).map(each) as never);
       const held = { bytes: 0 };
-      readMessage(stream, server.options.size ?? opts.maxSize, held).then(async (body) => {
+      // The limit as accept() and /mxdeliv see it now (the snapshot), not as the doors' options
+      // had it at the last one-second look: a message just under a raised limit is not cut off.
+      // The stream holds what arrives meanwhile.
+      snapshot.get().then((snap) => readMessage(stream, snap.config["limits.max_message_size"], held)).then(async (body) => {
         const rcpts = session.envelope.rcptTo.map((r) => r.address);
         if (!body) {
           const tooBig = smtpError(smtpReplyForReason("too_large"));
