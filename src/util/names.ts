@@ -24,6 +24,8 @@ export function normaliseIp(input: string): string | null {
   let t = input.trim().toLowerCase();
   if (t.startsWith("[") && t.endsWith("]")) t = t.slice(1, -1);
   if (t.startsWith("ipv6:")) t = t.slice(5);
+  // Most input is a host name: Bun's isIP tries a long IPv6 pattern on it first.
+  if (!t.includes(":") && !/^[\d.]+$/.test(t)) return null;
   const kind = isIP(t);
   if (kind === 4) return t.split(".").map(Number).join(".");
   if (kind === 6) return new URL(`http://[${t}]/`).hostname.slice(1, -1);
