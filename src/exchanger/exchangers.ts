@@ -40,6 +40,8 @@ export function checkPollInterval(input: string): number {
 /** `*` or a comma list of domains; normalised, deduplicated, sorted. */
 export function checkDomains(input: string): string {
   const items = input.split(",").map((s) => s.trim()).filter(Boolean);
+  // Only an empty value clears the list on purpose; "," is a typo, not a request to route nothing.
+  if (!items.length && input.trim()) throw usageError(`no domain in --domains "${input}": expected a comma list of domains (a.example,b.example), * , or '' for none`);
   if (items.length === 1 && items[0] === "*") return "*";
   const out = new Set<string>();
   for (const item of items) {

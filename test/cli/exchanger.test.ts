@@ -75,6 +75,8 @@ describe("add", () => {
       'invalid domain "a..b" in --domains: expected a comma list of domains (a.example,b.example) or *'],
     [["r2", "https://x.example", "--domains", "*,a.example"], 2,
       'invalid domain "*" in --domains: expected a comma list of domains (a.example,b.example) or *'],
+    [["r2", "https://x.example", "--domains", " , "], 2,
+      `no domain in --domains " , ": expected a comma list of domains (a.example,b.example), * , or '' for none`],
     [["relay1", "https://other.example"], 1, 'exchanger "relay1" already exists; change it with `madmail exchanger set relay1 ...`'],
   ])("refuses %p", async (args, code, message) => {
     await ok(["exchanger", "add", "relay1", "https://relay1.example"]);
@@ -119,6 +121,11 @@ describe("set, enable, disable", () => {
     expect(await one("relay1")).toMatchObject({ domains: ["*"], fallback: true, mode: "pull" });
     await ok(["exchanger", "set", "relay1", "--no-fallback"]);
     expect((await one("relay1")).fallback).toBe(false);
+    await refused(["exchanger", "set", "relay1", "--domains", ","], 2,
+      `no domain in --domains ",": expected a comma list of domains (a.example,b.example), * , or '' for none`);
+    expect((await one("relay1")).domains).toEqual(["*"]);
+    await ok(["exchanger", "set", "relay1", "--domains", ""]);
+    expect((await one("relay1")).domains).toEqual([]);
   });
 
   test.each([
