@@ -13,8 +13,10 @@ export async function main(argv: string[]): Promise<number> {
   const path: MadmailCommand[] = [root];
   let rest = [...argv];
   try {
-    if (rest.length === 1 && (rest[0] === "--version" || rest[0] === "-v")) {
-      process.stdout.write(`${(root.meta as { version: string }).version}\n`);
+    const versionAsked = rest.filter((a) => a === "--version" || a === "-v").length === 1;
+    if (versionAsked && rest.every((a) => a === "--version" || a === "-v" || a === "--json")) {
+      const version = (root.meta as { version: string }).version;
+      process.stdout.write(rest.includes("--json") ? JSON.stringify({ version }) + "\n" : `${version}\n`);
       return 0;
     }
     // Global flags may stand before the command words: `madmail --db X user list`.

@@ -37,6 +37,11 @@ describe("version", () => {
     const r = await sb.run([flag]);
     expect(r).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: "" });
   });
+
+  test.each([[["--version", "--json"]], [["--json", "-v"]]])("madmail %p prints it as JSON", async (args) => {
+    const r = await sb.run(args);
+    expect(r).toEqual({ code: 0, stdout: JSON.stringify({ version: pkg.version }) + "\n", stderr: "" });
+  });
 });
 
 describe("help", () => {
