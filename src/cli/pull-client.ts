@@ -23,7 +23,8 @@ export default command({
     "Pulls until the partner has nothing more for us (or --max-time), acknowledging each message only once it is stored here. " +
       "A lock file keeps two runs from overlapping: a run that finds it held says so and exits 0.",
     "The summary line counts messages as pulled, and recipients as delivered (stored in a local Maildir), relayed (queued onward), " +
-      "refused, and deferred (not acknowledged: left with the partner, pulled again on the next run).",
+      "refused, deferred (not acknowledged: left with the partner, pulled again on the next run), and duplicates (already " +
+      "stored here: the partner offered it again, as after an acknowledgement it lost; acknowledged, not stored twice).",
     "Exit status: 0 when the run went through, also when nothing was waiting; 75 on a temporary failure (partner unreachable " +
       "or answering 5xx, recipients deferred), worth retrying on the next run; 1 on a configuration error (bad URL, token " +
       "missing or refused, no pull endpoint at the URL); 2 on bad usage.",
@@ -96,17 +97,18 @@ export default command({
 
 function summaryLine(r: DrainResult): string {
   const deferred = r.deferred ? `, deferred ${r.deferred}` : "";
-  return `pulled ${r.pulled}, delivered ${r.delivered}, relayed ${r.relayed}, refused ${r.refused}${deferred} in ${(r.ms / 1000).toFixed(1)}s`;
+  const duplicates = r.duplicates ? `, duplicates ${r.duplicates}` : "";
+  return `pulled ${r.pulled}, delivered ${r.delivered}, relayed ${r.relayed}, refused ${r.refused}${deferred}${duplicates} in ${(r.ms / 1000).toFixed(1)}s`;
 }
 
 function summaryJson(r: DrainResult) {
   return {
-    pulled: r.pulled, delivered: r.delivered, relayed: r.relayed, refused: r.refused, deferred: r.deferred,
+    pulled: r.pulled, delivered: r.delivered, relayed: r.relayed, refused: r.refused, deferred: r.deferred, duplicates: r.duplicates,
     seconds: Math.round(r.ms) / 1000, error: r.error ?? null,
   };
 }
 
-const emptyResult = (): DrainResult => ({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, batches: 0, ms: 0, drained: false });
+const emptyResult = (): DrainResult => ({ pulled: 0, delivered: 0, duplicates: 0, relayed: 0, refused: 0, deferred: 0, batches: 0, ms: 0, drained: false });
 
 function seconds(input: string | undefined, flag: string, min: number, max: number, dflt: number): number {
   if (input === undefined) return dflt;

@@ -65,10 +65,12 @@ export interface DrainError {
   message: string;
 }
 
-/** `pulled` counts messages; delivered, relayed, refused and deferred count recipients. */
+/** `pulled` counts messages; delivered, relayed, refused, deferred and duplicates count recipients. */
 export interface DrainResult {
   pulled: number;
   delivered: number;
+  /** Already stored here (the same delivery id came before: an acknowledgement the partner lost). */
+  duplicates: number;
   relayed: number;
   refused: number;
   deferred: number;
@@ -126,7 +128,7 @@ export function verifyTlsFor(baseUrl: string, mode: "auto" | "always" | "never" 
 
 export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
   const t0 = performance.now();
-  const res: DrainResult = { pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, batches: 0, ms: 0, drained: false };
+  const res: DrainResult = { pulled: 0, delivered: 0, duplicates: 0, relayed: 0, refused: 0, deferred: 0, batches: 0, ms: 0, drained: false };
   let ep: Endpoint | undefined;
   try {
     const base = parseBaseUrl(o.baseUrl);
@@ -238,7 +240,8 @@ async function acceptBatch(
         why ||= v.detail;
       } else if (v.verdict === "accept") {
         const a = normaliseAddress(m.rcpts[i]!);
-        if (a && localDomains.has(domainOf(a))) o.res.delivered++;
+        if (v.note === "duplicate") o.res.duplicates++;
+        else if (a && localDomains.has(domainOf(a))) o.res.delivered++;
         else o.res.relayed++;
       } else o.res.refused++; // reject, and dismiss (kept nothing, by policy)
     }

@@ -89,7 +89,7 @@ describe("drainPartner with the real pipeline", () => {
     expect(first).toMatchObject({ pulled: 1, delivered: 1 });
     partner.opts.ignoreAcks = false;
     const second = await withCore((core) => drain(core));
-    expect(second).toMatchObject({ pulled: 1, delivered: 1, drained: true });
+    expect(second).toMatchObject({ pulled: 1, delivered: 0, duplicates: 1, drained: true });
     expect(partner.acks).toEqual([["dup-1"], ["dup-1"]]);
     expect(maildir("bob@chat.test")).toHaveLength(1);
   });
@@ -312,7 +312,7 @@ describe("madmail pull-client (compiled binary)", () => {
     while (!p.pulls.length) await Bun.sleep(20);
     return run;
   }
-  const SUMMARY = /^pulled (\d+), delivered (\d+), relayed (\d+), refused (\d+)(?:, deferred \d+)? in \d+\.\ds\n$/;
+  const SUMMARY = /^pulled (\d+), delivered (\d+), relayed (\d+), refused (\d+)(?:, deferred \d+)?(?:, duplicates \d+)? in \d+\.\ds\n$/;
   const pc = (args: string[], env?: Record<string, string>) => sb.run(["pull-client", ...args], { env });
 
   test("nothing to pull: exit 0, one summary line, no lock left behind", async () => {
@@ -338,7 +338,7 @@ describe("madmail pull-client (compiled binary)", () => {
     const r = await pc(["--url", partner!.url, "--json"], { MADMAIL_PULL_TOKEN: TOKEN });
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.stdout);
-    expect(Object.keys(doc)).toEqual(["pulled", "delivered", "relayed", "refused", "deferred", "seconds", "error"]);
+    expect(Object.keys(doc)).toEqual(["pulled", "delivered", "relayed", "refused", "deferred", "duplicates", "seconds", "error"]);
     expect(doc).toMatchObject({ pulled: 1, delivered: 1, relayed: 0, refused: 0, deferred: 0, error: null });
     expect(typeof doc.seconds).toBe("number");
   });
@@ -441,7 +441,7 @@ describe("madmail pull-client (compiled binary)", () => {
     const first = await runHoldingTheLock(partner);
     const r = await pc(["--url", partner.url, "--token-file", tokenFile(), "--json"]);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, seconds: 0, error: null, locked_by: first.pid });
+    expect(JSON.parse(r.stdout)).toEqual({ pulled: 0, delivered: 0, relayed: 0, refused: 0, deferred: 0, duplicates: 0, seconds: 0, error: null, locked_by: first.pid });
     expect(readFileSync(lock, "utf8")).toBe(`${first.pid}\n`);
     expect(await first.exited).toBe(0);
     expect(partner.pulls).toHaveLength(2); // the first run's two pulls; none from the second
