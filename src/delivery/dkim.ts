@@ -136,6 +136,18 @@ export async function createDkimKey(dataDir: string, domain: string, opts: Creat
   return { info, replaced: previous };
 }
 
+/**
+ * The domain whose key signs a queued message, or null when it leaves unsigned: only mail that
+ * started here (a logged-in user on submission, `madmail send`) carries our signature. Mail
+ * relayed for others (relay.domains, an exchanger partner, a pulled message) keeps what it
+ * came with, also when its envelope sender names a local domain: anyone can claim that.
+ */
+export function signingDomain(message: { door: string; mail_from: string }): string | null {
+  if (message.door !== "submission" && message.door !== "send") return null;
+  const at = message.mail_from.lastIndexOf("@");
+  return at > 0 ? message.mail_from.slice(at + 1) : null;
+}
+
 export interface DkimSigner {
   /**
    * Returns the message with a DKIM-Signature header prepended (rsa-sha256, relaxed/relaxed,

@@ -12,7 +12,7 @@ import { withWriteTransaction, type Db } from "../db/open.ts";
 import type { SnapshotSource } from "../inbound/snapshot.ts";
 import { log } from "../log.ts";
 import { loadMessage } from "../queue/queue.repository.ts";
-import { domainOf } from "../util/names.ts";
+import { signingDomain } from "../delivery/dkim.ts";
 import { bearerToken, createFailureLimiter, exchangerByToken } from "./auth.ts";
 
 const MAX_WAIT_S = 60;
@@ -74,7 +74,8 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
     for (const row of batch.rows) {
       const msg = await loadMessage(deps.db, row.message_id);
       if (!msg) continue;
-      const body = msg.mail_from ? await deps.sign(msg.body, domainOf(msg.mail_from)) : msg.body;
+      const signAs = signingDomain(msg);
+      const body = signAs ? await deps.sign(msg.body, signAs) : msg.body;
       bytes += body.length;
       messages.push({
         id: row.id,

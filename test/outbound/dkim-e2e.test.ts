@@ -43,3 +43,22 @@ test("outbound mail carries a DKIM signature that verifies against the printed D
   expect(a.logs()).not.toContain("signing thread");
   expect(a.logs()).toContain(`[dkim] signing for a.test with selector s1 (${HAS_LIBCRYPTO ? "system OpenSSL" : "WebCrypto"})`);
 }, 60_000);
+
+test("only mail that started here is signed: a stranger relaying through relay.domains as a local sender gets no signature", async () => {
+  const { a, b } = await startPair({ aSetup: [["config", "set", "relay.domains", "b.test"]] });
+  running.push(a, b);
+  expect((await a.box.run(["dkim", "generate", "a.test", "--selector", "s1"])).code).toBe(0);
+  // No AUTH, no token: anyone may hand A mail for b.test, and may claim any sender.
+  const res = await fetch(`http://127.0.0.1:${a.httpPort}/mxdeliv`, {
+    method: "POST", headers: { "X-Mail-From": "alice@a.test", "X-Mail-To": "bob@b.test" }, body: ENCRYPTED(),
+  });
+  expect(res.status).toBe(200);
+  const deadline = Date.now() + 15_000;
+  while (!maildirNew(b, "bob@b.test").length && Date.now() < deadline) await Bun.sleep(50);
+  expect(readDelivered(b, "bob@b.test")[0]!.equals(ENCRYPTED())).toBe(true);
+  // alice herself (here: `madmail send`) still gets her signature.
+  expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: ENCRYPTED() })).code).toBe(0);
+  while (maildirNew(b, "bob@b.test").length < 2 && Date.now() < deadline) await Bun.sleep(50);
+  const signed = readDelivered(b, "bob@b.test").filter((m) => m.toString("latin1").startsWith("DKIM-Signature: "));
+  expect(signed).toHaveLength(1);
+}, 60_000);
