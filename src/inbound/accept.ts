@@ -11,7 +11,7 @@ import { checkEncryption } from "../policy/pgp-gate.ts";
 import { federationVerdict } from "../policy/federation.ts";
 import { addUsedBytes, findUser } from "../store/users.repository.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
-import { headerFromDomain, isReservedLocalPart } from "./recipients.ts";
+import { headerFromAddresses, headerFromDomain, isReservedLocalPart } from "./recipients.ts";
 import type { SnapshotSource, Snapshot } from "./snapshot.ts";
 import type { AcceptResult, Envelope, LocalDelivery, RcptVerdict } from "./types.ts";
 
@@ -36,6 +36,9 @@ const PEER_DOORS: ReadonlySet<Envelope["door"]> = new Set(["mxdeliv", "smtp", "l
  * pulled from a configured exchanger partner (which may be passed on).
  */
 const RELAY_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send", "pull"]);
+
+/** Doors of mail that starts here: a logged-in user, the local CLI. */
+const LOCAL_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send"]);
 
 type Planned =
   | { kind: "local"; address: string; quota: number; used: number }
@@ -94,12 +97,20 @@ export function createAcceptor(deps: AcceptDeps) {
       const policy = federationVerdict(snap.rules, senderDomain, (d) => snap.localDomains.has(d));
       const plan = await Promise.all(env.rcpts.map((r) => planRecipient(env, r, snap)));
       // The gate runs for every message that reaches it, whoever the recipients are, so that
-      // a plaintext probe is refused the same way for real and unknown users.
-      const gate = checkEncryption(env.body);
+      // a plaintext probe is refused the same way for real and unknown users. Delivery reports
+      // pass it only from other servers: our own are written straight into the sender's
+      // Maildir, and a user's "bounce" would be plaintext leaving for anywhere.
+      let gate = checkEncryption(env.body);
+      if (gate.pass && gate.kind === "bounce" && LOCAL_DOORS.has(env.door)) {
+        gate = { pass: false, reason: "delivery status reports are taken from other servers only" };
+      }
+      const fromMismatch = env.door === "submission" && !fromIsSender(env);
       const passthrough = isPassthrough(snap, env.mailFrom);
       const idState = policy === "accept" && env.deliveryId ? await deliveryIdSeen(env.deliveryId, plan.some((p) => p.kind === "local")) : "new";
       if (policy === "reject") {
         verdicts = all({ verdict: "reject", reason: "policy", detail: `sender domain ${senderDomain ?? "(none)"} refused by federation policy` });
+      } else if (fromMismatch) {
+        verdicts = all({ verdict: "reject", reason: "sender_mismatch", detail: `From: header is not ${env.mailFrom}` });
       } else if (policy === "dismiss") {
         verdicts = all({ verdict: "dismiss" });
       } else if (idState === "done") {
@@ -274,6 +285,16 @@ function senderDomainOf(env: Envelope): string | null {
   // Null sender (a bounce): judge by the From: header so a blocked peer cannot slip past
   // policy with an empty envelope sender.
   return headerFromDomain(env.body);
+}
+
+/**
+ * A logged-in user writes as itself: the From: header holds exactly its address (the one
+ * MAIL FROM had to be). Our DKIM signature vouches for that header, so a user of the domain
+ * must not put another user's address there.
+ */
+function fromIsSender(env: Envelope): boolean {
+  const from = headerFromAddresses(env.body);
+  return from !== null && from.length === 1 && from[0] === normaliseAddress(env.mailFrom);
 }
 
 function isPassthrough(snap: Snapshot, address: string, which: "senders" | "recipients" = "senders"): boolean {

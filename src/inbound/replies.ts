@@ -15,13 +15,14 @@ const httpByReason: Record<RejectReason, HttpReply> = {
   encryption: { status: 403, body: "Encryption Needed: Invalid Unencrypted Mail" },
   quota: { status: 507, body: "quota" },
   unknown_user: { status: 400, body: "bad request" },
+  sender_mismatch: { status: 403, body: "Forbidden" },
 };
 
 export const HTTP_OK: HttpReply = { status: 200, body: "OK" };
 export const HTTP_ERROR: HttpReply = { status: 500, body: "error" };
 
 /** Refusal that decides a single answer for all recipients, most decisive first. */
-const PRECEDENCE = ["too_large", "policy", "encryption", "bad_address", "relay_denied", "unknown_user", "quota"] as const;
+const PRECEDENCE = ["too_large", "policy", "sender_mismatch", "encryption", "bad_address", "relay_denied", "unknown_user", "quota"] as const;
 
 /**
  * One answer for all recipients (/mxdeliv, SMTP DATA): a temporary failure if any recipient had
@@ -56,6 +57,7 @@ const smtpByReason: Record<RejectReason, SmtpReply> = {
   encryption: { code: 523, text: "5.7.1 Encryption Needed: Invalid Unencrypted Mail" },
   quota: { code: 552, text: "5.2.2 Mailbox full" },
   unknown_user: { code: 550, text: "5.1.1 User unknown" },
+  sender_mismatch: { code: 553, text: "5.7.1 From: header must be the authenticated sender's address" },
 };
 
 export const SMTP_OK: SmtpReply = { code: 250, text: "2.0.0 Ok: queued" };

@@ -19,7 +19,10 @@ export interface Envelope {
 }
 
 /** Why a recipient is refused; each door maps these to its own replies (replies.ts). */
-export type RejectReason = "too_large" | "bad_address" | "relay_denied" | "policy" | "encryption" | "quota" | "unknown_user";
+export type RejectReason =
+  | "too_large" | "bad_address" | "relay_denied" | "policy" | "encryption" | "quota" | "unknown_user"
+  /** Submission: the From: header is not the logged-in user's address. */
+  | "sender_mismatch";
 
 export type RcptVerdict =
   /** Stored durably (locally or in the queue), or knowingly dropped while answering success. */

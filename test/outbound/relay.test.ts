@@ -55,6 +55,30 @@ describe("submission -> queue -> /mxdeliv", () => {
     expect(await queueJson(a)).toEqual([]);
   });
 
+  test("From: must be the logged-in user, alone; a user's 'bounce' is plaintext like any other", async () => {
+    const { a, b } = await pair({ aSetup: [["user", "add", "al2@a.test"]] });
+    const withFrom = (from: string) => Buffer.from(ENCRYPTED().toString("latin1").replace(/^From: .*$/m, `From: ${from}`), "latin1");
+    for (const from of ['"Al Two" <al2@a.test>', "<alice@a.test>, <al2@a.test>", "undisclosed-recipients:;"]) {
+      await expect(submit(a, ["bob@b.test"], withFrom(from))).rejects.toMatchObject({
+        responseCode: 553, response: "553 5.7.1 From: header must be the authenticated sender's address",
+      });
+    }
+    const noFrom = Buffer.from(ENCRYPTED().toString("latin1").replace(/^From: .*\r?\n/m, ""), "latin1");
+    await expect(submit(a, ["bob@b.test"], noFrom)).rejects.toMatchObject({ responseCode: 553 });
+    const dsn = [
+      "From: Mail Delivery System <MAILER-DAEMON@a.test>", "To: <bob@b.test>", "Subject: plaintext", "Auto-Submitted: auto-replied",
+      "MIME-Version: 1.0", 'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"', "",
+      "--b1", "Content-Type: text/plain", "", "Any plaintext at all.", "", "--b1", "Content-Type: message/delivery-status", "",
+      "Reporting-MTA: dns; a.test", "", "Final-Recipient: rfc822; x@y.test", "Action: failed", "Status: 5.0.0", "", "--b1--", "",
+    ].join("\r\n");
+    await expect(submit(a, ["bob@b.test"], dsn.replace("MAILER-DAEMON@a.test", "alice@a.test"))).rejects.toMatchObject({ responseCode: 523 });
+    expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: dsn })).code).toBe(1);
+    expect(await queueJson(a)).toEqual([]);
+    // Her own address with another spelling or a display name is hers.
+    await submit(a, ["bob@b.test"], withFrom('"Alice" <Alice@A.TEST>'));
+    await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
+  });
+
   test("pipelined MAIL, RCPT, DATA: the three replies in order and in one packet; refused, each command answered", async () => {
     const { a, b } = await pair();
     const { client } = await RawSmtp.open(a.submissionPort);
