@@ -4,7 +4,7 @@ import { commonArgs, readArgs } from "./_args.ts";
 import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import {
-  DEFAULT_BITS, SELECTOR_PATTERN, createDkimKey, defaultSelector, formatTxtRecord, listDkimKeys, readDkimKey, type DkimKeyInfo,
+  DEFAULT_BITS, SELECTOR_PATTERN, createDkimKey, defaultSelector, formatTxtRecord, listDkimKeys, readDkimKey, retiredSelectors, type DkimKeyInfo,
 } from "../delivery/dkim.ts";
 import { listDomains } from "../policy/local-domains.ts";
 import { notFound, usageError } from "../errors.ts";
@@ -64,10 +64,17 @@ const generate = command({
       }
       // A replacement needs a DNS name of its own: under the old one, the published record would
       // stop matching the key at once, and the old record could not be kept during the change.
+      // The same holds for the names of keys replaced before: their records may still be there.
       const current = args.force ? await readDkimKey(dataDir, domain).catch(() => null) : null;
-      if (current?.selector === selector) {
-        if (args.selector !== undefined) throw usageError(`selector ${selector} is the one in use for ${domain}; give the new key another --selector`);
-        selector = `${selector}-2`;
+      const taken = new Set([...(current ? [current.selector] : []), ...(await retiredSelectors(dataDir, domain))]);
+      if (taken.has(selector)) {
+        if (args.selector !== undefined) {
+          throw usageError(current?.selector === selector
+            ? `selector ${selector} is the one in use for ${domain}; give the new key another --selector`
+            : `selector ${selector} belonged to an earlier key of ${domain} (its DNS record may still be published); give the new key another --selector`);
+        }
+        const base = selector;
+        for (let n = 2; taken.has(selector); n++) selector = `${base}-${n}`;
       }
       const { info, replaced } = await createDkimKey(dataDir, domain, { selector, bits, force: args.force });
       // stdout: the record alone, ready for a zone file; the advice goes to stderr.

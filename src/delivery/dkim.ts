@@ -7,6 +7,8 @@
 //   dkim/<domain>/                 0700
 //   dkim/<domain>/<selector>.key   0600  RSA private key, PKCS#8 PEM
 //   dkim/<domain>/active.json      0600  {"selector": "...", "created_at": "ISO 8601"}
+//   dkim/<domain>/retired          0600  selectors of replaced keys, one per line (their DNS
+//                                        records may still be published: never used again)
 // active.json names the one key that signs for the domain and is the commit point: the key file
 // is complete on disk (written to a temporary file, fsynced, then renamed or linked into place)
 // before active.json, written the same way, names it; a reader never sees a selector without its key. Both are plain files so that backups and `ls` explain themselves.
@@ -84,6 +86,14 @@ export async function readDkimKey(dataDir: string, domain: string): Promise<Dkim
   }
 }
 
+/** Selectors of the domain's replaced keys (`retired`), oldest first. */
+export async function retiredSelectors(dataDir: string, domain: string): Promise<string[]> {
+  const text = await fsp.readFile(join(dataDir, DKIM_DIR, domain, RETIRED_FILE), "utf8").catch(ignoreMissing(""));
+  return text.split("\n").map((l) => l.trim()).filter((l) => SELECTOR_PATTERN.test(l));
+}
+
+const RETIRED_FILE = "retired";
+
 /** The active keys of all domains, by domain. */
 export async function listDkimKeys(dataDir: string): Promise<DkimKeyInfo[]> {
   const names = await fsp.readdir(join(dataDir, DKIM_DIR)).catch(ignoreMissing([] as string[]));
@@ -118,6 +128,12 @@ export async function createDkimKey(dataDir: string, domain: string, opts: Creat
   const active = JSON.stringify({ selector: opts.selector, created_at: (opts.now ?? new Date()).toISOString() }) + "\n";
   if (opts.force) {
     await writeAtomic(keyPath, pem, "replace");
+    if (previous && previous.selector !== opts.selector) {
+      // Before active.json moves on: a crash in between leaves the old key active and its
+      // selector listed, which only costs a name.
+      const retired = await retiredSelectors(dataDir, domain);
+      await writeAtomic(join(dir, RETIRED_FILE), [...retired, previous.selector].join("\n") + "\n", "replace");
+    }
     await writeAtomic(join(dir, "active.json"), active, "replace");
     if (previous && previous.keyPath !== keyPath) await fsp.rm(previous.keyPath, { force: true });
   } else {

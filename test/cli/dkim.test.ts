@@ -121,7 +121,8 @@ describe("generate", () => {
     expect(second.name).toBe("new._domainkey.chat.test");
     expect(second.txt).not.toBe(first.txt);
     expect(r.stderr).toContain("It replaces selector old: keep that record until mail signed with it has been delivered.");
-    expect(readdirSync(join(dataDir, "dkim", "chat.test")).sort()).toEqual(["active.json", "new.key"]);
+    expect(readdirSync(join(dataDir, "dkim", "chat.test")).sort()).toEqual(["active.json", "new.key", "retired"]);
+    expect(readFileSync(join(dataDir, "dkim", "chat.test", "retired"), "utf8")).toBe("old\n");
     expect(JSON.parse(await stdout(["dkim", "show", "chat.test", "--json"])).dns_txt).toBe(second.txt);
     // The same selector again is refused: the published record would stop matching the key
     // at once, and the old one could not be kept while the new one spreads.

@@ -79,9 +79,22 @@ test("dkim generate --force in the month of the key in use: the new key gets a s
   expect((await sb.run(["dkim", "generate", "chat.test", "--force", "--quiet"])).code).toBe(0);
   const second = JSON.parse((await sb.run(["dkim", "show", "chat.test", "--json"])).stdout).selector as string;
   expect(second).toBe(`${first}-2`);
-  expect(readdirSync(join(sb.dir, "data", "dkim", "chat.test")).sort()).toEqual(["active.json", `${second}.key`]);
+  expect(readdirSync(join(sb.dir, "data", "dkim", "chat.test")).sort()).toEqual(["active.json", `${second}.key`, "retired"]);
   const same = await sb.run(["dkim", "generate", "chat.test", "--force", "--selector", second]);
   expect(same).toMatchObject({ code: 2, stderr: `madmail: selector ${second} is the one in use for chat.test; give the new key another --selector\n` });
+  // A third and a fourth key: names never used for this domain (the first ones' records may
+  // still be published), not the first name again.
+  const selectors = [first, second];
+  for (const n of [3, 4]) {
+    expect((await sb.run(["dkim", "generate", "chat.test", "--force", "--quiet"])).code).toBe(0);
+    selectors.push(JSON.parse((await sb.run(["dkim", "show", "chat.test", "--json"])).stdout).selector);
+    expect(selectors.at(-1)).toBe(`${first}-${n}`);
+  }
+  const old = await sb.run(["dkim", "generate", "chat.test", "--force", "--selector", first]);
+  expect(old).toMatchObject({
+    code: 2, stderr: `madmail: selector ${first} belonged to an earlier key of chat.test (its DNS record may still be published); give the new key another --selector\n`,
+  });
+  expect(JSON.parse((await sb.run(["dkim", "show", "chat.test", "--json"])).stdout).selector).toBe(`${first}-4`);
 });
 
 test("serve refuses half a TLS pair (no TLS at all would offer AUTH in the clear)", async () => {
