@@ -24,6 +24,7 @@ export default command({
   async run({ args, rawArgs }) {
     // citty keeps only the last of a repeated flag: collect every --to ourselves.
     const to = repeatedFlag(rawArgs, "--to").flatMap((v) => v.split(",")).map((s) => s.trim()).filter(Boolean);
+    if (!to.length) throw usageError("no recipient: --to needs an address");
     const bad = [args.from, ...to].find((a) => !normaliseAddress(a));
     if (bad !== undefined) throw usageError(`invalid address "${bad}": expected user@domain`);
     const body = new Uint8Array(await new Response(process.stdin as unknown as ReadableStream).arrayBuffer());

@@ -67,7 +67,9 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       const address = normaliseAddress(auth.username ?? "");
       const peer = session.remoteAddress;
       const check = async () => {
-        const user = address ? await findUser(db, address) : undefined;
+        // Users of a domain no longer served here (`domain remove` keeps them) cannot log in.
+        const local = !!address && (await snapshot.get()).localDomains.has(domainOf(address));
+        const user = local ? await findUser(db, address) : undefined;
         // The same slow check whether or not the user exists: no timing tell.
         const ok = await verifyPassword(auth.password ?? "", user?.password_hash ?? null);
         return ok && user ? user.address : null;

@@ -72,12 +72,13 @@ function candidateHost(c: Candidate): string {
 }
 
 /**
- * Connection-level failures that say the host, not just this port, is out of reach. Bun
- * reports "no route to host" as ECONNREFUSED, so a refusal that took seconds counts too
- * (a real refusal comes back within milliseconds).
+ * Failures that say the host, not just this port, is out of reach: no route, no address. Bun
+ * reports "no route to host" as ECONNREFUSED, so a refusal that took seconds counts too (a
+ * real refusal comes back within milliseconds). A timeout does not: many MX hosts drop or
+ * stall connections to 443 and take SMTP on 25.
  */
 function hostUnreachable(detail: string, ms: number): boolean {
-  if (/EHOSTUNREACH|ENETUNREACH|EHOSTDOWN|ETIMEDOUT|timed out|ENOTFOUND|EAI_AGAIN/.test(detail)) return true;
+  if (/EHOSTUNREACH|ENETUNREACH|EHOSTDOWN|ENOTFOUND|EAI_AGAIN/.test(detail)) return true;
   return /ECONNREFUSED/.test(detail) && ms > 1500;
 }
 

@@ -147,3 +147,13 @@ test("small CLI edges: --db without a value; relay-domains needs no LMTP listene
   expect(table).toHaveLength(2);
   expect(table[1]).toContain("moved there last week");
 });
+
+test("madmail send without a recipient is a usage error (exit 2), not a refused message (exit 1); nothing is queued", async () => {
+  await init();
+  await sb.run(["user", "add", "alice@chat.test"]);
+  for (const to of ["", ",", " , "]) {
+    const r = await sb.run(["send", "--from", "alice@chat.test", "--to", to], { stdin: "Subject: x\r\n\r\nbody\r\n" });
+    expect(r).toMatchObject({ code: 2, stdout: "", stderr: "madmail: no recipient: --to needs an address\n" });
+  }
+  expect((await sb.run(["queue", "list", "--json"])).stdout).toBe("[]\n");
+});

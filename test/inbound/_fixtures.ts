@@ -6,6 +6,9 @@ import { startServe, type ServerHandle, type StartOptions } from "../helpers/ser
 export const SAMPLES = resolve(import.meta.dir, "../fixtures/samples");
 export const sample = (name: string) => readFileSync(join(SAMPLES, name));
 export const ENCRYPTED = () => sample("pass-deltachat-2.57-chat.eml");
+/** The Delta Chat sample as `address` sends it (submission wants From: to be the logged-in user). */
+export const ENCRYPTED_FROM = (address: string) =>
+  Buffer.from(ENCRYPTED().toString("latin1").replace(/^From: .*$/m, `From: <${address}>`), "latin1");
 export const PLAINTEXT = "From: <alice@a.test>\r\nTo: <bob@chat.test>\r\nSubject: hi\r\n\r\nplain text\r\n";
 
 export async function startChatServer(opts: StartOptions & { quota?: string } = {}): Promise<ServerHandle> {

@@ -3,7 +3,7 @@
 import { afterAll, expect, test } from "bun:test";
 import type { ServerHandle } from "../helpers/server.ts";
 import { RawSmtp } from "../helpers/smtp-client.ts";
-import { ENCRYPTED, readDelivered } from "../inbound/_fixtures.ts";
+import { ENCRYPTED_FROM, readDelivered } from "../inbound/_fixtures.ts";
 import { startPair } from "./_two-servers.ts";
 
 const running: ServerHandle[] = [];
@@ -24,7 +24,7 @@ test("kill -9 mid-load: 100 messages, each delivered exactly once after restart"
   for (let i = 0; i < 100; i++) {
     expect((await client.cmd("MAIL FROM:<alice@a.test>")).code).toBe(250);
     expect((await client.cmd("RCPT TO:<bob@b.test>")).code).toBe(250);
-    const [r] = await client.data(`X-Seq: ${i}\r\n${ENCRYPTED().toString("latin1")}`);
+    const [r] = await client.data(`X-Seq: ${i}\r\n${ENCRYPTED_FROM("alice@a.test").toString("latin1")}`);
     expect(r!.code).toBe(250);
   }
   client.close();

@@ -5,7 +5,7 @@
 import { afterEach, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
 import { startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
-import { ENCRYPTED } from "../inbound/_fixtures.ts";
+import { ENCRYPTED, ENCRYPTED_FROM } from "../inbound/_fixtures.ts";
 
 const running: ServerHandle[] = [];
 let receiver: ReturnType<typeof Bun.serve> | null = null;
@@ -71,7 +71,7 @@ async function sender(rx: ReturnType<typeof holdingReceiver>, settings: [string,
   });
   running.push(a);
   const t = nodemailer.createTransport({ host: "127.0.0.1", port: a.submissionPort, secure: false, ignoreTLS: true, pool: true, auth: { user: "alice@a.test", pass: "alicepw" } });
-  const send = (to: string) => t.sendMail({ envelope: { from: "alice@a.test", to: [to] }, raw: ENCRYPTED() });
+  const send = (to: string) => t.sendMail({ envelope: { from: "alice@a.test", to: [to] }, raw: ENCRYPTED_FROM("alice@a.test") });
   const delivered = async () => (JSON.parse((await a.box.run(["queue", "list", "--json", "--state", "delivered"])).stdout) as unknown[]).length;
   return { a, send, delivered, close: () => t.close() };
 }

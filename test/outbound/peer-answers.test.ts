@@ -139,6 +139,55 @@ test("delivery.timeout caps the whole attempt: a peer trickling its answer is cu
   expect(row!.last_error).toContain("timed out after 2 s (delivery.timeout)");
 });
 
+test("a host whose HTTPS and HTTP stall still gets its SMTP attempt (a timeout is no sign the host is unreachable)", async () => {
+  // One port, three faces: a client that speaks first (TLS hello, HTTP request) is left hanging;
+  // one that waits for a greeting gets an SMTP server.
+  const got: string[] = [];
+  const smtp = Bun.listen<{ spoke: boolean; smtp: boolean; data: boolean; buf: string }>({
+    hostname: "127.0.0.1", port: 0,
+    socket: {
+      open(sock) {
+        sock.data = { spoke: false, smtp: false, data: false, buf: "" };
+        setTimeout(() => {
+          if (!sock.data.spoke) sock.write("220 stall.test ESMTP\r\n");
+        }, 300);
+      },
+      data(sock, chunk) {
+        const st = sock.data;
+        if (st.spoke || (!st.smtp && !/^(EHLO|HELO) /i.test(chunk.toString("latin1")))) return void (st.spoke = true);
+        st.smtp = true;
+        st.buf += chunk.toString("latin1");
+        for (let i = st.buf.indexOf("\r\n"); i >= 0; i = st.buf.indexOf("\r\n")) {
+          const line = st.buf.slice(0, i);
+          st.buf = st.buf.slice(i + 2);
+          if (st.data) {
+            if (line === ".") {
+              st.data = false;
+              got.push("message");
+              sock.write("250 2.0.0 queued\r\n");
+            }
+          } else if (/^(EHLO|HELO)/i.test(line)) sock.write("250 stall.test\r\n");
+          else if (/^DATA/i.test(line)) {
+            st.data = true;
+            sock.write("354 go on\r\n");
+          } else if (/^QUIT/i.test(line)) sock.end("221 bye\r\n");
+          else sock.write("250 ok\r\n");
+        }
+      },
+    },
+  });
+  cleanups.push(() => smtp.stop(true));
+  const a = await sender([["endpoint-cache", "set", "far.test", `127.0.0.1:${smtp.port}`], ["config", "set", "delivery.timeout", "2s"]]);
+  await send(a, ["ok@far.test"]);
+  const delivered = async () => JSON.parse((await a.box.run(["queue", "list", "--state", "delivered", "--json"])).stdout) as { id: string; tries: number }[];
+  const [row] = await waitUntil("delivered row", async () => ((r) => (r.length ? r : undefined))(await delivered()), 20_000);
+  expect(row!.tries).toBe(1);
+  expect(got).toEqual(["message"]);
+  const show = (await a.box.run(["queue", "show", row!.id])).stdout;
+  expect(show).toContain("timed out after 2 s (delivery.timeout)");
+  expect(show).not.toContain("unreachable");
+});
+
 test("submission and send refuse an unknown local recipient instead of dropping it", async () => {
   const a = await sender([]);
   const r = await send(a, ["nobody@a.test"]);

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
 import { waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { RawSmtp } from "../helpers/smtp-client.ts";
-import { ENCRYPTED, PLAINTEXT, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
+import { ENCRYPTED, ENCRYPTED_FROM, PLAINTEXT, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
 import { startPair } from "./_two-servers.ts";
 
 const running: ServerHandle[] = [];
@@ -31,12 +31,12 @@ function submit(a: ServerHandle, to: string[], raw: Uint8Array | string, pass = 
 describe("submission -> queue -> /mxdeliv", () => {
   test("AUTH from nodemailer; delivered into B's Maildir byte for byte", async () => {
     const { a, b } = await pair();
-    const info = await submit(a, ["bob@b.test", "carol@b.test"], ENCRYPTED());
+    const info = await submit(a, ["bob@b.test", "carol@b.test"], ENCRYPTED_FROM("alice@a.test"));
     expect(info.accepted).toEqual(["bob@b.test", "carol@b.test"]);
     await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
     await waitUntil("carol's mail", () => maildirNew(b, "carol@b.test").length === 1);
     // SMTP carries CRLF; what A accepted is what B stores (no DKIM key for a.test here).
-    const wire = Buffer.from(ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1");
+    const wire = Buffer.from(ENCRYPTED_FROM("alice@a.test").toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1");
     expect(readDelivered(b, "bob@b.test")[0]!.equals(wire)).toBe(true);
     const rows = await waitUntil("delivered row", async () => {
       const r = await queueJson(a, "--state", "delivered");
@@ -48,11 +48,19 @@ describe("submission -> queue -> /mxdeliv", () => {
 
   test("wrong password: 535; plaintext: 523; MAIL FROM of another user: 553", async () => {
     const { a } = await pair();
-    await expect(submit(a, ["bob@b.test"], ENCRYPTED(), "wrong")).rejects.toMatchObject({ responseCode: 535 });
+    await expect(submit(a, ["bob@b.test"], ENCRYPTED_FROM("alice@a.test"), "wrong")).rejects.toMatchObject({ responseCode: 535 });
     await expect(submit(a, ["bob@b.test"], PLAINTEXT)).rejects.toMatchObject({ responseCode: 523 });
     const t = nodemailer.createTransport({ host: "127.0.0.1", port: a.submissionPort, ignoreTLS: true, auth: { user: "alice@a.test", pass: "alicepw" } });
     await expect(t.sendMail({ envelope: { from: "mallory@a.test", to: ["bob@b.test"] }, raw: ENCRYPTED() })).rejects.toMatchObject({ responseCode: 553 });
     expect(await queueJson(a)).toEqual([]);
+  });
+
+  test("a user of a domain that was removed cannot log in (535), as `send` refuses its address", async () => {
+    const { a } = await pair({ aSetup: [["domain", "add", "q.test"], { args: ["user", "add", "u@q.test", "--password-stdin"], stdin: "upw\n" }] });
+    const login = (pass: string) => nodemailer.createTransport({ host: "127.0.0.1", port: a.submissionPort, ignoreTLS: true, auth: { user: "u@q.test", pass } }).verify();
+    expect(await login("upw")).toBe(true);
+    expect((await a.box.run(["domain", "remove", "q.test"])).code).toBe(0);
+    await waitUntil("the removal reaches serve", async () => login("upw").then(() => false, (e) => e.responseCode === 535));
   });
 
   test("From: must be the logged-in user, alone; a user's 'bounce' is plaintext like any other", async () => {
@@ -91,7 +99,7 @@ describe("submission -> queue -> /mxdeliv", () => {
       expect(replies.map((r) => r.code)).toEqual([250, 250, 354]);
       // One write by the server (the replies of one pipelined group leave together).
       expect(client.chunks.length - before).toBe(1);
-      const text = ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n").replace(/^\./gm, "..");
+      const text = ENCRYPTED_FROM("alice@a.test").toString("latin1").replace(/\r?\n/g, "\r\n").replace(/^\./gm, "..");
       client.write(Buffer.from(text + (text.endsWith("\r\n") ? "" : "\r\n") + ".\r\n", "latin1"));
       expect((await client.reply()).code).toBe(250);
       // Another user's address: MAIL refused, so RCPT and DATA have nothing to work on.
@@ -103,14 +111,14 @@ describe("submission -> queue -> /mxdeliv", () => {
       client.close();
     }
     await waitUntil("delivery", () => maildirNew(b, "bob@b.test").length === 1);
-    expect(readDelivered(b, "bob@b.test")[0]!.equals(Buffer.from(ENCRYPTED().toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1"))).toBe(true);
+    expect(readDelivered(b, "bob@b.test")[0]!.equals(Buffer.from(ENCRYPTED_FROM("alice@a.test").toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1"))).toBe(true);
   });
 
   test("a group of 250 on one peer: three POSTs of at most 100 recipients, each with its own delivery id", async () => {
     const { a, b } = await pair();
     // Past about 350 X-Mail-To headers a Bun-based peer answers 431 (16 KiB of headers).
     const group = ["bob@b.test", ...Array.from({ length: 248 }, (_, i) => `a-member-of-a-rather-large-group-chat-number-${i}@b.test`), "carol@b.test"];
-    const info = await submit(a, group, ENCRYPTED());
+    const info = await submit(a, group, ENCRYPTED_FROM("alice@a.test"));
     expect(info.accepted).toHaveLength(250);
     await waitUntil("bob's mail", () => maildirNew(b, "bob@b.test").length === 1);
     await waitUntil("carol's mail", () => maildirNew(b, "carol@b.test").length === 1);

@@ -28,6 +28,9 @@ export interface PostOptions {
  */
 export const MAX_RCPTS_PER_POST = 100;
 
+/** Time for the TCP connection alone. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * POSTs the message, in requests of at most MAX_RCPTS_PER_POST recipients each with its own
  * delivery id (`<id>.<n>`, the same on every retry, so a retry after a partial success is
@@ -96,6 +99,15 @@ function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportRes
     });
     // The whole request, not only a silent socket: a peer trickling its answer is cut off too.
     const deadline = setTimeout(() => req.destroy(new Error(`timed out after ${opts.timeoutMs / 1000} s (delivery.timeout)`)), opts.timeoutMs);
+    // A port that drops connections (a firewall) costs at most CONNECT_TIMEOUT_MS, not the whole
+    // delivery.timeout, before the next candidate (plain HTTP, SMTP) is tried.
+    req.on("socket", (socket) => {
+      if (!socket.connecting) return;
+      const ms = Math.min(CONNECT_TIMEOUT_MS, opts.timeoutMs);
+      const t = setTimeout(() => req.destroy(Object.assign(new Error(`connect timed out after ${ms / 1000} s`), { code: "ETIMEDOUT" })), ms);
+      socket.once("connect", () => clearTimeout(t));
+      socket.once("close", () => clearTimeout(t));
+    });
     req.on("error", (err: NodeJS.ErrnoException) => done({ outcome: "temporary", detail: err.code ? `${err.code}: ${err.message}` : err.message }));
     req.end(msg.body);
   });
