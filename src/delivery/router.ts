@@ -2,6 +2,7 @@
 // match wins: outbound policy; endpoint rewrite (exact key, then the longest *. wildcard);
 // an enabled exchanger serving the domain; the smarthost; direct delivery (learned endpoint
 // first, then MX hosts: https://mx, https://domain, http://mx, smtp mx:25).
+import { isIP } from "node:net";
 import type { Db } from "../db/open.ts";
 import type { Config } from "../db/settings.ts";
 import type { DnsOverrideRow, ExchangerRow } from "../db/schema.ts";
@@ -21,7 +22,13 @@ export type Route =
   | { kind: "dismiss"; reason: string }
   /** Held for a pull exchanger (or an exchanger the router cannot use yet). */
   | { kind: "hold"; exchanger: string; reason: string; reroutedTo?: string }
-  | { kind: "try"; via: "rewrite" | "exchanger" | "smarthost" | "direct"; candidates: Candidate[]; learn: boolean; reroutedTo?: string }
+  | {
+    kind: "try"; via: "rewrite" | "exchanger" | "smarthost" | "direct"; candidates: Candidate[]; reroutedTo?: string;
+    /** Record the candidate that takes the message in endpoint_cache. */
+    learn: boolean;
+    /** The learned endpoint (candidateKey) put first: its success again is not news, so its age stays. */
+    learned?: string;
+  }
   | { kind: "permanent"; reason: string }
   | { kind: "temporary"; reason: string };
 
@@ -90,16 +97,23 @@ export async function routeDomain(domain: string, ctx: RouterContext): Promise<R
     };
   }
 
-  const mx = await (ctx.resolveMx ?? resolveMxHosts)(domain);
+  // An address at an IP literal (user@[192.0.2.1]) names its host: there is no MX to look up.
+  const mx: MxResult = isIP(domain) ? { kind: "hosts", hosts: [domain], implicit: true } : await (ctx.resolveMx ?? resolveMxHosts)(domain);
   if (mx.kind === "none") return { kind: "permanent", reason: mx.reason };
   if (mx.kind === "error") return { kind: "temporary", reason: mx.reason };
   const candidates = directCandidates(domain, mx.hosts, ctx.config);
   // What worked last time goes first, unless it is old enough to re-probe from the top.
   const learned = await findLearnedEndpoint(ctx.db, domain);
   const now = ctx.now ?? Date.now();
+  // Its age counts from when it was learned or last confirmed by a probe from the top, not from
+  // its last use: a domain with steady mail would never be probed again otherwise.
   if (learned?.ok_at && now - learned.ok_at < ctx.config["delivery.reprobe_after"] * 1000) {
-    const i = candidates.findIndex((c) => candidateKey(c) === `${learned.transport}:${learned.endpoint}`);
-    if (i > 0) candidates.unshift(...candidates.splice(i, 1));
+    const key = `${learned.transport}:${learned.endpoint}`;
+    const i = candidates.findIndex((c) => candidateKey(c) === key);
+    if (i >= 0) {
+      candidates.unshift(...candidates.splice(i, 1));
+      return { kind: "try", via: "direct", candidates, learn: true, learned: key };
+    }
   }
   return { kind: "try", via: "direct", candidates, learn: true };
 }

@@ -411,7 +411,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           failed = rcpts.map((address) => ({ address, status: "5.0.0", diagnostic: `x-madmail; ${lastPermanent}` }));
         }
         if (route.reroutedTo) outcome = { ...outcome, reroutedTo: route.reroutedTo };
-        if (route.learn && delivered) {
+        if (route.learn && delivered && delivered.key !== route.learned) {
           const [transport, ...rest] = delivered.key.split(":");
           await deps.writes.run((trx) => learnEndpoint(trx, d.rcpt_domain, transport!, rest.join(":"), true), { durable: false });
         }

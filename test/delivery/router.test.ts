@@ -94,8 +94,18 @@ describe("routeDomain", () => {
   test("a learned endpoint goes first until it is old enough to re-probe", async () => {
     await learnEndpoint(file.state.db, "learned.test", "smtp", "mx.learned.test:25", true, Date.now());
     expect((await keys("learned.test")) as { keys: string[] }).toMatchObject({ keys: ["smtp:mx.learned.test:25", "https:https://mx.learned.test/mxdeliv", "https:https://learned.test/mxdeliv", "http:http://mx.learned.test/mxdeliv"] });
+    expect(await routeDomain("learned.test", await ctx())).toMatchObject({ learned: "smtp:mx.learned.test:25" });
     const later = Date.now() + 2 * 3600_000;
     expect((await keys("learned.test", { now: later })) as { keys: string[] }).toMatchObject({ keys: ["https:https://mx.learned.test/mxdeliv", "https:https://learned.test/mxdeliv", "http:http://mx.learned.test/mxdeliv", "smtp:mx.learned.test:25"] });
+    // Probing from the top: whatever takes the message is learned anew, with a new age.
+    expect(await routeDomain("learned.test", await ctx({ now: later }))).not.toHaveProperty("learned");
+  });
+
+  test("an address at an IP literal goes to that host: https, http, smtp:25 (no MX lookup)", async () => {
+    expect(await keys("192.0.2.7")).toEqual({ via: "direct", keys: ["https:https://192.0.2.7/mxdeliv", "http:http://192.0.2.7/mxdeliv", "smtp:192.0.2.7:25"] });
+    expect(await keys("2001:db8::7")).toEqual({
+      via: "direct", keys: ["https:https://[2001:db8::7]/mxdeliv", "http:http://[2001:db8::7]/mxdeliv", "smtp:[2001:db8::7]:25"],
+    });
   });
 });
 

@@ -5,7 +5,16 @@
 // defers them. Per-recipient refusals are reported, 5xx and 4xx apart, so that only the 5xx
 // ones get a bounce and the 4xx ones are tried again.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
+import { isIP } from "node:net";
 import type { OutboundMessage, RecipientRefusal, TransportResult } from "./types.ts";
+
+/** `u@1.2.3.4` -> `u@[1.2.3.4]`, `u@2001:db8::1` -> `u@[IPv6:2001:db8::1]` (RFC 5321 §4.1.3); names unchanged. */
+export function smtpAddress(address: string): string {
+  const at = address.lastIndexOf("@");
+  const host = address.slice(at + 1);
+  const kind = at > 0 ? isIP(host) : 0;
+  return kind === 4 ? `${address.slice(0, at)}@[${host}]` : kind === 6 ? `${address.slice(0, at)}@[IPv6:${host}]` : address;
+}
 
 export interface SmtpOptions {
   host: string;
@@ -56,13 +65,17 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
     conn.connect(() => {
       const send = () => {
         session = false;
-        conn.send({ from: msg.mailFrom, to: msg.rcpts }, Buffer.from(msg.body), (err, info) => {
+        // Our spelling back from the one on the wire, for the refusals.
+        const ours = new Map(msg.rcpts.map((r) => [smtpAddress(r).toLowerCase(), r]));
+        const envelope = { from: msg.mailFrom && smtpAddress(msg.mailFrom), to: msg.rcpts.map(smtpAddress), size: msg.body.length, use8BitMime: has8bit(msg.body) };
+        conn.send(envelope, Buffer.from(msg.body), (err, info) => {
           const rcptErrors = (err ? (err as SmtpError).rejectedErrors : info?.rejectedErrors) ?? [];
           // Every recipient refused at RCPT: an answer per recipient, like a partial one.
           if (err && !((err as SmtpError).command === "RCPT TO" && rcptErrors.length)) return finish(classify(err as SmtpError, false));
           const each = rcptErrors.map((e): RecipientRefusal => {
             const ee = e as SmtpError & { recipient?: string };
-            return { address: ee.recipient ?? "", code: ee.responseCode ?? 550, text: ee.response ?? ee.message };
+            const wire = ee.recipient ?? "";
+            return { address: ours.get(wire.toLowerCase()) ?? wire, code: ee.responseCode ?? 550, text: ee.response ?? ee.message };
           });
           finish({
             outcome: "delivered",
@@ -90,4 +103,10 @@ function classify(err: SmtpError, session: boolean): TransportResult {
   const detail = session && err.command && err.command !== "CONN" ? `${err.command}: ${reply}` : reply;
   if (code && code >= 500 && !session) return { outcome: "permanent", detail };
   return { outcome: "temporary", detail };
+}
+
+/** Whether the message has bytes over 127 (sent with BODY=8BITMIME where the peer offers it). */
+function has8bit(body: Uint8Array): boolean {
+  for (let i = 0; i < body.length; i++) if (body[i]! > 127) return true;
+  return false;
 }
