@@ -121,11 +121,13 @@ const list = command({
   run: ({ args }) =>
     readDb(args, async ({ dataDir }) => {
       const keys = await listDkimKeys(dataDir);
-      if (args.json) return printJson(keys.map(keyJson));
+      // One damaged key hides none of the others; it is named on stderr too.
+      for (const k of keys) if ("error" in k) process.stderr.write(`madmail: warning: ${k.error}\n`);
+      if (args.json) return printJson(keys.map((k) => ("error" in k ? k : keyJson(k))));
       if (!keys.length) return say(args, "No DKIM keys. Create one with `madmail dkim generate DOMAIN`.");
       printTable(
         ["DOMAIN", "SELECTOR", "BITS", "CREATED AT", "DNS NAME"],
-        keys.map((k) => [k.domain, k.selector, String(k.bits), shownTime(k.createdAt), k.dnsName]),
+        keys.map((k) => ("error" in k ? [k.domain, "-", "-", "-", "(unusable: see the warning)"] : [k.domain, k.selector, String(k.bits), shownTime(k.createdAt), k.dnsName])),
       );
     }),
 });

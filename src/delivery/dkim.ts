@@ -94,10 +94,11 @@ export async function retiredSelectors(dataDir: string, domain: string): Promise
 
 const RETIRED_FILE = "retired";
 
-/** The active keys of all domains, by domain. */
-export async function listDkimKeys(dataDir: string): Promise<DkimKeyInfo[]> {
+/** The active keys of all domains, by domain; a domain whose key cannot be read, with the reason. */
+export async function listDkimKeys(dataDir: string): Promise<(DkimKeyInfo | { domain: string; error: string })[]> {
   const names = await fsp.readdir(join(dataDir, DKIM_DIR)).catch(ignoreMissing([] as string[]));
-  const keys = await Promise.all(names.filter((n) => normaliseDomain(n) === n).sort().map((n) => readDkimKey(dataDir, n)));
+  const keys = await Promise.all(names.filter((n) => normaliseDomain(n) === n).sort().map((domain) =>
+    readDkimKey(dataDir, domain).catch((err: Error) => ({ domain, error: err.message }))));
   return keys.filter((k) => k !== null);
 }
 
@@ -178,6 +179,23 @@ export interface DkimHeaderSigner extends DkimSigner {
   signatureFor(message: Uint8Array, senderDomain: string): Promise<string | null>;
   /** Whether mail from this domain is signed: it has a usable key. */
   hasKey(senderDomain: string): Promise<boolean>;
+}
+
+/**
+ * The message with every bare CR made a CRLF (RFC 5322 forbids bare CR; SMTP clients, ours
+ * too, rewrite it on the wire, after the signature was made over the original); the message
+ * itself when it has none.
+ */
+export function withoutBareCr(message: Uint8Array): Uint8Array {
+  let i = message.indexOf(0x0d);
+  while (i !== -1 && message[i + 1] === 0x0a) i = message.indexOf(0x0d, i + 1);
+  if (i === -1) return message;
+  const out: number[] = [];
+  for (let j = 0; j < message.length; j++) {
+    out.push(message[j]!);
+    if (message[j] === 0x0d && message[j + 1] !== 0x0a) out.push(0x0a);
+  }
+  return Uint8Array.from(out);
 }
 
 /** `message` with `header` (latin1, already in the message's line-ending style) in front. */
@@ -381,8 +399,12 @@ async function signatureHeader(message: Uint8Array, domain: string, selector: st
   // The signer is a Writable that finds the end of the header byte by byte and re-checks every
   // line ending; the input is whole and in CRLF already, so it gets the header and the body
   // directly, at the steps where its stream would hand them over.
-  const end = input.indexOf("\r\n\r\n") + 4;
-  await signer.messageHeaders(parseHeaders(input.subarray(0, end)));
+  // A message that starts with its empty line has no header at all.
+  const end = input[0] === 0x0d && input[1] === 0x0a ? 2 : input.indexOf("\r\n\r\n") + 4;
+  const headers = parseHeaders(input.subarray(0, end));
+  // RFC 6376 §5.4: From: must be signed; a signature over a message without one verifies nowhere.
+  if (!headers.parsed.some((h) => h.key === "from")) throw new Error("the message has no From: header for the signature to cover");
+  await signer.messageHeaders(headers);
   await signer.nextChunk(input.subarray(end));
   await signer.finalChunk();
   if (signer.errors.length) throw signer.errors[0]!.err;

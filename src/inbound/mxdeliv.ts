@@ -19,9 +19,9 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
     let reserved = 0;
     try {
       const limit = (await snapshot.get()).config["limits.max_message_size"];
-      const fromHeader = req.headers.get("x-mail-from");
+      const fromHeader = fromUtf8(req.headers.get("x-mail-from"));
       // Fetch joins repeated X-Mail-To headers with ", ", and a comma list is allowed too.
-      const rcpts = (req.headers.get("x-mail-to") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+      const rcpts = (fromUtf8(req.headers.get("x-mail-to")) ?? "").split(",").map((s) => s.trim()).filter(Boolean);
       const mailFrom = (fromHeader ?? "").trim();
       if (!rcpts.length || rcpts.some((r) => !normaliseAddress(r)) || (mailFrom && !normaliseAddress(mailFrom)) || mailFrom.includes(",")) {
         return reply({ status: 400, body: "bad request" });
@@ -70,6 +70,17 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       bodyBudget.give(reserved);
     }
   });
+}
+
+/**
+ * Header values arrive one character per byte: addresses in UTF-8 (RFC 6532, how madmail and
+ * chatmail peers send them) are decoded as such; bytes that are no UTF-8 stay as they came.
+ */
+function fromUtf8(value: string | null): string | null {
+  if (value === null || !/[^\x00-\x7f]/.test(value)) return value;
+  const bytes = Buffer.from(value, "latin1");
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+  return text.includes("\ufffd") ? value : text;
 }
 
 function reply(r: HttpReply): Response {

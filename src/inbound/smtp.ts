@@ -43,6 +43,8 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const { kind, acceptor, snapshot, db } = opts;
   const tls = opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {};
   const submission = kind === "submission";
+  // Plain connections that may (and, to log in, must) turn to TLS.
+  const startTls = !!opts.tls && !opts.implicitTls;
   const failedAuth = new Map<string, number>();
   // Submission's RCPT tells local recipients from remote ones without waiting (pipelining);
   // kept as fresh as hostname and size (below). A domain added in that second is checked
@@ -90,8 +92,27 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       });
     },
 
+    // With a certificate, AUTH is not even offered before STARTTLS (as Postfix's
+    // smtpd_tls_auth_only): a client that sees it in the EHLO reply sends its password, in
+    // the clear, before it learns it should not have. The session's own list replaces the
+    // server's until the TLS handshake is done.
+    onConnect(session, callback) {
+      if (submission && startTls) session.disabledCommands = ["AUTH"];
+      callback();
+    },
+    onSecure(_socket, session, callback) {
+      delete session.disabledCommands;
+      callback();
+    },
+
     onMailFrom(address, session, callback) {
       if (!submission) return callback();
+      // smtp-server requires AUTH only while AUTH is available; before STARTTLS it is not.
+      if (!session.user) {
+        return callback(smtpError(startTls && !session.secure
+          ? { code: 530, text: "5.7.0 Must issue a STARTTLS command first" }
+          : { code: 530, text: "5.7.0 Authentication required" }));
+      }
       // An authenticated user sends as itself only.
       const from = normaliseAddress(address.address);
       if (!from || from !== session.user) return callback(smtpError({ code: 553, text: "5.7.1 Sender address not owned by the authenticated user" }));

@@ -9,7 +9,7 @@ import type { WriteBatcher } from "../db/write-batcher.ts";
 import { errorText, log } from "../log.ts";
 import type { SnapshotSource } from "../inbound/snapshot.ts";
 import { domainOf } from "../util/names.ts";
-import { signingDomain } from "../delivery/dkim.ts";
+import { signingDomain, withoutBareCr } from "../delivery/dkim.ts";
 import { candidateKey, routeDomain, type Candidate, type Route } from "../delivery/router.ts";
 import { learnEndpoint } from "../delivery/endpoint-cache.ts";
 import { postMxdeliv } from "../delivery/transports/mxdeliv-http.ts";
@@ -352,7 +352,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       case "try": {
         if (route.reroutedTo && !d.rerouted_to) note("reroute", `exchanger:${route.reroutedTo}`, `rerouted to fallback exchanger ${route.reroutedTo}`);
         const signAs = signingDomain(msg);
-        const body = signAs ? await deps.sign(msg.body, signAs) : msg.body;
+        const body = signAs ? await deps.sign(withoutBareCr(msg.body), signAs) : msg.body;
         const out: OutboundMessage = { mailFrom: msg.mail_from, rcpts, body, deliveryId: d.id };
         let lastPermanent: string | null = null;
         let lastTemporary: string | null = null;

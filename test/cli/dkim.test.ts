@@ -2,7 +2,7 @@
 // back to a verifier as the DNS answer for mail signed with the key the binary wrote.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify";
 import { loadDkimSigner } from "../../src/delivery/dkim.ts";
@@ -213,5 +213,18 @@ describe("show and list", () => {
       `chat.test  s1        2048  ${t(json[1].created_at)}  s1._domainkey.chat.test`,
       "",
     ].join("\n"));
+    // One damaged key (a half-restored backup) hides none of the others.
+    writeFileSync(join(dataDir, "dkim", "b.test", "active.json"), "{");
+    const r = await ok(["dkim", "list"]);
+    expect(r.stdout).toBe([
+      "DOMAIN     SELECTOR  BITS  CREATED AT           DNS NAME",
+      "b.test     -         -     -                    (unusable: see the warning)",
+      `chat.test  s1        2048  ${t(json[1].created_at)}  s1._domainkey.chat.test`,
+      "",
+    ].join("\n"));
+    expect(r.stderr).toStartWith("madmail: warning: cannot use the DKIM key of b.test: ");
+    const damaged = JSON.parse((await ok(["dkim", "list", "--json"])).stdout);
+    expect(damaged[0]).toEqual({ domain: "b.test", error: expect.stringContaining("cannot use the DKIM key of b.test") });
+    expect(damaged[1]).toEqual(json[1]);
   });
 });

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify";
 import {
-  OVERSIGNED_HEADERS, createDkimKey, formatTxtRecord, loadDkimSigner, readDkimKey, type DkimSignerOptions,
+  OVERSIGNED_HEADERS, createDkimKey, formatTxtRecord, loadDkimSigner, readDkimKey, withoutBareCr, type DkimSignerOptions,
 } from "../../src/delivery/dkim.ts";
 import { startDkimThread } from "../../src/delivery/dkim-thread.ts";
 
@@ -103,6 +103,25 @@ describe("sign", () => {
       // (without it: "none"); an empty body is the same body. dkimpy checks the bare form below.
       expect((await verify(signed.replace(/(\r?\n)?$/, "\r\n\r\n"), { [rec.name]: rec.txt })).result).toBe("pass");
     }
+  });
+
+  test("no From: header (also: an empty header section): left unsigned, not signed with h= that verifies nowhere", async () => {
+    await keyFor("chat.test");
+    for (const msg of ["\r\nHello, this is the body.\r\n", "Subject: hi\r\n\r\nbody\r\n"]) {
+      expect(await signer().signatureFor(Buffer.from(msg), "chat.test")).toBeNull();
+    }
+  });
+
+  test("a bare CR becomes CRLF before signing, as an SMTP client would send it: the signature holds on every transport", async () => {
+    const rec = await keyFor("chat.test");
+    const msg = Buffer.from("From: <a@chat.test>\r\nSubject: cr\r\n\r\nline1\rline2\r\n");
+    const fixed = withoutBareCr(msg);
+    expect(text(fixed)).toBe("From: <a@chat.test>\r\nSubject: cr\r\n\r\nline1\r\nline2\r\n");
+    const signed = text(await signer().sign(fixed, "chat.test"));
+    expect((await verify(signed, { [rec.name]: rec.txt })).result).toBe("pass");
+    // Nothing to change: the same bytes, not a copy.
+    expect(withoutBareCr(GPG)).toBe(GPG);
+    expect(withoutBareCr(DC)).toBe(DC);
   });
 
   test("d= is the envelope domain even when From: names another domain", async () => {

@@ -188,6 +188,37 @@ test("a host whose HTTPS and HTTP stall still gets its SMTP attempt (a timeout i
   expect(show).not.toContain("unreachable");
 });
 
+test("a group over one POST: a part failing for now after one was taken leaves only the rest queued, for this peer again", async () => {
+  const posts: { id: string; rcpts: number; status: number }[] = [];
+  let failSecond = true;
+  const peer = Bun.serve({
+    hostname: "127.0.0.1", port: 0,
+    async fetch(req) {
+      await req.arrayBuffer();
+      const rcpts = (req.headers.get("x-mail-to") ?? "").split(",").length;
+      const status = posts.length === 1 && failSecond ? 500 : 200;
+      posts.push({ id: req.headers.get("x-madmail-delivery-id") ?? "", rcpts, status });
+      return new Response(status === 200 ? "OK" : "busy", { status });
+    },
+  });
+  cleanups.push(() => peer.stop(true));
+  // A host rewrite: SMTP (here: nothing that answers) is among the candidates after HTTP.
+  const a = await sender([["endpoint-cache", "set", "far.test", `127.0.0.1:${peer.port}`]]);
+  const group = Array.from({ length: 250 }, (_, i) => `m${i}@far.test`);
+  expect((await send(a, group)).code).toBe(0);
+  const [row] = await waitUntil("deferred row", async () => ((r) => (r[0]?.state === "deferred" ? r : undefined))(await rows(a)), 20_000);
+  expect(row!.rcpts).toEqual(group.slice(100));
+  expect(posts.map((p) => [p.rcpts, p.status])).toEqual([[100, 200], [100, 500]]);
+  failSecond = false;
+  expect((await a.box.run(["queue", "flush"])).code).toBe(0);
+  await waitUntil("delivered", async () => ((await rows(a)).length === 0 ? true : undefined), 20_000);
+  expect(posts.slice(2).map((p) => [p.rcpts, p.status])).toEqual([[100, 200], [50, 200]]);
+  // The second try's parts are named by their recipients: the part that failed comes back
+  // under the name it had, the first part never again.
+  expect(posts[2]!.id).toBe(posts[1]!.id);
+  expect(new Set(posts.map((p) => p.id)).size).toBe(3);
+});
+
 test("submission and send refuse an unknown local recipient instead of dropping it", async () => {
   const a = await sender([]);
   const r = await send(a, ["nobody@a.test"]);

@@ -131,6 +131,16 @@ describe("submission -> queue -> /mxdeliv", () => {
     expect(posts.map((l) => /rcpts=(\d+)/.exec(l)?.[1])).toEqual(["100", "100", "50"]);
   });
 
+  test("addresses beyond ASCII cross /mxdeliv as UTF-8 (RFC 6532) and reach their Maildirs", async () => {
+    const { a, b } = await pair();
+    for (const u of ["müller@b.test", "δοκιμή@b.test"]) expect((await b.box.run(["user", "add", u])).code).toBe(0);
+    const r = await a.box.run(["send", "--from", "alice@a.test", "--to", "müller@b.test", "--to", "δοκιμή@b.test"], { stdin: ENCRYPTED() });
+    expect(r.code).toBe(0);
+    await waitUntil("müller's mail", () => maildirNew(b, "müller@b.test").length === 1);
+    await waitUntil("δοκιμή's mail", () => maildirNew(b, "δοκιμή@b.test").length === 1);
+    expect(b.logs()).toContain("rcpts=2 ");
+  });
+
   test("madmail send prints the queue id and delivers", async () => {
     const { a, b } = await pair();
     const r = await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test", "--to", "carol@b.test"], { stdin: ENCRYPTED() });

@@ -145,5 +145,15 @@ describe.skipIf(!have.swaks)("swaks submits through madmail's submission door", 
     const rows = JSON.parse((await s.box.run(["queue", "list", "--json"])).stdout);
     expect(rows.length).toBe(2);
     expect(rows.every((r: { rcpt_domain: string }) => r.rcpt_domain === "remote.test")).toBe(true);
+    // Before STARTTLS, AUTH is not offered, so swaks does not send the password in the clear;
+    // told to anyway, it is not understood, and MAIL without a login is refused.
+    const clear = await swaks(["--server", `127.0.0.1:${s.submissionPort}`, "--auth", "PLAIN", "--auth-user", "alice@chat.test", "--auth-password", "alicepw",
+      "--from", "alice@chat.test", "--to", "someone@remote.test", "--data", `@${SAMPLE}`]);
+    expect(clear.out).toMatch(/250-STARTTLS/);
+    expect(clear.out).not.toMatch(/250[- ]AUTH/);
+    expect(clear.out).not.toContain(Buffer.from("\0alice@chat.test\0alicepw").toString("base64"));
+    const noAuth = await swaks(["--server", `127.0.0.1:${s.submissionPort}`, "--from", "alice@chat.test", "--to", "someone@remote.test", "--data", `@${SAMPLE}`]);
+    expect(noAuth.out).toContain("530 5.7.0 Must issue a STARTTLS command first");
+    expect(JSON.parse((await s.box.run(["queue", "list", "--json"])).stdout).length).toBe(2);
   });
 });
