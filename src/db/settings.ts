@@ -143,9 +143,10 @@ const hostPort = (description: string, defaultPort: number) =>
     type: "hostport",
     default: "",
     description,
-    expected: `HOST[:PORT] (port ${defaultPort} if omitted), [IPv6]:PORT, or empty for none`,
+    expected: `HOST[:PORT] (port ${defaultPort} if omitted), [IPv6]:PORT, or empty (or off) for none`,
     parse: (t) => {
-      if (t.trim() === "") return null;
+      // "off" as for the listeners: not a host of that name.
+      if (t.trim() === "" || t.trim().toLowerCase() === "off") return null;
       const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::(\d{1,5}))?$/i.exec(t.trim());
       const host = m ? normaliseHost(m[1] ?? m[2]!) : null;
       const port = m?.[3] ? Number(m[3]) : defaultPort;

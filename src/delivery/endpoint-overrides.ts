@@ -44,7 +44,10 @@ export function parseTarget(input: string): ParsedTarget {
       throw bad();
     }
     const host = normaliseHost(u.hostname);
-    if (!host || u.username || u.password || u.search || u.hash) throw bad();
+    // The URL parser rewrites some hosts (10.1.5 -> 10.1.0.5, 2130706433 -> 127.0.0.1): the
+    // host must be the one written, as in the HOST form.
+    const written = /^https?:\/\/(\[[^\]]*\]|[^/:?#]*)/i.exec(t)?.[1] ?? "";
+    if (!host || normaliseHost(written) !== host || u.port === "0" || u.username || u.password || u.search || u.hash) throw bad();
     if (u.pathname === "/" || u.pathname === "") u.pathname = "/mxdeliv";
     return { kind: "url", url: u.toString() };
   }

@@ -67,6 +67,14 @@ export interface QueueWorker {
 
 const MAX_SLEEP_MS = 2000;
 
+/**
+ * A peer's words as we keep them: control characters escaped (a NUL cut the text off in the
+ * state file, a newline broke `queue show`'s columns).
+ */
+function peerText(r: TransportResult): TransportResult {
+  return /[\x00-\x08\x0a-\x1f\x7f]/.test(r.detail) ? { ...r, detail: r.detail.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`) } : r;
+}
+
 function candidateHost(c: Candidate): string {
   return c.transport === "smtp" ? c.host : new URL(c.url).hostname;
 }
@@ -369,7 +377,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
             continue;
           }
           const t = performance.now();
-          const r = await send(cand, out, snap.config["delivery.timeout"] * 1000, snap.config.hostname);
+          const r = peerText(await send(cand, out, snap.config["delivery.timeout"] * 1000, snap.config.hostname));
           const ms = Math.round(performance.now() - t);
           if (r.outcome === "temporary" && hostUnreachable(r.detail, ms)) unreachable.add(host);
           attempts.push({ deliveryId: d.id, transport: route.via === "smarthost" ? "smarthost" : cand.transport, endpoint: key, outcome: r.outcome, detail: r.detail, ms });

@@ -58,6 +58,8 @@ describe("bad input exits 2, says what is allowed, writes nothing", () => {
   test.each([
     "ftp://b.com", "b.com:99999", "b.com:0", "b.com:", "b_c.com", "a b", "", "https://user:pw@b.com", "https://b.com/?x=1",
     "https://b.com/#frag", "exchanger:", "exchanger:Relay!", "mailto:x@b.com", "1.2.3", "-b.com",
+    // the URL parser would make other hosts of these, or port 0 of the last
+    "http://10.1.5", "http://2130706433/mxdeliv", "http://0x7f.1/", "http://127.0.0.1:0",
   ])("target %p", async (target) => {
     await ok(["endpoint-cache", "set", "keep.com", "old.com", "--comment", "keep"]);
     const before = dumpDb(sb.db);

@@ -1,6 +1,6 @@
 // The router's decisions, table by table, against a real state file and a fake MX resolver.
 import { beforeAll, describe, expect, test } from "bun:test";
-import { loadConfig } from "../../src/db/settings.ts";
+import { loadConfig, settingsRegistry } from "../../src/db/settings.ts";
 import { candidateKey, routeDomain, type RouterContext } from "../../src/delivery/router.ts";
 import { loadOverrides, upsertOverride } from "../../src/delivery/endpoint-overrides.ts";
 import { learnEndpoint } from "../../src/delivery/endpoint-cache.ts";
@@ -73,6 +73,12 @@ describe("routeDomain", () => {
   test("a push exchanger serving the domain; a fallback exchanger is not used for routing", async () => {
     expect(await keys("pushed.test")).toEqual({ via: "exchanger", keys: ["https:https://push.test/mxdeliv"] });
     expect(await keys("two.test")).toMatchObject({ via: "direct" });
+  });
+
+  test("relay.smarthost off (as for the listeners) means none, not a host named off", async () => {
+    expect(settingsRegistry["relay.smarthost"].parse("off")).toBeNull();
+    expect(settingsRegistry["relay.smarthost"].parse(" OFF ")).toBeNull();
+    expect(settingsRegistry["relay.smarthost"].parse("mail.example.net:587")).toEqual({ host: "mail.example.net", port: 587 });
   });
 
   test("smarthost takes all remote mail that no rewrite or exchanger claims", async () => {

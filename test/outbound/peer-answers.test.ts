@@ -2,9 +2,11 @@
 // 4xx and 5xx at RCPT, a smarthost that does not offer STARTTLS or refuses our password, and a
 // peer that trickles its answer past delivery.timeout.
 import { afterEach, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SMTPServer } from "smtp-server";
+import { havePeers, makeCert } from "../helpers/peers.ts";
 import { startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, maildirNew } from "../inbound/_fixtures.ts";
 
@@ -217,6 +219,24 @@ test("a group over one POST: a part failing for now after one was taken leaves o
   // under the name it had, the first part never again.
   expect(posts[2]!.id).toBe(posts[1]!.id);
   expect(new Set(posts.map((p) => p.id)).size).toBe(3);
+});
+
+test.skipIf(!havePeers().openssl)("a certificate that does not check out: deferred, naming the host and delivery.tls_verify; a NUL in a reply is kept visible", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mm-cert-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const { cert, key } = await makeCert(dir, "peer.test");
+  const tlsPeer = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: { cert: Bun.file(cert), key: Bun.file(key) }, fetch: () => new Response("OK") });
+  const nul = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy\0now", { status: 503 }) });
+  cleanups.push(() => (tlsPeer.stop(true), nul.stop(true)));
+  const a = await sender([
+    ["endpoint-cache", "set", "far.test", `https://localhost:${tlsPeer.port}/mxdeliv`],
+    ["endpoint-cache", "set", "nul.test", `http://127.0.0.1:${nul.port}/mxdeliv`],
+  ]);
+  await send(a, ["ok@far.test", "ok@nul.test"]);
+  const all = await waitUntil("two deferred rows", async () => ((r) => (r.length === 2 && r.every((x) => x.state === "deferred") ? r : undefined))(await rows(a)), 20_000);
+  const far = all.find((r) => r.rcpts[0] === "ok@far.test")!;
+  expect(far.last_error).toContain("the certificate of localhost was not accepted: see delivery.tls_verify");
+  expect(all.find((r) => r.rcpts[0] === "ok@nul.test")!.last_error).toContain("503 busy\\x00now");
 });
 
 test("submission and send refuse an unknown local recipient instead of dropping it", async () => {

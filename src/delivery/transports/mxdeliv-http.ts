@@ -29,6 +29,9 @@ export interface PostOptions {
  */
 export const MAX_RCPTS_PER_POST = 100;
 
+/** OpenSSL's and Node's names for a certificate that does not check out. */
+export const CERT_ERRORS = /CERT|SELF_SIGNED|self[- ]signed|UNABLE_TO_VERIFY|unable to verify|UNABLE_TO_GET_ISSUER|ALTNAME|certificate/;
+
 /** Time for the TCP connection alone. */
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -130,7 +133,10 @@ function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportRes
       socket.once("connect", () => clearTimeout(t));
       socket.once("close", () => clearTimeout(t));
     });
-    req.on("error", (err: NodeJS.ErrnoException) => done({ outcome: "temporary", detail: err.code ? `${err.code}: ${err.message}` : err.message }));
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      const hint = isHttps && CERT_ERRORS.test(`${err.code} ${err.message}`) ? ` (the certificate of ${url.hostname} was not accepted: see delivery.tls_verify)` : "";
+      done({ outcome: "temporary", detail: (err.code ? `${err.code}: ${err.message}` : err.message) + hint });
+    });
     req.end(msg.body);
   });
 }

@@ -6,6 +6,7 @@
 // ones get a bounce and the 4xx ones are tried again.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import { isIP } from "node:net";
+import { CERT_ERRORS } from "./mxdeliv-http.ts";
 import type { OutboundMessage, RecipientRefusal, TransportResult } from "./types.ts";
 
 /** `u@1.2.3.4` -> `u@[1.2.3.4]`, `u@2001:db8::1` -> `u@[IPv6:2001:db8::1]` (RFC 5321 §4.1.3); names unchanged. */
@@ -98,7 +99,8 @@ type SmtpError = Error & { responseCode?: number; response?: string; code?: stri
 
 function classify(err: SmtpError, session: boolean): TransportResult {
   const code = err.responseCode;
-  const reply = err.response ?? (err.code ? `${err.code}: ${err.message}` : err.message);
+  const hint = CERT_ERRORS.test(`${err.code} ${err.message}`) ? " (the certificate was not accepted: see delivery.tls_verify)" : "";
+  const reply = err.response ?? (err.code ? `${err.code}: ${err.message}${hint}` : err.message);
   // Which step failed, when that is not the message: "STARTTLS: 502 ...", "AUTH PLAIN: 535 ...".
   const detail = session && err.command && err.command !== "CONN" ? `${err.command}: ${reply}` : reply;
   if (code && code >= 500 && !session) return { outcome: "permanent", detail };
