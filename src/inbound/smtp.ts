@@ -39,13 +39,17 @@ export interface SmtpDoor {
   updateTls(tls: { cert: string; key: string }): void;
 }
 
+/** How long failed logins from an address count towards its delay. */
+const FAILED_AUTH_MEMORY_MS = 15 * 60_000;
+
 export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const { kind, acceptor, snapshot, db } = opts;
   const tls = opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {};
   const submission = kind === "submission";
   // Plain connections that may (and, to log in, must) turn to TLS.
   const startTls = !!opts.tls && !opts.implicitTls;
-  const failedAuth = new Map<string, number>();
+  // Failed logins per client address, forgotten FAILED_AUTH_MEMORY_MS after the last one.
+  const failedAuth = new Map<string, { n: number; at: number }>();
   // Submission's RCPT tells local recipients from remote ones without waiting (pipelining);
   // kept as fresh as hostname and size (below). A domain added in that second is checked
   // after DATA instead.
@@ -82,8 +86,16 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
           return callback(null, { user });
         }
         // Each failure from an address costs it more time (capped at 5 s) before the answer.
-        const n = (failedAuth.get(peer) ?? 0) + 1;
-        failedAuth.set(peer, n);
+        const now = Date.now();
+        const last = failedAuth.get(peer);
+        const n = last && now - last.at < FAILED_AUTH_MEMORY_MS ? last.n + 1 : 1;
+        failedAuth.delete(peer); // re-inserted last: the map stays in order of the last failure
+        failedAuth.set(peer, { n, at: now });
+        // Oldest first: a scan from the front ends at the first address still remembered.
+        for (const [ip, f] of failedAuth) {
+          if (now - f.at < FAILED_AUTH_MEMORY_MS) break;
+          failedAuth.delete(ip);
+        }
         await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(n, 5))));
         callback(smtpError({ code: 535, text: "5.7.8 Authentication credentials invalid" }));
       }, (err) => {
