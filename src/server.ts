@@ -102,6 +102,11 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   return { state, snapshot, store, writes, events, acceptor, recent, setWorker: (w) => void (worker = w) };
 }
 
+/** On stop, how long /mxdeliv requests under way may take. */
+const HTTP_CLOSE_WAIT_MS = 10_000;
+/** Then, for their answers to be written before the connections close. */
+const ANSWER_WRITE_MS = 20;
+
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // Opening is safe next to a running server (migrations take the write lock); the queue is
   // not touched before the lock is held, so a second server changes nothing.
@@ -159,9 +164,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     stopped = true;
     shutdown.abort();
     tlsWatch?.stop();
-    // Listeners first (no new mail), then the worker (in-flight deliveries), then the files.
-    for (const s of stops.reverse()) await s().catch((err) => log.warn(err));
+    // Listeners first, all at once (no new mail), then the worker (in-flight deliveries), then
+    // what the doors had begun to store, then the files.
+    await Promise.all(stops.reverse().map((s) => s().catch((err) => log.warn(err))));
     await worker.stop((await snapshot.get()).config["delivery.shutdown_grace"] * 1000);
+    await acceptor.idle();
     signer.close();
     await tracker.stop().catch((err) => log.warn(`federation stats: ${(err as Error).message}`));
     await writes.drain();
@@ -183,7 +190,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const httpAddrs = (["http", "https"] as const).filter((n) => addr(n));
     if (httpAddrs.length) {
       const app = createHttpApp({ startedAt: Date.now() });
-      mountMxdeliv(app, acceptor, snapshot, state.db);
+      const mxdeliv = mountMxdeliv(app, acceptor, snapshot, state.db, shutdown.signal);
       mountExchangerPull(app, { db: state.db, snapshot, events, signal: shutdown.signal, sign: (b, d) => signer.sign(b, d) });
       for (const name of httpAddrs) {
         const a = addr(name)!;
@@ -222,7 +229,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
             }
           };
         }
-        stops.push(async () => void (await Promise.all([server, ...retired].map((s) => s.close(true)))));
+        stops.push(async () => {
+          const all = [server, ...retired];
+          // New requests are answered 503 (the shutdown signal); one under way is read, stored
+          // and answered (a sender without a delivery id would send it again); then every
+          // connection closes. (A graceful stop of Bun's server would wait for idle keep-alive
+          // connections too, and a forced one after it does not force.)
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await Promise.race([mxdeliv.idle(), new Promise((r) => (timer = setTimeout(r, HTTP_CLOSE_WAIT_MS)))]);
+          clearTimeout(timer); // a pending timer would keep the process up after the stop
+          await Bun.sleep(ANSWER_WRITE_MS);
+          await Promise.all(all.map((s) => s.close(true)));
+        });
         log.withTag(name).info(`listening on ${server.url ?? `${a.host}:${a.port}`}`);
       }
     }

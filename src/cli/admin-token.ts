@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { readDb, withDb } from "./_db.ts";
 import { say } from "./_output.ts";
 import { withWriteTransaction } from "../db/open.ts";
 import { adminTokenCreatedAt, rotateAdminToken } from "../admin/admin-token.ts";
@@ -11,8 +11,9 @@ export default command({
   meta: { name: "admin-token", description: "Show when the admin API token was made, or replace it (--rotate prints the new one once)" },
   args: { rotate: { type: "boolean", description: "Make a new token, print it once; the old one stops working" }, ...commonArgs },
   examples: ["madmail admin-token", "madmail admin-token --rotate > admin.token"],
+  // Only --rotate writes: a look at a mistyped path must not leave a new, empty state file.
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    (args.rotate ? withDb : readDb)(args, async ({ db }) => {
       if (args.rotate) {
         const token = await withWriteTransaction(db, (trx) => rotateAdminToken(trx));
         process.stdout.write(token + "\n");

@@ -82,7 +82,7 @@ const status = command({
   args: readArgs,
   examples: ["madmail federation status", "madmail federation status --json | jq '.[] | select(.failures > 0)'"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    readDb(args, async ({ db }) => {
       const { readFederationStats } = await import("../stats/federation-tracker.ts");
       const rows = await readFederationStats(db);
       if (args.json) return printJson(rows);
@@ -92,7 +92,7 @@ const status = command({
         rows.map((r) => [
           r.domain, String(r.successes), String(r.failures), `${r.https_ok}/${r.https_fail}`, `${r.http_ok}/${r.http_fail}`, `${r.smtp_ok}/${r.smtp_fail}`,
           String(r.inbound), r.mean_latency_ms === null ? "-" : String(r.mean_latency_ms), r.last_latency_ms === null ? "-" : String(r.last_latency_ms),
-          r.last_active_at ? r.last_active_at.slice(0, 19).replace("T", " ") : "never", (r.last_error ?? "").slice(0, 60),
+          r.last_active_at ? r.last_active_at.slice(0, 19).replace("T", " ") : "never", shorten((r.last_error ?? "").replace(/[\x80-\x9f]/g, " "), 60),
         ]),
       );
     }),
@@ -112,3 +112,8 @@ export default command({
   },
   examples: ["madmail federation policy reject", "madmail federation allow friend.example", "madmail federation dismiss noisy.example"],
 });
+
+/** At most `max` characters, with "..." when cut. */
+function shorten(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}

@@ -64,12 +64,18 @@ export default command({
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info(`${signal}: shutting down`);
-        // A second signal means "now".
-        process.once(signal as NodeJS.Signals, () => process.exit(130));
+        // A second signal, of either kind, means "now".
+        const now = () => process.exit(130);
+        process.once("SIGINT", now).once("SIGTERM", now);
         running.stop().finally(resolve);
       };
-      process.once("SIGINT", () => stop("SIGINT"));
-      process.once("SIGTERM", () => stop("SIGTERM"));
+      const first = (signal: string) => () => {
+        process.off("SIGINT", onInt).off("SIGTERM", onTerm);
+        stop(signal);
+      };
+      const onInt = first("SIGINT");
+      const onTerm = first("SIGTERM");
+      process.once("SIGINT", onInt).once("SIGTERM", onTerm);
     });
   },
 });

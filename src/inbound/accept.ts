@@ -54,7 +54,16 @@ export function createAcceptor(deps: AcceptDeps) {
   // Bytes being delivered to each user right now, not yet in used_bytes.
   const incoming = new Map<string, number>();
 
-  async function accept(env: Envelope): Promise<AcceptResult> {
+  // Accepts under way: on shutdown, the state file closes only after they are done.
+  const running = new Set<Promise<unknown>>();
+  function accept(env: Envelope): Promise<AcceptResult> {
+    const p = acceptEach(env);
+    running.add(p);
+    void p.finally(() => running.delete(p)).catch(() => {});
+    return p;
+  }
+
+  async function acceptEach(env: Envelope): Promise<AcceptResult> {
     // A recipient listed twice (in other case, with a trailing dot) gets one copy; each listing
     // gets that copy's verdict, so LMTP still answers once per RCPT.
     const keys = env.rcpts.map((r) => normaliseAddress(r) ?? r);
@@ -256,7 +265,12 @@ export function createAcceptor(deps: AcceptDeps) {
     return { rcpts: env.rcpts.map(() => ({ verdict: "accept", stored: false, note: "duplicate" })), ms };
   }
 
-  return { accept };
+  /** Resolves when every accept begun so far is done (stored or refused). */
+  async function idle(): Promise<void> {
+    await Promise.allSettled([...running]);
+  }
+
+  return { accept, idle };
 }
 
 export type Acceptor = ReturnType<typeof createAcceptor>;

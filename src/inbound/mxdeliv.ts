@@ -1,7 +1,7 @@
 // POST /mxdeliv: the HTTP federation door (wire format shared with madmail Go/Rust,
 // madexchanger and chatmail filtermail). Headers carry the envelope, the body is the raw
 // RFC 5322 message; Content-Type is ignored.
-import type { H3 } from "h3";
+import type { H3, H3Event } from "h3";
 import { errorText, log } from "../log.ts";
 import { bodyBudget } from "./body-budget.ts";
 import { normaliseAddress } from "../util/names.ts";
@@ -13,8 +13,25 @@ import { bearerToken, exchangerByToken } from "../exchanger/auth.ts";
 
 const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
-export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource, db: Db): void {
+/**
+ * `idle()`: resolves when no /mxdeliv request is being read, stored or answered. Once
+ * `closing` is aborted (the server stops), new requests are answered 503: try again later.
+ */
+export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource, db: Db, closing: AbortSignal): { idle(): Promise<void> } {
+  let inFlight = 0;
+  const waiters: (() => void)[] = [];
   app.post("/mxdeliv", async (event) => {
+    if (closing.aborted) return reply({ status: 503, body: "shutting down, try again later" });
+    inFlight++;
+    try {
+      return await handle(event);
+    } finally {
+      if (--inFlight === 0) for (const w of waiters.splice(0)) w();
+    }
+  });
+  return { idle: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => waiters.push(r))) };
+
+  async function handle(event: H3Event): Promise<Response> {
     const req = event.req;
     let reserved = 0;
     try {
@@ -69,7 +86,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
     } finally {
       bodyBudget.give(reserved);
     }
-  });
+  }
 }
 
 /**

@@ -234,6 +234,19 @@ export async function recordAttempts(trx: Kysely<Database>, attempts: AttemptRec
   }
 }
 
+/**
+ * Extends the lease of a row still being delivered; returns false when the row is no longer
+ * ours. The caller then holds the new lease (`c.lease`), which its outcome must present.
+ */
+export async function renewLease(trx: Kysely<Database>, c: Claimed, until: number): Promise<boolean> {
+  const r = await trx.updateTable("deliveries").set({ lease_until: until })
+    .where("id", "=", c.delivery.id).where("state", "=", "delivering").where("lease_until", "=", c.lease).executeTakeFirst();
+  if (Number(r.numUpdatedRows) === 0) return false;
+  c.lease = until;
+  c.delivery = { ...c.delivery, lease_until: until };
+  return true;
+}
+
 /** On shutdown: give back our claims so that the next start retries them at once. */
 export async function releaseLeases(trx: Kysely<Database>, leases: Claimed[], now = Date.now()): Promise<void> {
   for (const c of leases) {

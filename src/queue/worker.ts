@@ -17,7 +17,7 @@ import { sendSmtp } from "../delivery/transports/smtp.ts";
 import type { OutboundMessage, RecipientRefusal, TransportResult } from "../delivery/transports/types.ts";
 import type { MxResult } from "../delivery/mx.ts";
 import {
-  claimDue, expediteDomain, reclaimOrphans, loadMessage, nextDueAt, recordAttempts, releaseLeases, settleDelivery,
+  claimDue, expediteDomain, reclaimOrphans, loadMessage, nextDueAt, recordAttempts, releaseLeases, renewLease, settleDelivery,
   type AttemptRecord, type Claimed, type Outcome,
 } from "./queue.repository.ts";
 import type { RecentMessages } from "./recent-messages.ts";
@@ -66,6 +66,8 @@ export interface QueueWorker {
 }
 
 const MAX_SLEEP_MS = 2000;
+/** How often the leases of long attempts are looked at (queue.lease is at least 30 s). */
+const LEASE_RENEW_MS = 5000;
 
 /**
  * A peer's words as we keep them: control characters escaped (a NUL cut the text off in the
@@ -298,8 +300,26 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         // A bug or a broken row must not sit leased for queue.lease: defer it with the error.
         log.withTag("queue").error(`delivery ${c.delivery.id} failed: ${errorText(err)}`);
         log.withTag("queue").debug(err);
-        const { config } = await deps.snapshot.get();
-        await settle(c, defer(c, config["queue.retry_schedule"], `internal error: ${(err as Error).message}`, null), []).catch(() => {});
+        const { config, localDomains } = await deps.snapshot.get();
+        const error = `internal error: ${(err as Error).message}`;
+        const outcome = defer(c, config["queue.retry_schedule"], error, null);
+        const settled = await settle(c, outcome, [{ deliveryId: c.delivery.id, transport: "queue", endpoint: c.delivery.rcpt_domain, outcome: "note", detail: error, ms: null }])
+          .catch(() => false);
+        // Given up on like any other delivery: the sender hears of it.
+        if (settled && outcome.state === "dead") {
+          const msg = await loadMessage(deps.db, c.delivery.message_id).catch(() => undefined);
+          if (msg?.mail_from && localDomains.has(domainOf(msg.mail_from))) {
+            // The recipients as stored; the bug may well be in them.
+            let rcpts: string[] = [];
+            try {
+              rcpts = JSON.parse(c.delivery.rcpts) as string[];
+            } catch {
+              log.withTag("queue").error(`delivery ${c.delivery.id} has no readable recipient list; no bounce`);
+            }
+            const failed = rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; ${outcome.error}` }));
+            await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((e) => log.withTag("queue").error(`bounce for ${c.delivery.id} failed: ${(e as Error).message}`));
+          }
+        }
       })
       .finally(() => {
         inflight.delete(c.delivery.id);
@@ -381,7 +401,8 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           const ms = Math.round(performance.now() - t);
           if (r.outcome === "temporary" && hostUnreachable(r.detail, ms)) unreachable.add(host);
           attempts.push({ deliveryId: d.id, transport: route.via === "smarthost" ? "smarthost" : cand.transport, endpoint: key, outcome: r.outcome, detail: r.detail, ms });
-          deps.track?.(d.rcpt_domain, cand.transport, r.outcome === "delivered", ms, r.outcome === "delivered" ? undefined : r.detail);
+          // An attempt our own shutdown cut off says nothing about the peer.
+          if (!abort.signal.aborted) deps.track?.(d.rcpt_domain, cand.transport, r.outcome === "delivered", ms, r.outcome === "delivered" ? undefined : r.detail);
           if (r.outcome === "delivered") {
             delivered = { key, refused: r.refused, deferred: r.deferred ?? [] };
             break;
@@ -495,6 +516,26 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   }, 250);
   watch.unref();
 
+  // An attempt may outlast queue.lease (a slow peer, within delivery.timeout): its lease is
+  // extended while it runs, so that `queue show`, hold and delete see it in flight and do not
+  // take it from under the delivery.
+  const renew = setInterval(() => {
+    if (!limits || stopping) return;
+    const now = Date.now();
+    const leaseMs = limits.leaseMs;
+    const due = [...inflight.values()].map((f) => f.claimed).filter((c) => c.lease - now < (leaseMs * 2) / 3);
+    if (!due.length) return;
+    const before = due.map((c) => ({ c, lease: c.lease, delivery: c.delivery }));
+    void deps.writes.run(async (trx) => {
+      for (const c of due) await renewLease(trx, c, now + leaseMs);
+    }, { durable: false }).catch((err) => {
+      // Not written after all: the leases held are the old ones.
+      for (const b of before) Object.assign(b.c, { lease: b.lease, delivery: b.delivery });
+      log.withTag("queue").warn(`extending the leases of deliveries in flight failed: ${errorText(err)}`);
+    });
+  }, LEASE_RENEW_MS);
+  renew.unref();
+
   return {
     reserve,
     start() {
@@ -508,6 +549,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     async stop(graceMs) {
       stopping = true;
       clearInterval(watch);
+      clearInterval(renew);
       deps.events.off("enqueued", onEnqueued);
       poke();
       await loopDone;

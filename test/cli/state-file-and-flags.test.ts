@@ -35,7 +35,7 @@ test("after a command, the file alone holds the state: the WAL is folded in", as
 
 test("a command that only reads, on a missing state file, exits 1 and creates nothing", async () => {
   const typo = join(sb.dir, "typo", "madmail.db");
-  for (const args of [["user", "list"], ["queue", "list"], ["queue", "stats"], ["config", "get", "hostname"], ["dkim", "list"]]) {
+  for (const args of [["user", "list"], ["queue", "list"], ["queue", "stats"], ["config", "get", "hostname"], ["dkim", "list"], ["federation", "status"], ["admin-token"]]) {
     const r = await sb.run([...args, "--db", typo]);
     expect(r).toMatchObject({ code: 1, stdout: "" });
     expect(r.stderr).toBe(`madmail: no state file at ${typo}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use\n`);
