@@ -119,10 +119,11 @@ describe("domain", () => {
 });
 
 describe("admin-token", () => {
-  test("before init: exit 1 with advice", async () => {
+  test("before init: exit 1 with advice, and no state file made by the look", async () => {
     expect(await sb.run(["admin-token"])).toEqual({
-      code: 1, stdout: "", stderr: "madmail: no admin token yet; run `madmail init` or `madmail admin-token --rotate`\n",
+      code: 1, stdout: "", stderr: `madmail: no state file at ${sb.db}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use\n`,
     });
+    expect(existsSync(sb.db)).toBe(false);
   });
 
   test("shows when it was set; --rotate prints a new one once and replaces the hash", async () => {
