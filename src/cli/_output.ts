@@ -7,9 +7,11 @@ export function printJson(value: unknown): void {
 /** Prints an aligned table with a header row; cells are left-aligned, the last is not padded. */
 export function printTable(headers: string[], rows: string[][]): void {
   // A tab or line break in a cell (a comment, a peer's error text) would break the columns.
-  rows = rows.map((r) => r.map((c) => c.replace(/[\x00-\x1f\x7f]+/g, " ")));
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  rows = rows.map((r) => r.map((c) => c.replace(/[\x00-\x1f\x7f-\x9f]+/g, " ")));
+  // Columns as a terminal shows them: a CJK character takes two, a combining mark none.
+  const width = (c: string) => Bun.stringWidth(c);
+  const widths = headers.map((h, i) => Math.max(width(h), ...rows.map((r) => width(r[i] ?? ""))));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c + " ".repeat(Math.max(0, widths[i]! - width(c))))).join("  ").trimEnd();
   process.stdout.write([line(headers), ...rows.map(line)].join("\n") + "\n");
 }
 

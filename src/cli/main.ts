@@ -38,7 +38,8 @@ export async function main(argv: string[]): Promise<number> {
       path.push((await resolve(entry))!);
       rest = rest.slice(1);
     }
-    rest.push(...globals);
+    // In front: a flag at the end still missing its value must not take a global flag as it.
+    rest.unshift(...globals);
     const leaf = path.at(-1)!;
     if (rest.includes("--help") || rest.includes("-h")) {
       process.stdout.write(await renderHelp(path) + "\n");

@@ -157,3 +157,21 @@ test("madmail send without a recipient is a usage error (exit 2), not a refused 
   }
   expect((await sb.run(["queue", "list", "--json"])).stdout).toBe("[]\n");
 });
+
+test("a flag at the end missing its value says so, also after a global flag before the command", async () => {
+  await init();
+  for (const args of [["--db", sb.db, "queue", "list", "--state"], ["queue", "list", "--state"], ["--json", "queue", "list", "--domain"]]) {
+    const r = await sb.run(args);
+    expect(r).toMatchObject({ code: 2, stdout: "" });
+    expect(r.stderr).toStartWith(`madmail: option ${args.at(-1)} needs a value`);
+  }
+});
+
+test("tables line up as a terminal shows them: wide characters take two columns", async () => {
+  await init();
+  for (const u of ["张伟@chat.test", "bob@chat.test"]) expect((await sb.run(["user", "add", u])).code).toBe(0);
+  const lines = (await sb.run(["user", "list"])).stdout.trimEnd().split("\n");
+  // The second column starts at the same screen column on every line.
+  const starts = lines.map((l) => Bun.stringWidth(l.slice(0, l.search(/ {2}\S/) + 2)));
+  expect(new Set(starts).size).toBe(1);
+});

@@ -68,7 +68,7 @@ export function entryJson(r: QueueListRow) {
     size: r.size,
     tries: r.tries,
     created_at: isoTime(r.created_at),
-    next_attempt_at: isoTime(r.next_attempt_at),
+    next_attempt_at: waitsUntil(r),
     last_error: r.last_error,
     route: r.route,
     rerouted_to: r.rerouted_to,
@@ -91,6 +91,11 @@ export function listRow(r: QueueListRow, now: number): string[] {
     r.state,
     r.last_error === null ? "" : oneLine(r.last_error, 60),
   ];
+}
+
+/** When a waiting entry is tried next, ISO; null for entries that do not wait (as `-` in the table). */
+export function waitsUntil(r: Pick<DeliveryRow, "state" | "next_attempt_at">): string | null {
+  return r.state === "queued" || r.state === "deferred" ? isoTime(r.next_attempt_at) : null;
 }
 
 /** When a waiting entry is tried next: `now`, `in 5m`; `-` for entries that do not wait. */

@@ -2,7 +2,7 @@ import { command } from "../_command.ts";
 import { readArgs } from "../_args.ts";
 import { readDb } from "../_db.ts";
 import { printJson, printTable } from "../_output.ts";
-import { checkId, formatAge, formatSize, idArg, nextAttempt, oneLine, parseRcpts, resolveEntry, safeText } from "./_format.ts";
+import { checkId, formatAge, formatSize, idArg, nextAttempt, oneLine, parseRcpts, resolveEntry, safeText, waitsUntil } from "./_format.ts";
 import { HEADER_READ_LIMIT, findMessageHead, isLeaseLapsed, listAttempts } from "../../queue/queue-admin.repository.ts";
 import { isoTime, tableTime } from "../../util/time.ts";
 
@@ -34,7 +34,7 @@ export default command({
           created_at: isoTime(d.created_at),
           updated_at: isoTime(d.updated_at),
           tries: d.tries,
-          next_attempt_at: isoTime(d.next_attempt_at),
+          next_attempt_at: waitsUntil(d),
           lease_until: isoTime(d.lease_until),
           expires_at: isoTime(d.expires_at),
           route: d.route,
@@ -83,8 +83,9 @@ export default command({
 
 /**
  * The header block: the header fields before the first empty line (RFC 5322 section 2.1), CRLF
- * as LF. It also ends at the first line that is neither a field nor a folded continuation, so
- * that a message without the empty line never shows its body.
+ * as LF; obsolete `Name : value` fields (section 4.5) and a leading mbox `From ` line count as
+ * header lines. It also ends at the first line that is neither a field nor a folded
+ * continuation, so that a message without the empty line never shows its body.
  */
 function headerBlock(head: Uint8Array, size: number): { text: string; truncated: boolean } {
   const lines = new TextDecoder().decode(head).split(/\r?\n/);
@@ -92,8 +93,9 @@ function headerBlock(head: Uint8Array, size: number): { text: string; truncated:
   // The last line of a partial read may be cut: leave it out.
   if (!complete) lines.pop();
   const out: string[] = [];
-  for (const line of lines) {
-    if (!/^[!-9;-~]+:/.test(line) && !(out.length && /^[ \t]/.test(line))) return { text: out.join("\n"), truncated: false };
+  for (const [i, line] of lines.entries()) {
+    const field = /^[!-9;-~]+[ \t]*:/.test(line) || (i === 0 && line.startsWith("From "));
+    if (!field && !(out.length && /^[ \t]/.test(line))) return { text: out.join("\n"), truncated: false };
     out.push(line);
   }
   return { text: out.join("\n"), truncated: !complete };
