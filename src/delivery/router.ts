@@ -7,6 +7,7 @@ import type { Db } from "../db/open.ts";
 import type { Config } from "../db/settings.ts";
 import type { DnsOverrideRow, ExchangerRow } from "../db/schema.ts";
 import { federationVerdict, type FederationRules } from "../policy/federation.ts";
+import { log } from "../log.ts";
 import { hostForUrl } from "../util/names.ts";
 import { matchOverride, parseTarget } from "./endpoint-overrides.ts";
 import { findLearnedEndpoint } from "./endpoint-cache.ts";
@@ -84,6 +85,7 @@ export async function routeDomain(domain: string, ctx: RouterContext): Promise<R
   if (smarthost) {
     const tlsMode = ctx.config["relay.smarthost_tls"];
     const user = ctx.config["relay.smarthost_user"];
+    if (user && tlsMode === "none") warnPlainPassword(smarthost.host, smarthost.port);
     return {
       kind: "try",
       via: "smarthost",
@@ -116,6 +118,16 @@ export async function routeDomain(domain: string, ctx: RouterContext): Promise<R
     }
   }
   return { kind: "try", via: "direct", candidates, learn: true };
+}
+
+const warnedPlain = new Set<string>();
+
+/** Once per smarthost: its password is about to cross the network in the clear. */
+function warnPlainPassword(host: string, port: number): void {
+  const key = `${host}:${port}`;
+  if (warnedPlain.has(key) || host === "127.0.0.1" || host === "::1" || host === "localhost") return;
+  warnedPlain.add(key);
+  log.withTag("queue").warn(`relay.smarthost_tls is none: the password of relay.smarthost_user goes to ${key} in the clear; set relay.smarthost_tls starttls or tls`);
 }
 
 /** Identifies a candidate in endpoint_cache: transport + URL or host:port. */

@@ -81,6 +81,23 @@ describe("routeDomain", () => {
     expect(settingsRegistry["relay.smarthost"].parse("mail.example.net:587")).toEqual({ host: "mail.example.net", port: 587 });
   });
 
+  test("a smarthost password over plain SMTP is warned about once (not for loopback)", async () => {
+    const lines: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (lines.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      const base = await loadConfig(file.state.db);
+      for (const host of ["smart.test", "smart.test", "127.0.0.1"]) {
+        const config = { ...base, "relay.smarthost": { host, port: 25 }, "relay.smarthost_tls": "none" as const, "relay.smarthost_user": "u" };
+        expect(await keys("two.test", { config })).toMatchObject({ via: "smarthost" });
+      }
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(lines.filter((l) => l.includes("in the clear"))).toHaveLength(1);
+    expect(lines.join("")).toContain("goes to smart.test:25 in the clear");
+  });
+
   test("smarthost takes all remote mail that no rewrite or exchanger claims", async () => {
     const config = { ...(await loadConfig(file.state.db)), "relay.smarthost": { host: "smart.test", port: 587 } };
     expect(await keys("two.test", { config })).toEqual({ via: "smarthost", keys: ["smtp:smart.test:587"] });
