@@ -2,6 +2,7 @@ import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
 import { readDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
+import { oneLine } from "./queue/_format.ts";
 import { checkDomainArg } from "./domain.ts";
 import { addRule, listRules, removeRules, type RuleKind } from "../policy/federation.ts";
 import { listDomains } from "../policy/local-domains.ts";
@@ -92,7 +93,7 @@ const status = command({
         rows.map((r) => [
           r.domain, String(r.successes), String(r.failures), `${r.https_ok}/${r.https_fail}`, `${r.http_ok}/${r.http_fail}`, `${r.smtp_ok}/${r.smtp_fail}`,
           String(r.inbound), r.mean_latency_ms === null ? "-" : String(r.mean_latency_ms), r.last_latency_ms === null ? "-" : String(r.last_latency_ms),
-          r.last_active_at ? r.last_active_at.slice(0, 19).replace("T", " ") : "never", shorten((r.last_error ?? "").replace(/[\x80-\x9f]/g, " "), 60),
+          r.last_active_at ? r.last_active_at.slice(0, 19).replace("T", " ") : "never", oneLine(r.last_error ?? "", 60),
         ]),
       );
     }),
@@ -112,8 +113,3 @@ export default command({
   },
   examples: ["madmail federation policy reject", "madmail federation allow friend.example", "madmail federation dismiss noisy.example"],
 });
-
-/** At most `max` characters, with "..." when cut. */
-function shorten(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
-}
