@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
-import type { OutboundMessage, RecipientRefusal, TransportResult } from "./types.ts";
+import { certHint, type OutboundMessage, type RecipientRefusal, type TransportResult } from "./types.ts";
 
 const agents = {
   "http:": new http.Agent({ keepAlive: true, maxSockets: 100, timeout: 60_000 }),
@@ -28,9 +28,6 @@ export interface PostOptions {
  * group on one peer goes out in several requests.
  */
 export const MAX_RCPTS_PER_POST = 100;
-
-/** OpenSSL's and Node's names for a certificate that does not check out. */
-export const CERT_ERRORS = /CERT|SELF_SIGNED|self[- ]signed|UNABLE_TO_VERIFY|unable to verify|UNABLE_TO_GET_ISSUER|ALTNAME|certificate/;
 
 /** Time for the TCP connection alone. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -134,7 +131,7 @@ function postOnce(msg: OutboundMessage, opts: PostOptions): Promise<TransportRes
       socket.once("close", () => clearTimeout(t));
     });
     req.on("error", (err: NodeJS.ErrnoException) => {
-      const hint = isHttps && CERT_ERRORS.test(`${err.code} ${err.message}`) ? ` (the certificate of ${url.hostname} was not accepted: see delivery.tls_verify)` : "";
+      const hint = isHttps ? certHint(err, url.hostname) : "";
       done({ outcome: "temporary", detail: (err.code ? `${err.code}: ${err.message}` : err.message) + hint });
     });
     req.end(msg.body);

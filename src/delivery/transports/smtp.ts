@@ -6,8 +6,7 @@
 // ones get a bounce and the 4xx ones are tried again.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import { isIP } from "node:net";
-import { CERT_ERRORS } from "./mxdeliv-http.ts";
-import type { OutboundMessage, RecipientRefusal, TransportResult } from "./types.ts";
+import { certHint, type OutboundMessage, type RecipientRefusal, type TransportResult } from "./types.ts";
 
 /** `u@1.2.3.4` -> `u@[1.2.3.4]`, `u@2001:db8::1` -> `u@[IPv6:2001:db8::1]` (RFC 5321 §4.1.3); names unchanged. */
 export function smtpAddress(address: string): string {
@@ -62,7 +61,7 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
     // The whole attempt, not only a silent socket: a peer trickling bytes is cut off too.
     const deadline = setTimeout(() => finish({ outcome: "temporary", detail: `timed out after ${opts.timeoutMs / 1000} s (delivery.timeout)` }), opts.timeoutMs);
     let session = true; // before MAIL FROM: a failure belongs to the session, not the message
-    conn.once("error", (err: SmtpError) => finish(classify(err, session)));
+    conn.once("error", (err: SmtpError) => finish(classify(err, session, opts.host)));
     conn.connect(() => {
       const send = () => {
         session = false;
@@ -72,7 +71,7 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
         conn.send(envelope, Buffer.from(msg.body), (err, info) => {
           const rcptErrors = (err ? (err as SmtpError).rejectedErrors : info?.rejectedErrors) ?? [];
           // Every recipient refused at RCPT: an answer per recipient, like a partial one.
-          if (err && !((err as SmtpError).command === "RCPT TO" && rcptErrors.length)) return finish(classify(err as SmtpError, false));
+          if (err && !((err as SmtpError).command === "RCPT TO" && rcptErrors.length)) return finish(classify(err as SmtpError, false, opts.host));
           const each = rcptErrors.map((e): RecipientRefusal => {
             const ee = e as SmtpError & { recipient?: string };
             const wire = ee.recipient ?? "";
@@ -87,7 +86,7 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
         });
       };
       if (opts.auth) {
-        conn.login({ user: opts.auth.user, pass: opts.auth.pass }, (err) => (err ? finish(classify(err as SmtpError, true)) : send()));
+        conn.login({ user: opts.auth.user, pass: opts.auth.pass }, (err) => (err ? finish(classify(err as SmtpError, true, opts.host)) : send()));
       } else {
         send();
       }
@@ -97,10 +96,9 @@ export function sendSmtp(msg: OutboundMessage, opts: SmtpOptions): Promise<Trans
 
 type SmtpError = Error & { responseCode?: number; response?: string; code?: string; command?: string; rejectedErrors?: Error[] };
 
-function classify(err: SmtpError, session: boolean): TransportResult {
+function classify(err: SmtpError, session: boolean, host: string): TransportResult {
   const code = err.responseCode;
-  const hint = CERT_ERRORS.test(`${err.code} ${err.message}`) ? " (the certificate was not accepted: see delivery.tls_verify)" : "";
-  const reply = err.response ?? (err.code ? `${err.code}: ${err.message}${hint}` : err.message);
+  const reply = err.response ?? (err.code ? `${err.code}: ${err.message}${certHint(err, host)}` : err.message);
   // Which step failed, when that is not the message: "STARTTLS: 502 ...", "AUTH PLAIN: 535 ...".
   const detail = session && err.command && err.command !== "CONN" ? `${err.command}: ${reply}` : reply;
   if (code && code >= 500 && !session) return { outcome: "permanent", detail };

@@ -25,3 +25,11 @@ export interface OutboundMessage {
   /** Stable across retries: the receiver stores a repeated id only once. */
   deliveryId: string;
 }
+
+/** OpenSSL's and Node's names for a certificate that does not check out. */
+const CERT_ERRORS = /CERT|SELF_SIGNED|self[- ]signed|UNABLE_TO_VERIFY|unable to verify|UNABLE_TO_GET_ISSUER|ALTNAME|certificate/;
+
+/** What to add to a connection error that is a refused certificate: whose, and which setting decides. */
+export function certHint(err: { code?: string; message: string }, host: string): string {
+  return CERT_ERRORS.test(`${err.code} ${err.message}`) ? ` (the certificate of ${host} was not accepted: see delivery.tls_verify)` : "";
+}
