@@ -21,6 +21,7 @@ import {
   type AttemptRecord, type Claimed, type Outcome,
 } from "./queue.repository.ts";
 import type { RecentMessages } from "./recent-messages.ts";
+import type { MessageRow } from "../db/schema.ts";
 import { nextAttemptAt } from "./schedule.ts";
 
 export interface Bounce {
@@ -308,7 +309,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
         // Given up on like any other delivery: the sender hears of it.
         if (settled && outcome.state === "dead") {
           const msg = await loadMessage(deps.db, c.delivery.message_id).catch(() => undefined);
-          if (msg?.mail_from && localDomains.has(domainOf(msg.mail_from))) {
+          if (msg && hasLocalSender(msg, localDomains)) {
             // The recipients as stored; the bug may well be in them.
             let rcpts: string[] = [];
             try {
@@ -316,8 +317,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
             } catch {
               log.withTag("queue").error(`delivery ${c.delivery.id} has no readable recipient list; no bounce`);
             }
-            const failed = rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; ${outcome.error}` }));
-            await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((e) => log.withTag("queue").error(`bounce for ${c.delivery.id} failed: ${(e as Error).message}`));
+            await bounce(c, msg, rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; ${outcome.error}` })));
           }
         }
       })
@@ -456,15 +456,19 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)), { durable: false });
       markOpen();
     }
-    if (failed.length && msg.mail_from && snap.localDomains.has(domainOf(msg.mail_from))) {
-      await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
-        log.withTag("queue").error(`bounce for ${d.id} to ${msg.mail_from} failed: ${(err as Error).message}`));
-    }
+    if (failed.length && hasLocalSender(msg, snap.localDomains)) await bounce(c, msg, failed);
     log.withTag("queue").info(
       `id=${d.id} to_domain=${d.rcpt_domain} rcpts=${rcpts.length} state=${outcome.state} route=${outcome.route ?? "-"} tries=${d.tries + 1} ms=${(performance.now() - t0).toFixed(1)}` +
         (outcome.state !== "delivered" ? ` error=${JSON.stringify(outcome.error)}` : ""),
     );
     return outcome.state;
+  }
+
+  /** The DSN to the (local) sender; a failure to write it is logged, the outcome stands. */
+  async function bounce(c: Claimed, msg: MessageRow, failed: Parameters<Bounce["send"]>[3]): Promise<void> {
+    if (!failed.length) return;
+    await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
+      log.withTag("queue").error(`bounce for ${c.delivery.id} to ${msg.mail_from} failed: ${(err as Error).message}`));
   }
 
   function defer(c: Claimed, schedule: readonly number[], error: string, route: string | null): Outcome {
@@ -562,6 +566,11 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       }
     },
   };
+}
+
+/** Bounces go to local senders only: none to remote ones, none for the null sender. */
+function hasLocalSender(msg: MessageRow, localDomains: ReadonlySet<string>): boolean {
+  return !!msg.mail_from && localDomains.has(domainOf(msg.mail_from));
 }
 
 /** A refusal for the bounce: the peer's enhanced status code when it gave one. */
