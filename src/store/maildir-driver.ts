@@ -10,6 +10,10 @@
 // of concurrent writes run concurrently; the directory fsync is shared between writes into the
 // same directory (group commit, util/group-fsync.ts). The first write to an address creates its
 // Maildir and fsyncs the parents of everything it created.
+//
+// A crash between the tmp/ write and the rename leaves a file in tmp/ that nothing will ever
+// read. As the Maildir convention asks (and Dovecot does), files in tmp/ untouched for 36 hours
+// are removed: on the first use of each address in a process, in the background.
 import { type Dirent, promises as fsp } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { defineDriver, type StorageMeta } from "unstorage";
@@ -62,6 +66,9 @@ export interface ResolvedMaildirOptions {
 }
 
 const SUBDIRS = ["tmp", "new", "cur"] as const;
+
+/** Age after which a file in tmp/ is a leftover of a crash, not a write in progress (36 h). */
+export const TMP_LEFTOVER_AGE_MS = 36 * 3600_000;
 
 const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
   if (!opts?.base) throw createRequiredError(DRIVER_NAME, "base");
@@ -201,6 +208,21 @@ const maildirDriver = defineDriver<MaildirStorageOptions, never>((opts) => {
     await Promise.all(SUBDIRS.map((sub) => mkdirOwned(join(root, sub))));
     // root's entries tmp/new/cur, and base's entry <address>.
     await Promise.all([syncDir(root), syncDir(base)]);
+    track(() => removeTmpLeftovers(join(root, "tmp"))).catch(_ignore);
+  }
+
+  // Only regular files, by their mtime (a write in progress touches its file; none takes hours).
+  // Nothing here may fail a delivery: errors leave the file for the next process.
+  async function removeTmpLeftovers(tmpDir: string): Promise<void> {
+    const before = Date.now() - TMP_LEFTOVER_AGE_MS;
+    for (const e of await _readdir(tmpDir).catch(() => [])) {
+      if (!e.isFile()) continue;
+      const path = join(tmpDir, e.name);
+      await limit(async () => {
+        const st = await fsp.lstat(path).catch(() => null);
+        if (st && st.isFile() && st.mtimeMs < before) await fsp.unlink(path).catch(_ignore);
+      });
+    }
   }
 
   function ensureBase(): Promise<void> {

@@ -1,11 +1,11 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createStorage, type Storage } from "unstorage";
 import memoryDriver from "unstorage/drivers/memory";
 import { createMailboxStore, createMaildirStore, type MailboxStore } from "../../src/store/mailbox-store.ts";
-import maildirDriver, { DRIVER_NAME } from "../../src/store/maildir-driver.ts";
+import maildirDriver, { DRIVER_NAME, TMP_LEFTOVER_AGE_MS } from "../../src/store/maildir-driver.ts";
 import { encodeKeySegment } from "../../src/store/maildir-names.ts";
 import { BAD_ADDRESSES, bytes, testMailboxStore, text, UNIQUE_NAME } from "./_store-suite.ts";
 
@@ -110,6 +110,22 @@ describe("maildir on disk", () => {
     expect((await store.list("bob@chat.example")).sort()).toEqual(["1.M1P1Q1.h,S=3", id].sort());
     expect(text(await store.read("bob@chat.example", "1.M1P1Q1.h,S=3"))).toBe("old");
     expect(readFileSync(join(root, "bob@chat.example", "dovecot-uidlist"), "utf8")).toBe("3 V1 N1\n");
+  });
+
+  test("files left in tmp/ for over 36 hours (a crash before the rename) are removed; newer ones and directories stay", async () => {
+    const tmp = join(root, "bob@chat.example", "tmp");
+    for (const s of ["tmp", "new", "cur"]) mkdirSync(join(root, "bob@chat.example", s), { recursive: true });
+    const old = (Date.now() - TMP_LEFTOVER_AGE_MS - 60_000) / 1000;
+    const recent = (Date.now() - TMP_LEFTOVER_AGE_MS + 3600_000) / 1000;
+    writeFileSync(join(tmp, "old"), "x");
+    utimesSync(join(tmp, "old"), old, old);
+    writeFileSync(join(tmp, "recent"), "x");
+    utimesSync(join(tmp, "recent"), recent, recent);
+    mkdirSync(join(tmp, "olddir"));
+    utimesSync(join(tmp, "olddir"), old, old);
+    await store.deliver("bob@chat.example", bytes("new"));
+    await store.dispose(); // waits for the clean-up
+    expect(ls("bob@chat.example", "tmp")).toEqual(["olddir", "recent"]);
   });
 
   test("3,000 concurrent deliveries succeed under a 256 file descriptor limit (no EMFILE)", async () => {
