@@ -10,5 +10,9 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
   if (err.code !== "EPIPE") throw err;
   process.exit(0);
 });
+// HUP ends a process that has no handler for it, and `serve` installs its own only once its
+// modules have loaded: a reload sent right after the start (a renewal hook, systemd) must not
+// stop the server. serve.ts replaces this with the real handler.
+if (process.argv.includes("serve")) process.on("SIGHUP", () => {});
 const { main } = await import("../src/cli/main.ts");
 process.exitCode = await main(process.argv.slice(2));

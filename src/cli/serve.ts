@@ -52,6 +52,7 @@ export default command({
     // `systemctl reload` and certificate renewal hooks send HUP, which would otherwise end the
     // process (also while it starts): look at the certificate files now. Settings need no reload.
     let server: RunningServer | null = null;
+    process.removeAllListeners("SIGHUP"); // the placeholder of bin/madmail.ts
     process.on("SIGHUP", () => {
       if (!server) return log.info("SIGHUP while starting: the certificate files are read as the listeners start");
       void server.reloadTls().then((r) => log.info(
