@@ -2,10 +2,9 @@
 // until stopped. On SIGTERM: stop accepting, let deliveries finish (delivery.shutdown_grace),
 // release leases, flush, close.
 import { EventEmitter } from "node:events";
-import { join } from "node:path";
 import { serve as serveHttp, type Server } from "srvx";
 import { openDb, type OpenedDb } from "./db/open.ts";
-import type { ListenAddress } from "./db/settings.ts";
+import { mailRootOf, type ListenAddress } from "./db/settings.ts";
 import { createWriteBatcher, type WriteBatcher } from "./db/write-batcher.ts";
 import { createHttpApp } from "./http.ts";
 import { createAcceptor } from "./inbound/accept.ts";
@@ -67,7 +66,7 @@ export interface Core {
 export async function openCore(state: OpenedDb, tracker?: FederationTracker): Promise<Core> {
   const snapshot = createSnapshotSource(state);
   const { config } = await snapshot.get();
-  const store = createMaildirStore({ root: config.mail_root || join(state.dataDir, "mail"), uid: config["mail.uid"], gid: config["mail.gid"] });
+  const store = createMaildirStore({ root: mailRootOf(config, state.dataDir), uid: config["mail.uid"], gid: config["mail.gid"] });
   const writes = createWriteBatcher(state.db, { syncWal: state.syncWal });
   const events = new EventEmitter();
   events.setMaxListeners(0);
@@ -300,7 +299,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   housekeeping.unref();
   stops.unshift(async () => clearInterval(housekeeping));
   // Quota usage follows what Dovecot users deleted: recount now and every 10 minutes.
-  const mailRoot = config.mail_root || join(state.dataDir, "mail");
+  const mailRoot = mailRootOf(config, state.dataDir);
   const recount = () => recountUsage(state.db, mailRoot).catch((err) => log.warn(`quota recount: ${(err as Error).message}`));
   void recount();
   const recountTimer = setInterval(recount, 600_000);

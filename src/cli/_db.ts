@@ -2,8 +2,9 @@
 import { openDb, resolveDbPath, type OpenedDb } from "../db/open.ts";
 
 /**
- * `create: false` for commands that only read: on a missing state file (a mistyped --db) they
- * exit 1 instead of answering "nothing here" from a new empty file they would leave behind.
+ * `create: false` for commands that cannot do anything on a new file: on a missing state file (a
+ * mistyped --db) they exit 1 instead of answering "nothing here" from a new empty file they
+ * would leave behind. Only commands that add something (init, domain add, config set, ...) make it.
  */
 export async function withDb<T>(args: { db?: string }, fn: (state: OpenedDb) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
   const state = await openDb(resolveDbPath(args.db), { create: opts.create ?? true });
@@ -14,7 +15,10 @@ export async function withDb<T>(args: { db?: string }, fn: (state: OpenedDb) => 
   }
 }
 
-/** withDb for commands that only read: a missing state file is an error, not a new empty one. */
-export function readDb<T>(args: { db?: string }, fn: (state: OpenedDb) => Promise<T>): Promise<T> {
+/**
+ * withDb for commands that read, or change what must already be there (remove, set a password,
+ * queue actions, send): a missing state file is an error, not a new empty one left behind.
+ */
+export function existingDb<T>(args: { db?: string }, fn: (state: OpenedDb) => Promise<T>): Promise<T> {
   return withDb(args, fn, { create: false });
 }

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb, withDb } from "./_db.ts";
 import { say } from "./_output.ts";
 import { withWriteTransaction } from "../db/open.ts";
 import { adminTokenCreatedAt, rotateAdminToken } from "../admin/admin-token.ts";
@@ -13,7 +13,7 @@ export default command({
   examples: ["madmail admin-token", "madmail admin-token --rotate > admin.token"],
   // Only --rotate writes: a look at a mistyped path must not leave a new, empty state file.
   run: ({ args }) =>
-    (args.rotate ? withDb : readDb)(args, async ({ db }) => {
+    (args.rotate ? withDb : existingDb)(args, async ({ db }) => {
       if (args.rotate) {
         const token = await withWriteTransaction(db, (trx) => rotateAdminToken(trx));
         process.stdout.write(token + "\n");

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { checkSetting, isSettingKey, readStoredSettings, settingsRegistry, type SettingDef } from "../db/settings.ts";
 import { usageError } from "../errors.ts";
@@ -47,9 +47,13 @@ const list = command({
   args: readArgs,
   examples: ["madmail config list", "madmail config list --json | jq -r '.[] | select(.is_default == false) | .key'"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const stored = await readStoredSettings(db);
       const views = Object.keys(settingsRegistry).map((k) => view(k, stored));
+      // Left by another madmail version (a key renamed or dropped): no effect, but visible.
+      for (const k of stored.keys()) {
+        if (!isSettingKey(k)) process.stderr.write(`madmail: warning: the state file holds "${k}", which is not a setting of this madmail and has no effect; remove it with \`madmail config unset ${k}\`\n`);
+      }
       if (args.json) return printJson(views);
       printTable(
         ["KEY", "VALUE", "SOURCE", "DESCRIPTION"],
@@ -64,7 +68,7 @@ const get = command({
   examples: ["madmail config get listen.http", "madmail config get limits.max_message_size --json"],
   run: ({ args }) => {
     requireKey(args.key);
-    return readDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const v = view(args.key, await readStoredSettings(db));
       if (args.json) return printJson(v);
       process.stdout.write(v.value + "\n");
@@ -85,6 +89,9 @@ const set = command({
   ],
   run: async ({ args }) => {
     const value = args.value === "-" ? firstLine(await Bun.stdin.text()) : args.value;
+    if (args.value === "-" && value === "") {
+      throw usageError(`nothing on standard input for ${args.key}; to return it to its default: madmail config unset ${args.key}`);
+    }
     const { key, stored } = checkSetting(args.key, value);
     return withDb(args, async ({ db }) => {
       await db.insertInto("settings").values({ key, value: stored })
@@ -107,14 +114,18 @@ const unset = command({
   meta: { name: "unset", description: "Return a setting to its default" },
   args: { ...keyArg, ...commonArgs },
   examples: ["madmail config unset listen.smtp"],
-  run: ({ args }) => {
-    requireKey(args.key);
-    return withDb(args, async ({ db }) => {
+  run: ({ args }) =>
+    existingDb(args, async ({ db }) => {
+      if (!isSettingKey(args.key)) {
+        // A key another madmail version stored (config list warns of it) may be removed.
+        const { numDeletedRows } = await db.deleteFrom("settings").where("key", "=", args.key).executeTakeFirst();
+        if (!numDeletedRows) requireKey(args.key);
+        return say(args, `${args.key} removed (not a setting of this madmail)`);
+      }
       await db.deleteFrom("settings").where("key", "=", args.key).execute();
       const d = settingsRegistry[args.key as keyof typeof settingsRegistry] as SettingDef<unknown>;
       say(args, `${args.key} = ${d.default} (default${d.atStart ? `; ${RESTART_NOTE}` : ""})`);
-    });
-  },
+    }),
 });
 
 export default command({

@@ -1,7 +1,7 @@
 // madmail dkim generate | show | list: the keys outbound mail is signed with (src/delivery/dkim.ts).
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import {
   DEFAULT_BITS, SELECTOR_PATTERN, createDkimKey, defaultSelector, formatTxtRecord, listDkimKeys, readDkimKey, retiredSelectors, type DkimKeyInfo,
@@ -58,7 +58,7 @@ const generate = command({
     const domain = checkDomain(args.domain);
     let selector = checkSelector(args.selector ?? defaultSelector());
     const bits = args.bits === undefined ? DEFAULT_BITS : Number(args.bits);
-    return withDb(args, async ({ db, dataDir }) => {
+    return existingDb(args, async ({ db, dataDir }) => {
       if (!(await listDomains(db)).some((d) => d.name === domain)) {
         throw usageError(`"${domain}" is not a local domain; add it first with \`madmail domain add ${domain}\``);
       }
@@ -93,7 +93,7 @@ const show = command({
   examples: ["madmail dkim show chat.example.org", "madmail dkim show chat.example.org --json | jq -r .dns_txt"],
   run: ({ args }) => {
     const domain = checkDomain(args.domain);
-    return readDb(args, async ({ dataDir }) => {
+    return existingDb(args, async ({ dataDir }) => {
       const key = await readDkimKey(dataDir, domain);
       if (!key) throw notFound(`no DKIM key for "${domain}"; create one with madmail dkim generate ${domain}`);
       const signer = await rsaBackend();
@@ -119,7 +119,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail dkim list", "madmail dkim list --json"],
   run: ({ args }) =>
-    readDb(args, async ({ dataDir }) => {
+    existingDb(args, async ({ dataDir }) => {
       const keys = await listDkimKeys(dataDir);
       // One damaged key hides none of the others; it is named on stderr too.
       for (const k of keys) if ("error" in k) process.stderr.write(`madmail: warning: ${k.error}\n`);

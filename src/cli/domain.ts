@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { addDomain, listDomains, removeDomain } from "../policy/local-domains.ts";
 import { notFound, usageError } from "../errors.ts";
@@ -20,7 +20,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail domain list", "madmail domain list --json"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const rows = await listDomains(db);
       if (args.json) return printJson(rows.map((r) => ({ name: r.name, created_at: isoTime(r.created_at) })));
       if (!rows.length) return say(args, "No local domains. Add one with `madmail domain add DOMAIN`.");
@@ -47,7 +47,7 @@ const remove = command({
   examples: ["madmail domain remove old.example.org"],
   run: ({ args }) => {
     const d = checkDomainArg(args.domain);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       if (!(await removeDomain(db, d))) throw notFound(`no local domain "${d}"`);
       say(args, `Domain removed: ${d}`);
     });

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import {
   deleteOverride, findOverride, formatTarget, listOverrides, normaliseLookupKey, parseTarget, upsertOverride,
@@ -30,7 +30,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail endpoint-cache list", "madmail endpoint-cache list --json | jq -r '.[].lookup_key'"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const rows = await listOverrides(db);
       if (args.json) return printJson(rows.map(toJson));
       if (!rows.length) return say(args, "No endpoint override entries.");
@@ -47,7 +47,7 @@ const get = command({
   examples: ["madmail endpoint-cache get a.example", "madmail endpoint-cache get '*.a.example' --json"],
   run: ({ args }) => {
     const key = normaliseLookupKey(args.key);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const row = await findOverride(db, key);
       if (!row) throw missing(key);
       if (args.json) return printJson(toJson(row));
@@ -101,7 +101,7 @@ const remove = command({
   examples: ["madmail endpoint-cache remove a.com"],
   run: ({ args }) => {
     const key = normaliseLookupKey(args.key);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       if (!(await deleteOverride(db, key))) throw missing(key);
       say(args, `Removed endpoint override: ${key}`);
     });

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb, withDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { oneLine } from "./queue/_format.ts";
 import { checkDomainArg } from "./domain.ts";
@@ -16,20 +16,23 @@ const policy = command({
   meta: { name: "policy", description: "Show or set the mode: accept (rules block) or reject (rules allow)" },
   args: { mode: { type: "positional", required: false, valueHint: "accept|reject", description: "New mode; omit to show the current one" }, ...readArgs },
   examples: ["madmail federation policy", "madmail federation policy reject", "madmail federation policy --json"],
-  run: ({ args }) =>
-    withDb(args, async ({ db }) => {
-      if (args.mode === undefined) {
+  run: async ({ args }) => {
+    if (args.mode === undefined) {
+      return existingDb(args, async ({ db }) => {
         const mode = (await loadConfig(db))["federation.policy"];
         if (args.json) return printJson({ mode });
         return say(args, mode === "accept" ? "accept: all peers except blocked domains" : "reject: only allowed domains");
-      }
-      const { checkSetting } = await import("../db/settings.ts");
-      const { stored } = checkSetting("federation.policy", args.mode);
+      });
+    }
+    const { checkSetting } = await import("../db/settings.ts");
+    const { stored } = checkSetting("federation.policy", args.mode);
+    return withDb(args, async ({ db }) => {
       await db.insertInto("settings").values({ key: "federation.policy", value: stored })
         .onConflict((oc) => oc.column("key").doUpdateSet({ value: stored })).execute();
       if (args.json) printJson({ mode: stored });
       else say(args, `Federation policy: ${stored}`);
-    }),
+    });
+  },
 });
 
 const addCommand = (name: string, kind: RuleKind, description: string, done: string) =>
@@ -56,7 +59,7 @@ const removeCommand = (name: string, kinds: RuleKind[], description: string, wha
     examples: [`madmail federation ${name} spam.example`],
     run: ({ args }) => {
       const domain = checkDomainArg(args.domain);
-      return withDb(args, async ({ db }) => {
+      return existingDb(args, async ({ db }) => {
         if (!(await removeRules(db, domain, kinds))) throw notFound(`no ${what} rule for "${domain}"`);
         say(args, `Removed ${what} rule: ${domain}`);
       });
@@ -68,7 +71,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail federation list", "madmail federation list --json"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const mode = (await loadConfig(db))["federation.policy"];
       const rules = await listRules(db);
       if (args.json) return printJson({ mode, rules: rules.map((r) => ({ domain: r.domain, kind: r.kind, created_at: isoTime(r.created_at) })) });
@@ -83,7 +86,7 @@ const status = command({
   args: readArgs,
   examples: ["madmail federation status", "madmail federation status --json | jq '.[] | select(.failures > 0)'"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const { readFederationStats } = await import("../stats/federation-tracker.ts");
       const rows = await readFederationStats(db);
       if (args.json) return printJson(rows);

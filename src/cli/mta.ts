@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { dbArgs } from "./_args.ts";
-import { readDb } from "./_db.ts";
+import { existingDb } from "./_db.ts";
 import { listDomains } from "../policy/local-domains.ts";
 import { loadConfig } from "../db/settings.ts";
 import { MadmailError } from "../errors.ts";
@@ -20,7 +20,7 @@ const postfixMaps = command({
     "#          relay_domains = hash:/etc/postfix/madmail_domains",
   ],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const domains = await listDomains(db);
       let lines = domains.map((d) => `${d.name} ${d.name}`);
       // Only the transport map names the LMTP listener.

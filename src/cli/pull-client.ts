@@ -6,7 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import { command } from "./_command.ts";
 import { tryLockFile, type HeldLock } from "../util/file-lock.ts";
 import { readArgs, repeatedFlag } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { existingDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
 import { resolveDbPath } from "../db/open.ts";
 import { MadmailError, usageError } from "../errors.ts";
@@ -71,7 +71,7 @@ export default command({
     const onSignal = () => abort.abort();
     process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
     try {
-      const result = await withDb(args, async (state) => {
+      const result = await existingDb(args, async (state) => {
         const { openCore } = await import("../server.ts");
         const core = await openCore(state);
         try {

@@ -1,6 +1,6 @@
 import { command } from "./_command.ts";
 import { commonArgs, repeatedFlag } from "./_args.ts";
-import { withDb } from "./_db.ts";
+import { existingDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
 import { MadmailError, usageError } from "../errors.ts";
 import { normaliseAddress } from "../util/names.ts";
@@ -31,7 +31,7 @@ export default command({
     if (!body.length) throw usageError("no message on standard input");
     // The pipeline's log line is for servers; a script wants only the queue id (or the error).
     setLevel(args.quiet ? 0 : 1);
-    return withDb(args, async (state) => {
+    return existingDb(args, async (state) => {
       const { openCore } = await import("../server.ts");
       const core = await openCore(state);
       const snap = await core.snapshot.get();

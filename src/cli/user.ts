@@ -1,10 +1,12 @@
 import { command } from "./_command.ts";
 import { commonArgs, readArgs } from "./_args.ts";
-import { readDb, withDb } from "./_db.ts";
+import { existingDb } from "./_db.ts";
 import { printJson, printTable, say } from "./_output.ts";
 import { deleteUser, findUser, insertUser, listUsers, setUserPassword, setUserQuota } from "../store/users.repository.ts";
 import { listDomains } from "../policy/local-domains.ts";
-import { loadConfig } from "../db/settings.ts";
+import { loadConfig, mailRootOf } from "../db/settings.ts";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
 import { conflict, notFound, usageError } from "../errors.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
 import { formatSize, parseSize } from "../util/units.ts";
@@ -12,6 +14,7 @@ import { isoTime, tableTime } from "../util/time.ts";
 import { hashPassword } from "../util/password.ts";
 import type { Db } from "../db/open.ts";
 import { RESERVED_LOCAL_PARTS, isReservedLocalPart } from "../inbound/recipients.ts";
+import { isSafeName } from "../store/maildir-names.ts";
 
 const addrArg = { address: { type: "positional", required: true, valueHint: "ADDRESS", description: "user@domain (domain must be local)" } } as const;
 const sizeHint = "a size like 500M or 1G, or `default`";
@@ -22,8 +25,19 @@ function checkAddress(input: string): string {
   return a;
 }
 
+/**
+ * An RFC 5321 dot-atom local part (UTF-8 allowed, as SMTPUTF8 does), without "/": it names the
+ * user's Maildir directory. "a/b", "..", "a@b" or control characters would be refused by the
+ * store at every delivery (a temporary error until the queue gives up) and cannot be logged into.
+ */
+const LOCAL_PART = /^[^\x00-\x20\x7f()<>\[\]:;@\\,."/]+(?:\.[^\x00-\x20\x7f()<>\[\]:;@\\,."/]+)*$/u;
+
 function checkNewAddress(input: string): string {
   const a = checkAddress(input);
+  const local = a.slice(0, a.lastIndexOf("@"));
+  if (!LOCAL_PART.test(local) || !isSafeName(a)) {
+    throw usageError(`invalid address "${input}": the part before @ must be dot-separated words without "/", "@", spaces, control characters or ()<>[]:;\\,"`);
+  }
   if (isReservedLocalPart(a)) {
     throw usageError(`"${a}" uses a reserved local part (${[...RESERVED_LOCAL_PARTS].join(", ")}); mail from outside never reaches it`);
   }
@@ -59,7 +73,7 @@ const list = command({
   args: readArgs,
   examples: ["madmail user list", "madmail user list --json | jq -r '.[].address'"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const [rows, config] = [await listUsers(db), await loadConfig(db)];
       const views = rows.map((u) => ({
         address: u.address,
@@ -92,13 +106,29 @@ const add = command({
     const quota = args.quota === undefined ? null : checkQuota(args.quota);
     const password = args["password-stdin"] ? await readPasswordFromStdin() : null;
     const hash = password === null ? null : await hashPassword(password);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db, dataDir }) => {
       await requireLocalDomain(db, address);
       if (!(await insertUser(db, address, hash, quota))) throw conflict(`user ${address} already exists`);
       say(args, `User added: ${address}`);
+      warnOfOldMaildir(join(mailRootOf(await loadConfig(db), dataDir), address), address);
     });
   },
 });
+
+/** `user remove` keeps the Maildir: a new user of the same address gets what is in it. */
+function warnOfOldMaildir(dir: string, address: string): void {
+  const messages = ["new", "cur"].reduce((n, sub) => {
+    try {
+      return n + readdirSync(join(dir, sub), { withFileTypes: true }).filter((e) => e.isFile()).length;
+    } catch {
+      return n; // no such Maildir (the usual case), or not readable by this user
+    }
+  }, 0);
+  if (messages) {
+    process.stderr.write(`madmail: warning: ${dir} already holds ${messages} message${messages === 1 ? "" : "s"} (left by a removed user?): ` +
+      `${address} gets them over IMAP; move the directory away if it should not. The quota counts them from serve's next recount (within 10 minutes).\n`);
+  }
+}
 
 const remove = command({
   meta: { name: "remove", description: "Remove a local user (the Maildir is left on disk)" },
@@ -106,7 +136,7 @@ const remove = command({
   examples: ["madmail user remove alice@chat.example"],
   run: ({ args }) => {
     const address = checkAddress(args.address);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       if (!(await deleteUser(db, address))) throw notFound(`no user ${address}`);
       say(args, `User removed: ${address}`);
     });
@@ -120,7 +150,7 @@ const quota = command({
   run: ({ args }) => {
     const address = checkAddress(args.address);
     const q = checkQuota(args.size);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       if (!(await setUserQuota(db, address, q))) throw notFound(`no user ${address}`);
       say(args, `Quota of ${address}: ${q === null ? "default" : formatSize(q)}`);
     });
@@ -133,7 +163,7 @@ const password = command({
   examples: ["printf '%s' \"$NEWPW\" | madmail user password alice@chat.example"],
   run: async ({ args }) => {
     const address = checkAddress(args.address);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       if (!(await findUser(db, address))) throw notFound(`no user ${address}`);
       await setUserPassword(db, address, await hashPassword(await readPasswordFromStdin()));
       say(args, `Password set: ${address}`);

@@ -5,7 +5,7 @@ import { dirname, join, resolve } from "node:path";
 import Libsql from "libsql";
 import { createGroupFsync, keptOpenFile } from "../util/group-fsync.ts";
 import { Kysely, SqliteDialect, sql } from "kysely";
-import { MadmailError } from "../errors.ts";
+import { MadmailError, usageError } from "../errors.ts";
 import { migrations } from "./migrations/index.ts";
 import type { Database } from "./schema.ts";
 
@@ -33,8 +33,13 @@ const BUSY_TIMEOUT_MS = 30_000;
 /** WAL pages between automatic checkpoints (SQLite default 1000). */
 const WAL_CHECKPOINT_PAGES = 10_000;
 
-/** --db flag, then MADMAIL_DB, then ./madmail-data/madmail.db. */
+/**
+ * --db flag, then MADMAIL_DB, then ./madmail-data/madmail.db. An empty --db is refused (a
+ * script's unset variable must not fall back to a file in the working directory); an empty
+ * MADMAIL_DB counts as unset.
+ */
 export function resolveDbPath(flag?: string): string {
+  if (flag !== undefined && flag.trim() === "") throw usageError("--db needs a path (it was empty)");
   return resolve(flag || process.env.MADMAIL_DB || DEFAULT_DB_PATH);
 }
 
@@ -84,11 +89,16 @@ export async function openDb(path: string, opts: OpenOptions = {}): Promise<Open
     throw new MadmailError("config", `cannot open state file ${path}: ${why}`, { cause: err });
   }
   let version: number;
+  let objects: number;
   try {
     // busy_timeout first: the WAL switch below needs the write lock another process may hold.
     raw.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    // Refuse a newer file before anything (even the journal mode switch) writes to it.
-    version = pragmaNumber(raw.prepare("PRAGMA user_version"));
+    // Refuse a newer file, or another program's, before anything (even the journal mode switch)
+    // writes to it. One statement, so that a schema another process is creating right now is
+    // seen whole or not at all.
+    const row = raw.prepare("SELECT user_version AS v, (SELECT count(*) FROM sqlite_master) AS n FROM pragma_user_version").get() as { v: number; n: number };
+    version = Number(row.v);
+    objects = Number(row.n);
   } catch (err) {
     raw.close();
     // The first read of the header: a file that is not SQLite at all is refused untouched.
@@ -103,6 +113,17 @@ export async function openDb(path: string, opts: OpenOptions = {}): Promise<Open
   if (version > SCHEMA_VERSION) {
     raw.close();
     throw newerSchema(path, version);
+  }
+  // madmail sets user_version in the transaction that makes its tables: tables without it are
+  // another program's database (a mistyped --db), which must not get ours added.
+  if (version === 0 && objects > 0) {
+    raw.close();
+    throw new MadmailError("config", `${path} is not a madmail state file (an SQLite database of another program: it has tables but no madmail schema); it was not changed`);
+  }
+  // An empty file (0 bytes, or SQLite's header alone) is a state file nobody has made yet.
+  if (version === 0 && opts.create === false) {
+    raw.close();
+    throw new MadmailError("config", `${path} is empty, not yet a madmail state file: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use`);
   }
   await switchToWal(raw, path);
   // FULL: a commit is on disk when it returns; we acknowledge mail only after commits.

@@ -1,11 +1,13 @@
 // The one typed registry of settings. `madmail config`, `serve` and later the admin API all
 // read it. Values are stored as text in the settings table in their normalised form; a
 // stored value that no longer parses is logged and replaced by its default.
+import { isIP } from "node:net";
+import { join } from "node:path";
 import { hostname } from "node:os";
 import { log } from "../log.ts";
 import { formatDuration, formatSize, parseDuration, parseSize } from "../util/units.ts";
 import { usageError } from "../errors.ts";
-import { normaliseDomain, normaliseHost } from "../util/names.ts";
+import { hostForUrl, normaliseAddress, normaliseDomain, normaliseHost } from "../util/names.ts";
 import type { Db } from "./open.ts";
 
 export interface SettingDef<T> {
@@ -42,7 +44,7 @@ const listen = (dflt: string, description: string) =>
     description,
     expected: "HOST:PORT (e.g. 127.0.0.1:8080, [::1]:25, 0.0.0.0:25) or off",
     parse: parseListen,
-    normalise: (t) => t.trim().toLowerCase(),
+    normalise: (t) => formatListen(parseListen(t)),
     atStart: true,
   });
 
@@ -172,18 +174,23 @@ const domainList = (description: string) =>
     normalise: (t) => t.split(",").map((s) => normaliseDomain(s.trim()) ?? s.trim()).filter(Boolean).join(","),
   });
 
+/** Each item spelled as the gate compares it: normalised address, or @ and normalised domain. */
+function parseAddressList(t: string): string[] {
+  return t.split(",").map((s) => s.trim()).filter(Boolean).map((item) => {
+    const n = item.startsWith("@") ? normaliseHost(item.slice(1)) : normaliseAddress(item);
+    if (!n) throw new Error(`"${item}" is neither user@domain nor @domain`);
+    return item.startsWith("@") ? `@${n}` : n;
+  });
+}
+
 const addressList = (description: string) =>
   def<string[]>({
     type: "list",
     default: "",
     description,
     expected: "a comma-separated list of addresses (user@example.org) or domains (@example.org)",
-    parse: (t) => {
-      const items = t.split(",").map((s) => s.trim().toLowerCase()).filter(Boolean);
-      for (const item of items) if (!/^[^@\s]*@[^@\s]+$/.test(item)) throw new Error(`"${item}" is neither user@domain nor @domain`);
-      return items;
-    },
-    normalise: (t) => t.split(",").map((s) => s.trim().toLowerCase()).filter(Boolean).join(","),
+    parse: parseAddressList,
+    normalise: (t) => parseAddressList(t).join(","),
   });
 
 export const settingsRegistry = {
@@ -229,7 +236,8 @@ export const settingsRegistry = {
   "relay.smarthost": hostPort("Send all remote mail to this MTA over SMTP (like Postfix relayhost)", 25),
   "relay.smarthost_tls": choice(["starttls", "tls", "none"] as const, "starttls", "Smarthost connection: starttls (required), tls (implicit, port 465) or none"),
   "relay.smarthost_user": text("", "Smarthost AUTH user name (empty: no AUTH)"),
-  "relay.smarthost_password": { ...text("", "Smarthost AUTH password (shown as ******** by config list/get)"), secret: true },
+  // Byte for byte: spaces at either end are part of a password.
+  "relay.smarthost_password": { ...text("", "Smarthost AUTH password (shown as ******** by config list/get)"), secret: true, normalise: (t: string) => t },
   "delivery.reroute_after": duration("10m", "Mail still deferred this long moves to the fallback exchanger (0 = never)", 0),
   "relay.domains": domainList("Recipient domains this server accepts on /mxdeliv and SMTP to pass on (as an exchanger relaying for others)"),
   "exchanger.pull_lease": duration("5m", "How long pulled messages stay handed out before they are offered again unless acknowledged", 10),
@@ -251,7 +259,7 @@ export function checkSetting(key: string, value: string): { key: SettingKey; sto
   }
   const d = settingsRegistry[key] as SettingDef<unknown>;
   try {
-    d.parse(value.trim());
+    d.parse(d.secret ? value : value.trim());
   } catch (err) {
     throw usageError(`invalid value "${value}" for ${key}: ${(err as Error).message}; expected ${d.expected}`);
   }
@@ -285,9 +293,32 @@ export async function loadConfig(db: Db): Promise<Config> {
 export function parseListen(text: string): ListenAddress | null {
   const t = text.trim().toLowerCase();
   if (t === "off") return null;
-  const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+|\*)):(\d{1,5})$/.exec(t);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error("not HOST:PORT or off");
-  const host = m[1] ?? m[2]!;
-  return { host: host === "*" ? "0.0.0.0" : host, port };
+  const m = /^(?:\[([^\]]*)\]|([^:[\]]+)):(\d{1,5})$/.exec(t);
+  if (!m) throw new Error("not HOST:PORT or off");
+  // Port 0 would be a port the kernel picks, which no peer or MTA could be told.
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) throw new Error(`port ${m[3]} is not between 1 and 65535`);
+  if (m[1] !== undefined) {
+    if (isIP(m[1]) !== 6) throw new Error(`[${m[1]}] is not an IPv6 address`);
+    return { host: m[1], port };
+  }
+  const name = m[2]!;
+  if (name === "*") return { host: "0.0.0.0", port };
+  if (/^[\d.]+$/.test(name)) {
+    if (isIP(name) !== 4) throw new Error(`${name} is not an IPv4 address`);
+    return { host: name, port };
+  }
+  const host = normaliseDomain(name);
+  if (!host) throw new Error(`${name} is not a host name or IP address`);
+  return { host, port };
+}
+
+/** The canonical text of a listen address: `host:port`, `[v6]:port` or `off`. */
+function formatListen(a: ListenAddress | null): string {
+  return a ? `${hostForUrl(a.host)}:${a.port}` : "off";
+}
+
+/** The directory holding one Maildir per address (setting mail_root, else <data dir>/mail). */
+export function mailRootOf(config: Config, dataDir: string): string {
+  return config.mail_root || join(dataDir, "mail");
 }

@@ -1,6 +1,7 @@
 // madmail config list | get KEY | set KEY VALUE | unset KEY over the typed settings registry.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { hostname } from "node:os";
+import { Database } from "bun:sqlite";
 import { dumpDb, sandbox, type Sandbox } from "../helpers/binary.ts";
 
 let sb: Sandbox;
@@ -89,6 +90,11 @@ describe("set and unset", () => {
     ["mxdeliv.dedup_window", "7d", "1w"],
     ["federation.policy", "REJECT", "reject"],
     ["gate.passthrough_senders", " A@B.org , @c.org ", "a@b.org,@c.org"],
+    // As the gate compares them: a trailing dot, a Unicode name or brackets would never match.
+    ["gate.passthrough_recipients", "@Example.ORG.,bob@bücher.example,@[10.0.0.1]", "@example.org,bob@xn--bcher-kva.example,@10.0.0.1"],
+    ["listen.smtp", "*:25", "0.0.0.0:25"],
+    ["listen.smtp", "LocalHost:0025", "localhost:25"],
+    ["listen.smtp", "[::1]:25", "[::1]:25"],
     ["mail.uid", "1000", "1000"],
     ["tls.cert", "/etc/ssl/madmail.pem", "/etc/ssl/madmail.pem"],
     ["log.format", "json", "json"],
@@ -119,7 +125,13 @@ describe("refusals: exit 2, the key and the expected form named, nothing written
   test.each([
     ["listen.http", "8080", `not HOST:PORT or off; ${LISTEN}`],
     ["listen.http", "", `not HOST:PORT or off; ${LISTEN}`],
-    ["listen.http", "1.2.3.4:70000", `not HOST:PORT or off; ${LISTEN}`],
+    ["listen.http", "1.2.3.4:70000", `port 70000 is not between 1 and 65535; ${LISTEN}`],
+    ["listen.http", "127.0.0.1:0", `port 0 is not between 1 and 65535; ${LISTEN}`],
+    ["listen.http", "999.1.1.1:25", `999.1.1.1 is not an IPv4 address; ${LISTEN}`],
+    ["listen.http", "a..b:80", `a..b is not a host name or IP address; ${LISTEN}`],
+    ["listen.http", "[::::]:25", `[::::] is not an IPv6 address; ${LISTEN}`],
+    ["gate.passthrough_senders", "user@foo..bar", '"user@foo..bar" is neither user@domain nor @domain; ' +
+      "expected a comma-separated list of addresses (user@example.org) or domains (@example.org)"],
     ["listen.smtp", "host", `not HOST:PORT or off; ${LISTEN}`],
     ["limits.max_message_size", "0", `not a positive size; ${SIZE}`],
     ["limits.max_message_size", "10X", `not a positive size; ${SIZE}`],
@@ -159,5 +171,41 @@ describe("refusals: exit 2, the key and the expected form named, nothing written
   // its parser takes any text. Remove `.failing` when the registry validates it.
   test("set hostname refuses what is not a host name", async () => {
     await refused(["config", "set", "hostname", "bad host!"], 'invalid value "bad host!" for hostname: not a host name; expected a host name such as mx.example.org');
+  });
+});
+
+describe("the smarthost password and keys this madmail does not know", () => {
+  const stored = (key: string) => {
+    const db = new Database(sb.db, { readonly: true });
+    try {
+      return (db.query("select value from settings where key = ?").get(key) as { value: string } | null)?.value;
+    } finally {
+      db.close();
+    }
+  };
+
+  test("the password is stored byte for byte (spaces at either end are part of it); empty standard input is refused", async () => {
+    await ok(["config", "set", "relay.smarthost_password", "  sp ace  "]);
+    expect(stored("relay.smarthost_password")).toBe("  sp ace  ");
+    const r = await sb.run(["config", "set", "relay.smarthost_password", "-"], { stdin: " pw with spaces \n" });
+    expect(r.code).toBe(0);
+    expect(stored("relay.smarthost_password")).toBe(" pw with spaces ");
+    const before = dumpDb(sb.db);
+    const e = await sb.run(["config", "set", "relay.smarthost_password", "-"], { stdin: "" });
+    expect(e).toEqual({ code: 2, stdout: "", stderr: "madmail: nothing on standard input for relay.smarthost_password; to return it to its default: madmail config unset relay.smarthost_password\n" });
+    expect(dumpDb(sb.db)).toBe(before);
+  });
+
+  test("a stored key of another version: list warns of it, unset removes it", async () => {
+    const db = new Database(sb.db);
+    db.run("insert into settings (key, value) values ('old.key', '1')");
+    db.close();
+    const r = await sb.run(["config", "list", "--json"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).some((v: { key: string }) => v.key === "old.key")).toBe(false);
+    expect(r.stderr).toBe('madmail: warning: the state file holds "old.key", which is not a setting of this madmail and has no effect; remove it with `madmail config unset old.key`\n');
+    expect(await ok(["config", "unset", "old.key"])).toBe("old.key removed (not a setting of this madmail)\n");
+    expect(stored("old.key")).toBeUndefined();
+    expect((await sb.run(["config", "list"])).stderr).toBe("");
   });
 });

@@ -180,7 +180,7 @@ describe("state file location", () => {
   // Every command that reads or writes state takes --db (and so MADMAIL_DB, the same code path);
   // those that change something make a missing file, those that only read refuse it.
   test.each([
-    "init", "admin-token --rotate", "config set listen.http off", "config unset listen.http",
+    "init", "admin-token --rotate", "config set listen.http off",
     "domain add a.example", "dns-cache set a.com b.com", "exchanger add x https://x.example",
   ])("madmail %s --db PATH creates and uses PATH", async (line) => {
     const args = line.split(" ");

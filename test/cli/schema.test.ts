@@ -2,7 +2,7 @@
 import { Database } from "bun:sqlite";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { migrations } from "../../src/db/migrations/index.ts";
 import { dumpDb, sandbox, type Sandbox } from "../helpers/binary.ts";
 
@@ -46,14 +46,20 @@ describe("migrations", () => {
     }
   });
 
-  test("an empty SQLite file (user_version 0) is migrated in place", async () => {
+  test("an empty SQLite file (user_version 0, no tables) is migrated in place; one with another program's tables is refused", async () => {
     mkdirSync(dirname(sb.db), { recursive: true });
-    pragma(sb.db, "CREATE TABLE unrelated(x); INSERT INTO unrelated VALUES (1)");
+    pragma(sb.db, "PRAGMA application_id = 7");
     expect((await sb.run(["domain", "add", "a.example"])).code).toBe(0);
     const dump = dumpDb(sb.db);
     expect(dump).toStartWith(`user_version=${SCHEMA_VERSION}\n`);
-    expect(dump).toContain('{"x":1}');
     expect(dump).toContain('"name":"a.example"');
+
+    const other = join(dirname(sb.db), "other.db");
+    pragma(other, "CREATE TABLE unrelated(x); INSERT INTO unrelated VALUES (1)");
+    const r = await sb.run(["domain", "add", "a.example", "--db", other]);
+    expect(r).toMatchObject({ code: 1, stderr: expect.stringContaining("is not a madmail state file (an SQLite database of another program") });
+    expect(dumpDb(other)).toStartWith("user_version=0\n");
+    expect(dumpDb(other)).not.toContain("domains");
   });
 });
 

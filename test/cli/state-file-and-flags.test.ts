@@ -175,3 +175,54 @@ test("tables line up as a terminal shows them: wide characters take two columns"
   const starts = lines.map((l) => Bun.stringWidth(l.slice(0, l.search(/ {2}\S/) + 2)));
   expect(new Set(starts).size).toBe(1);
 });
+
+test("commands that need something already there (remove, user, queue, send, ...) exit 1 on a missing state file and leave nothing", async () => {
+  const typo = join(sb.dir, "typo", "madmail.db");
+  const missing = `madmail: no state file at ${typo}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use\n`;
+  for (const [args, stdin] of [
+    [["user", "add", "bob@chat.test"]], [["user", "remove", "bob@chat.test"]], [["user", "quota", "bob@chat.test", "1G"]],
+    [["user", "password", "bob@chat.test"], "pw\n"], [["domain", "remove", "chat.test"]], [["federation", "policy"]],
+    [["federation", "remove", "x.test"]], [["endpoint-cache", "get", "a.test"]], [["endpoint-cache", "remove", "a.test"]],
+    [["queue", "flush"]], [["queue", "retry", "--all"]], [["config", "unset", "hostname"]], [["dkim", "generate", "chat.test"]],
+    [["exchanger", "disable", "hub"]], [["send", "--from", "a@chat.test", "--to", "b@x.test"], "Subject: x\r\n\r\nx\r\n"],
+  ] as [string[], string?][]) {
+    const r = await sb.run([...args, "--db", typo], { stdin });
+    expect({ args, ...r }).toEqual({ args, code: 1, stdout: "", stderr: missing });
+  }
+  expect(existsSync(join(sb.dir, "typo"))).toBe(false);
+  // A refused mode is refused before the file is made.
+  expect((await sb.run(["federation", "policy", "bogus", "--db", typo])).code).toBe(2);
+  expect(existsSync(join(sb.dir, "typo"))).toBe(false);
+});
+
+test("another program's SQLite file is refused untouched; an empty file is no state file for a reading command; --db '' is a usage error", async () => {
+  const foreign = join(sb.dir, "photos.db");
+  const f = new Database(foreign);
+  f.run("create table photos (id integer primary key, path text)");
+  f.run("insert into photos values (1, 'a.jpg')");
+  f.close();
+  const before = await Bun.file(foreign).bytes();
+  for (const args of [["domain", "list"], ["domain", "add", "chat.test"], ["init", "--domain", "chat.test"]]) {
+    const r = await sb.run([...args, "--db", foreign]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`madmail: ${foreign} is not a madmail state file (an SQLite database of another program: it has tables but no madmail schema); it was not changed\n`);
+  }
+  expect(await Bun.file(foreign).bytes()).toEqual(before);
+  expect(readdirSync(sb.dir).filter((n) => n.startsWith("photos.db"))).toEqual(["photos.db"]); // no -wal, -shm
+
+  const empty = join(sb.dir, "empty.db");
+  await Bun.write(empty, "");
+  const r = await sb.run(["domain", "list", "--db", empty]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toStartWith(`madmail: ${empty} is empty, not yet a madmail state file: run \`madmail init --domain DOMAIN\` first`);
+  expect(statSync(empty).size).toBe(0);
+  expect((await sb.run(["init", "--domain", "chat.test", "--quiet", "--db", empty])).code).toBe(0);
+  expect((await sb.run(["domain", "list", "--json", "--db", empty])).stdout).toContain("chat.test");
+
+  for (const args of [["--db", "", "domain", "add", "x.test"], ["domain", "add", "x.test", "--db", ""], ["domain", "add", "x.test", "--db="]]) {
+    const e = await sb.run(args, { env: { MADMAIL_DB: "" } });
+    expect(e.code).toBe(2);
+    expect(e.stderr).toStartWith("madmail: --db needs a path (it was empty)");
+  }
+  expect(existsSync(join(sb.dir, "madmail-data"))).toBe(false);
+});

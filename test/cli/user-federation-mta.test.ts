@@ -1,4 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { dumpDb, sandbox, type Sandbox } from "../helpers/binary.ts";
 
 let box: Sandbox;
@@ -31,6 +33,18 @@ describe("madmail user", () => {
     expect(JSON.parse((await box.run(["user", "list", "--json"])).stdout).length).toBe(1);
   });
 
+  test("adding an address whose Maildir holds a removed user's mail warns; a plain dot-atom with UTF-8 and !#$%&'*+-=?^_`{|}~ is fine", async () => {
+    const maildir = join(box.dir, "data", "mail", "bob@chat.test");
+    for (const sub of ["new", "cur", "tmp"]) mkdirSync(join(maildir, sub), { recursive: true });
+    writeFileSync(join(maildir, "new", "1.M1P1.h,S=1"), "x");
+    writeFileSync(join(maildir, "cur", "2.M2P2.h,S=1:2,S"), "y");
+    const r = await box.run(["user", "add", "bob@chat.test"]);
+    expect(r).toEqual({ code: 0, stdout: "User added: bob@chat.test\n",
+      stderr: `madmail: warning: ${maildir} already holds 2 messages (left by a removed user?): bob@chat.test gets them over IMAP; move the directory away if it should not. The quota counts them from serve's next recount (within 10 minutes).\n` });
+    expect(await box.run(["user", "add", "o'neil+chat!#$%&*=?^_`{|}~-x.y@chat.test"])).toMatchObject({ code: 0, stderr: "" });
+    expect(await box.run(["user", "add", "jürgen@chat.test"])).toMatchObject({ code: 0, stderr: "" });
+  });
+
   test("user@[1.2.3.4] and user@1.2.3.4 are one address", async () => {
     await box.run(["domain", "add", "[10.0.0.1]"]);
     expect((await box.run(["user", "add", "u@[10.0.0.1]"])).code).toBe(0);
@@ -43,6 +57,9 @@ describe("madmail user", () => {
     [["user", "add", "not-an-address"], 2, "invalid address"],
     [["user", "add", "x@foreign.test"], 2, 'not a local domain'],
     [["user", "add", "postmaster@chat.test"], 2, "reserved local part"],
+    // The part before @ names the Maildir directory: the store would refuse it at every delivery.
+    ...["a/b@chat.test", "../../etc@chat.test", "a@b@chat.test", ".bob@chat.test", "bob.@chat.test", "a..b@chat.test", "ctl\u0001x@chat.test"]
+      .map((a) => [["user", "add", a], 2, 'the part before @ must be dot-separated words without "/"'] as const),
     [["user", "add", "x@chat.test", "--quota", "lots"], 2, "invalid quota"],
     [["user", "add", "x@chat.test", "--password-stdin"], 2, "empty password"],
     [["user", "remove", "ghost@chat.test"], 1, "no user ghost@chat.test"],

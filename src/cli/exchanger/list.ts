@@ -1,6 +1,6 @@
 import { command } from "../_command.ts";
 import { readArgs } from "../_args.ts";
-import { readDb } from "../_db.ts";
+import { existingDb } from "../_db.ts";
 import { printJson, printTable, say } from "../_output.ts";
 import { listExchangers } from "../../exchanger/exchangers.ts";
 import type { ExchangerRow } from "../../db/schema.ts";
@@ -30,7 +30,7 @@ export default command({
   args: readArgs,
   examples: ["madmail exchanger list", "madmail exchanger list --json | jq '.[] | select(.enabled)'"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const rows = await listExchangers(db);
       if (args.json) return printJson(rows.map(exchangerJson));
       if (!rows.length) return say(args, "No exchangers. Add one with `madmail exchanger add NAME URL`.");

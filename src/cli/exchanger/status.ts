@@ -1,6 +1,6 @@
 import { command } from "../_command.ts";
 import { readArgs } from "../_args.ts";
-import { readDb } from "../_db.ts";
+import { existingDb } from "../_db.ts";
 import { printJson, say } from "../_output.ts";
 import { checkName, findExchanger } from "../../exchanger/exchangers.ts";
 import { heldFor, isStale } from "../../exchanger/exchanger-status.ts";
@@ -14,7 +14,7 @@ export default command({
   examples: ["madmail exchanger status hub", "madmail exchanger status hub --json | jq .held"],
   run: ({ args }) => {
     const name = checkName(args.name);
-    return readDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const e = await findExchanger(db, name);
       if (!e) throw notFound(`no exchanger named "${name}"; see \`madmail exchanger list\``);
       const held = await heldFor(db, name);

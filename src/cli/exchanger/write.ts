@@ -1,7 +1,7 @@
 import type { CommandDef } from "citty";
 import { command } from "../_command.ts";
 import { commonArgs } from "../_args.ts";
-import { withDb } from "../_db.ts";
+import { existingDb, withDb } from "../_db.ts";
 import { say } from "../_output.ts";
 import {
   POLL_DEFAULT, POLL_MAX, POLL_MIN, checkDomains, checkMode, checkName, checkPollInterval, checkUrl, deleteExchanger,
@@ -81,7 +81,7 @@ const set = command({
     if (args["remote-token"] === false) changes.remote_token = null;
     if (args["remote-token-file"] !== undefined) changes.remote_token = readTokenFile(args["remote-token-file"]);
     if (!Object.keys(changes).length) throw usageError("nothing to change: give at least one of --url, --mode, --poll-interval, --domains, --fallback/--no-fallback");
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       if (!(await updateExchanger(db, name, changes))) throw unknown(name);
       say(args, `Exchanger updated: ${name}`);
     });
@@ -95,7 +95,7 @@ const toggle = (enable: boolean) =>
     examples: [`madmail exchanger ${enable ? "enable" : "disable"} relay1`],
     run: ({ args }) => {
       const name = checkName(args.name);
-      return withDb(args, async ({ db }) => {
+      return existingDb(args, async ({ db }) => {
         if (!(await updateExchanger(db, name, { enabled: enable ? 1 : 0 }))) throw unknown(name);
         say(args, `Exchanger ${enable ? "enabled" : "disabled"}: ${name}`);
       });
@@ -110,7 +110,7 @@ const remove = command({
   examples: ["madmail exchanger remove relay1", "madmail exchanger remove relay1 --force"],
   run: ({ args }) => {
     const name = checkName(args.name);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       // One write transaction: no rewrite can start pointing at it between the check and the delete.
       await withWriteTransaction(db, async (trx) => {
         if (!(await findExchanger(trx, name))) throw unknown(name);
@@ -139,7 +139,7 @@ const token = command({
   examples: ["madmail exchanger token relay1 > relay1.token"],
   run: ({ args }) => {
     const name = checkName(args.name);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const secret = newToken("mmx");
       if (!(await updateExchanger(db, name, { token_hash: hashToken(secret) }))) throw unknown(name);
       process.stdout.write(secret + "\n");

@@ -1,7 +1,7 @@
 import type { CommandDef } from "citty";
 import { command } from "../_command.ts";
 import { readArgs } from "../_args.ts";
-import { readDb } from "../_db.ts";
+import { existingDb } from "../_db.ts";
 import { printJson, printTable, say } from "../_output.ts";
 import { checkDomainArg } from "../domain.ts";
 import { LIST_HEADERS, entryJson, listRow, plural } from "./_format.ts";
@@ -25,7 +25,7 @@ function checkLimit(input: string | undefined): number | null {
 async function runList(args: { db?: string; json?: boolean; quiet?: boolean; domain?: string; limit?: string }, states: readonly DeliveryState[], empty: string): Promise<void> {
   const filter: QueueFilter = { states, ...(args.domain === undefined ? {} : { domain: checkDomainArg(args.domain) }) };
   const limit = checkLimit(args.limit);
-  await readDb(args, async ({ db }) => {
+  await existingDb(args, async ({ db }) => {
     const now = Date.now();
     const { rows, matching } = await listQueue(db, filter, limit);
     if (args.json) printJson(rows.map(entryJson));

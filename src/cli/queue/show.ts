@@ -1,6 +1,6 @@
 import { command } from "../_command.ts";
 import { readArgs } from "../_args.ts";
-import { readDb } from "../_db.ts";
+import { existingDb } from "../_db.ts";
 import { printJson, printTable } from "../_output.ts";
 import { checkId, formatAge, formatSize, idArg, nextAttempt, oneLine, parseRcpts, resolveEntry, safeText, waitsUntil } from "./_format.ts";
 import { HEADER_READ_LIMIT, findMessageHead, isLeaseLapsed, listAttempts } from "../../queue/queue-admin.repository.ts";
@@ -12,7 +12,7 @@ export default command({
   examples: ["madmail queue show 0jm3k2x9c4r7hq2d", "madmail queue show 0jm3k2x9c4 --json | jq '.attempts'"],
   run: ({ args }) => {
     const input = checkId(args.id);
-    return readDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const now = Date.now();
       const d = await resolveEntry(db, input);
       const m = await findMessageHead(db, d.message_id);

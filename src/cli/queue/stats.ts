@@ -1,6 +1,6 @@
 import { command } from "../_command.ts";
 import { readArgs } from "../_args.ts";
-import { readDb } from "../_db.ts";
+import { existingDb } from "../_db.ts";
 import { printJson, printTable } from "../_output.ts";
 import { plural } from "./_format.ts";
 import { AGE_BUCKET_MINUTES, DELIVERY_STATES, queueStats, type DomainShape } from "../../queue/queue-admin.repository.ts";
@@ -14,7 +14,7 @@ export default command({
   args: readArgs,
   examples: ["madmail queue stats", "madmail queue stats --json | jq '.domains[:5]'"],
   run: ({ args }) =>
-    readDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const { states, domains } = await queueStats(db, Date.now());
       const total = sumShapes("TOTAL", domains);
       if (args.json) {

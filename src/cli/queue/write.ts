@@ -5,7 +5,7 @@
 import type { CommandDef } from "citty";
 import { command } from "../_command.ts";
 import { commonArgs, jsonArgs } from "../_args.ts";
-import { withDb } from "../_db.ts";
+import { existingDb } from "../_db.ts";
 import { printJson, say } from "../_output.ts";
 import { checkDomainArg } from "../domain.ts";
 import { busyError, checkId, describeState, idArg, plural, resolveEntry } from "./_format.ts";
@@ -32,7 +32,7 @@ const retry = command({
     if (given !== 1) throw usageError("give exactly one of ID, --all or --domain DOMAIN");
     const input = args.id === undefined ? undefined : checkId(args.id);
     const domain = args.domain === undefined ? undefined : checkDomainArg(args.domain);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const lifetimeMs = await queueLifetimeMs(db);
       const ids = await withWriteTransaction(db, async (trx) => {
         const now = Date.now();
@@ -55,7 +55,7 @@ const hold = command({
   examples: ["madmail queue hold 0jm3k2x9c4r7hq2d"],
   run: ({ args }) => {
     const input = checkId(args.id);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const was = await withWriteTransaction(db, async (trx) => {
         const now = Date.now();
         const row = await resolveEntry(trx, input);
@@ -76,7 +76,7 @@ const release = command({
   examples: ["madmail queue release 0jm3k2x9c4r7hq2d"],
   run: ({ args }) => {
     const input = checkId(args.id);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const { row, now } = await withWriteTransaction(db, async (trx) => {
         const now = Date.now();
         const row = await resolveEntry(trx, input);
@@ -96,7 +96,7 @@ const remove = command({
   examples: ["madmail queue delete 0jm3k2x9c4r7hq2d"],
   run: ({ args }) => {
     const input = checkId(args.id);
-    return withDb(args, async ({ db }) => {
+    return existingDb(args, async ({ db }) => {
       const done = await withWriteTransaction(db, async (trx) => {
         const now = Date.now();
         const row = await resolveEntry(trx, input);
@@ -117,7 +117,7 @@ const flush = command({
   args: { ...jsonArgs, ...commonArgs },
   examples: ["madmail queue flush", "madmail queue flush --json | jq .flushed"],
   run: ({ args }) =>
-    withDb(args, async ({ db }) => {
+    existingDb(args, async ({ db }) => {
       const ids = await withWriteTransaction(db, (trx) => flushDeferred(trx, Date.now()));
       if (args.json) return printJson({ flushed: ids.length, ids });
       say(args, `Made ${plural(ids.length, "deferred queue entry", "deferred queue entries")} due now.`);
