@@ -3,7 +3,7 @@
 // release leases, flush, close.
 import { EventEmitter } from "node:events";
 import { serve as serveHttp, type Server } from "srvx";
-import { openDb, type OpenedDb } from "./db/open.ts";
+import { openDb, type Db, type OpenedDb } from "./db/open.ts";
 import { mailRootOf, type ListenAddress } from "./db/settings.ts";
 import { createWriteBatcher, type WriteBatcher } from "./db/write-batcher.ts";
 import { createHttpApp } from "./http.ts";
@@ -72,7 +72,7 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
   events.setMaxListeners(0);
   const recent = createRecentMessages();
   let worker: Pick<QueueWorker, "reserve"> | null = null;
-  const enqueue = async (env: Envelope, byDomain: Map<string, string[]>) => {
+  const enqueue = async (env: Envelope, byDomain: Map<string, string[]>, also?: (trx: Db) => Promise<unknown>) => {
     const lifetime = (await snapshot.get()).config["queue.lifetime"] * 1000;
     // A free delivery slot per domain, taken before the commit: those rows are stored claimed.
     const slots = new Map<string, Reservation>();
@@ -85,6 +85,7 @@ export async function openCore(state: OpenedDb, tracker?: FederationTracker): Pr
     try {
       await writes.run(async (trx) => {
         queued = await enqueueMessage(trx, { mailFrom: env.mailFrom, body: env.body, door: env.door, authUser: env.authUser ?? null, byDomain }, lifetime, Date.now(), leases);
+        await also?.(trx);
       });
     } catch (err) {
       for (const r of slots.values()) r.cancel();
@@ -190,7 +191,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (httpAddrs.length) {
       const app = createHttpApp({ startedAt: Date.now() });
       const mxdeliv = mountMxdeliv(app, acceptor, snapshot, state.db, shutdown.signal);
-      mountExchangerPull(app, { db: state.db, snapshot, events, signal: shutdown.signal, sign: (b, d) => signer.sign(b, d) });
+      mountExchangerPull(app, { db: state.db, snapshot, events, signal: shutdown.signal, sign: (b, d) => signer.sign(b, d), bounce });
       for (const name of httpAddrs) {
         const a = addr(name)!;
         if (name === "https" && !tls) {

@@ -1,14 +1,14 @@
 // `madmail pull-client`: fetch the mail an exchanger partner holds for us, for cron.
 // Runs until the partner has nothing more (or --max-time), never two at once (lock file),
 // prints one summary line. Exit 0 (also when nothing was waiting), 75 temporary, 1 configuration.
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { command } from "./_command.ts";
 import { tryLockFile, type HeldLock } from "../util/file-lock.ts";
 import { readArgs, repeatedFlag } from "./_args.ts";
 import { existingDb } from "./_db.ts";
 import { printJson } from "./_output.ts";
-import { resolveDbPath } from "../db/open.ts";
+import { noStateFile, resolveDbPath } from "../db/open.ts";
 import { MadmailError, usageError } from "../errors.ts";
 import { setLevel } from "../log.ts";
 import { normaliseDomain } from "../util/names.ts";
@@ -55,6 +55,8 @@ export default command({
     const baseUrl = parseBaseUrl(args.url);
     const token = readToken(args["token-file"]);
     const dbPath = resolveDbPath(args.db);
+    // Before the lock file is made beside it: a mistyped path leaves nothing behind.
+    if (!existsSync(dbPath)) throw noStateFile(dbPath);
     const lockPath = resolve(args.lock ?? join(dirname(dbPath), "pull-client.lock"));
     if (args.lock === undefined) mkdirSync(dirname(lockPath), { recursive: true });
 

@@ -65,10 +65,13 @@ export interface OpenOptions {
   create?: boolean;
 }
 
+/** The error of a command that needs an existing state file. */
+export function noStateFile(path: string): MadmailError {
+  return new MadmailError("config", `no state file at ${path}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use`);
+}
+
 export async function openDb(path: string, opts: OpenOptions = {}): Promise<OpenedDb> {
-  if (opts.create === false && !existsSync(path)) {
-    throw new MadmailError("config", `no state file at ${path}: run \`madmail init --domain DOMAIN\` first, or point --db (or MADMAIL_DB) at the one in use`);
-  }
+  if (opts.create === false && !existsSync(path)) throw noStateFile(path);
   ensureStateDir(path);
   const st = statSync(path, { throwIfNoEntry: false });
   if (st?.isDirectory()) {

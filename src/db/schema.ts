@@ -65,6 +65,8 @@ interface DeliveryIdsTable {
   seen_at: Millis;
   /** 1 while local copies are being written (crash recovery looks into the Maildirs). */
   pending: Generated<number>;
+  /** 1 once the remote recipients are queued (in the same transaction): a retry skips them. */
+  queued: Generated<number>;
 }
 
 export type DeliveryState = "queued" | "deferred" | "held" | "delivering" | "delivered" | "dead";

@@ -4,7 +4,8 @@
 //
 //   madmail:      GET  <base>/exchanger/pull?wait=S&max=N   Authorization: Bearer TOKEN
 //                      -> {"messages":[{"id","mail_from","rcpt_to":[..],"size","queued_at","body_base64"}],"more":bool}
-//                 POST <base>/exchanger/ack {"ids":[...]}   -> {"acked":N}
+//                 POST <base>/exchanger/ack {"ids":[...],"refused":{ID:[{"address","status","diagnostic"}]}}   -> {"acked":N}
+//                      (refused: recipients refused for good, which the partner bounces to its sender)
 //   madexchanger: GET  <base>/pull?domain=D                 Authorization: Bearer TOKEN
 //                 POST <base>/pull/ack {"ids":[...]}
 //
@@ -17,6 +18,7 @@ import https from "node:https";
 import { MadmailError } from "../errors.ts";
 import { log } from "../log.ts";
 import { domainOf, normaliseAddress, normaliseIp } from "../util/names.ts";
+import { smtpReplyForReason } from "../inbound/replies.ts";
 import { VERSION } from "../version.ts";
 import type { Core } from "../server.ts";
 
@@ -159,7 +161,7 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
         // take (it restarted and offers the ids again) counts only the second time, so a
         // restart costs one more round (the ids go in again as duplicates), not an exit 1.
         if (round.final.length) {
-          const taken = await ack(ep, round.final);
+          const taken = await ack(ep, round.final, round.refused);
           for (const id of round.final) acked.set(id, taken ? 2 : (acked.get(id) ?? 0) + 1);
         }
         await o.onRound?.({ messages: answer.messages.length, acked: round.final.length, deferred: round.deferred, more: answer.more });
@@ -197,12 +199,21 @@ interface PulledMessage {
   problem?: string;
 }
 
+/** A recipient refused for good, as the partner needs it for its bounce. */
+export interface Refusal {
+  address: string;
+  /** RFC 3463 status, e.g. 5.1.1. */
+  status: string;
+  diagnostic: string;
+}
+
 async function acceptBatch(
   items: PulledMessage[],
   o: DrainOptions & { protocol: PullProtocol; peer: string; res: DrainResult },
-): Promise<{ final: string[]; deferred: number; why: string }> {
+): Promise<{ final: string[]; refused: Map<string, Refusal[]>; deferred: number; why: string }> {
   const { localDomains } = await o.core.snapshot.get();
   const final: string[] = [];
+  const refused = new Map<string, Refusal[]>();
   let deferred = 0;
   let why = "";
   const one = async (m: PulledMessage): Promise<void> => {
@@ -226,31 +237,36 @@ async function acceptBatch(
       why ||= "accept failed";
       return;
     }
-    // Over quota for every recipient: left with the partner to offer again, as a push of it
-    // would be answered 507 and retried (the user may make room); a final refusal would lose it.
-    if (verdicts.length && verdicts.every((v) => v.verdict === "reject" && v.reason === "quota")) {
-      deferred += verdicts.length;
-      why ||= "quota";
-      return;
-    }
     let temp = 0;
+    const no: Refusal[] = [];
     for (const [i, v] of verdicts.entries()) {
       if (v.verdict === "tempfail") {
         temp++;
         why ||= v.detail;
+      } else if (v.verdict === "reject" && v.reason === "quota") {
+        // Left with the partner to offer again, as a push of it would be answered 507 and
+        // retried (the user may make room); a final refusal would lose it. The copies stored
+        // now are found by the delivery id when it comes again.
+        temp++;
+        why ||= "quota";
       } else if (v.verdict === "accept") {
         const a = normaliseAddress(m.rcpts[i]!);
         if (v.note === "duplicate") o.res.duplicates++;
         else if (a && localDomains.has(domainOf(a))) o.res.delivered++;
         else o.res.relayed++;
-      } else o.res.refused++; // reject, and dismiss (kept nothing, by policy)
+      } else if (v.verdict === "reject") {
+        o.res.refused++;
+        const reply = smtpReplyForReason(v.reason);
+        no.push({ address: m.rcpts[i]!, status: reply.text.split(" ", 1)[0]!, diagnostic: `smtp; ${reply.code} ${reply.text}` });
+      } else o.res.refused++; // dismissed: kept nothing, by policy, and says nothing
     }
     deferred += temp;
     if (temp) return;
     final.push(m.id);
-    if (verdicts.every((v) => v.verdict === "reject")) {
-      const reasons = [...new Set(verdicts.map((v) => (v.verdict === "reject" ? v.reason : "")))].join(",");
-      log.withTag("pull").warn(`message ${m.id} from ${o.peer} (sender ${m.mailFrom || "<>"}) refused for every recipient (${reasons}); acknowledged, not kept`);
+    if (no.length) {
+      refused.set(m.id, no);
+      const list = no.map((r) => `${r.address} (${r.status})`).join(", ");
+      log.withTag("pull").warn(`message ${m.id} from ${o.peer} (sender ${m.mailFrom || "<>"}): refused ${list}; acknowledged${o.protocol === "madmail" ? ", the partner bounces it" : ", not kept"}`);
     }
   };
   // A small pool: the pipeline commits concurrent messages together (group commit).
@@ -261,7 +277,7 @@ async function acceptBatch(
   await Promise.all(workers);
   // Acknowledged in the partner's order (easier to follow in its logs), each id once.
   const done = new Set(final);
-  return { final: [...new Set(items.map((m) => m.id).filter((id) => done.has(id)))], deferred, why };
+  return { final: [...new Set(items.map((m) => m.id).filter((id) => done.has(id)))], refused, deferred, why };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,10 +298,12 @@ async function pull(ep: Endpoint, q: { wait: number; max: number; domain?: strin
 }
 
 /** Acknowledges `ids`; returns whether the partner took them all (madmail says how many it took). */
-async function ack(ep: Endpoint, ids: string[]): Promise<boolean> {
+async function ack(ep: Endpoint, ids: string[], refused: Map<string, Refusal[]>): Promise<boolean> {
   const path = ep.protocol === "madmail" ? "/exchanger/ack" : "/pull/ack";
-  // The madmail endpoint takes up to 10,000 ids per call; a batch is at most 500.
-  const answer = await call(ep, "POST", path, { ids }, SLACK_MS);
+  // The madmail endpoint takes up to 10,000 ids per call; a batch is at most 500. Refusals go
+  // to madmail partners only: madexchanger's ack has no place for them.
+  const body = ep.protocol === "madmail" && refused.size ? { ids, refused: Object.fromEntries(refused) } : { ids };
+  const answer = await call(ep, "POST", path, body, SLACK_MS);
   const n = isObject(answer) && typeof answer.acked === "number" ? answer.acked : ids.length;
   return n >= ids.length;
 }

@@ -4,15 +4,21 @@
 //
 //   GET  /exchanger/pull?wait=SECONDS&max=N   Authorization: Bearer TOKEN
 //        -> {"messages":[{"id","mail_from","rcpt_to":[..],"size","queued_at","body_base64"}],"more":bool}
-//   POST /exchanger/ack {"ids":[...]}          Authorization: Bearer TOKEN  -> {"acked":N}
+//   POST /exchanger/ack {"ids":[...],"refused":{ID:[{"address","status","diagnostic"}]}}
+//                                              Authorization: Bearer TOKEN  -> {"acked":N}
+//        refused (optional): recipients the partner refused for good; their sender, if a user
+//        here, gets a bounce. Only for ids this ack settles, and only their own recipients.
 import type { EventEmitter } from "node:events";
 import type { H3, H3Event } from "h3";
 import { sql } from "kysely";
 import { withWriteTransaction, type Db } from "../db/open.ts";
 import type { SnapshotSource } from "../inbound/snapshot.ts";
-import { log } from "../log.ts";
+import { errorText, log } from "../log.ts";
 import { loadMessage } from "../queue/queue.repository.ts";
 import { signingDomain } from "../delivery/dkim.ts";
+import type { Bounce } from "../queue/worker.ts";
+import { oneLine } from "../util/one-line.ts";
+
 import { bearerToken, createFailureLimiter, exchangerByToken } from "./auth.ts";
 
 const MAX_WAIT_S = 60;
@@ -28,6 +34,31 @@ export interface PullDeps {
   signal: AbortSignal;
   /** DKIM, as for pushed mail: the partner passes it on to relays that check signatures. */
   sign(body: Uint8Array, senderDomain: string): Promise<Uint8Array>;
+  /** The DSN for recipients the partner refused for good. */
+  bounce?: Bounce;
+}
+
+type Refused = Map<string, { address: string; status: string; diagnostic: string }[]>;
+
+/** The ack's optional `refused`, or a reason it is malformed. */
+function parseRefused(v: unknown): Refused | string {
+  const out: Refused = new Map();
+  if (v === undefined) return out;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return "refused must be an object of id -> recipients";
+  for (const [id, list] of Object.entries(v)) {
+    if (id.length > 64 || !Array.isArray(list) || list.length > 1000) return `refused.${id.slice(0, 64)}: expected a list of recipients`;
+    const rows = [];
+    for (const r of list) {
+      const { address, status, diagnostic } = (r ?? {}) as Record<string, unknown>;
+      if (typeof address !== "string" || address.length > 320 || typeof status !== "string" || !/^5\.\d{1,3}\.\d{1,3}$/.test(status) ||
+        (diagnostic !== undefined && typeof diagnostic !== "string")) {
+        return `refused.${id}: each recipient needs "address" and a permanent "status" (5.x.y)`;
+      }
+      rows.push({ address, status, diagnostic: oneLine(String(diagnostic ?? "x-madmail; refused by the exchanger partner"), 500) });
+    }
+    out.set(id, rows);
+  }
+  return out;
 }
 
 export function mountExchangerPull(app: H3, deps: PullDeps): void {
@@ -40,7 +71,8 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
     if (!row) {
       limiter.fail(peer);
       log.withTag("exchanger").warn(`refused pull from ${peer}: wrong, unknown or disabled token`);
-      return json({ error: "unauthorized" }, 401);
+      // RFC 6750 §3: a 401 names the scheme it wants.
+      return json({ error: "unauthorized" }, 401, { "www-authenticate": 'Bearer realm="madmail exchanger"' });
     }
     limiter.succeed(peer);
     return { name: row.name };
@@ -100,18 +132,26 @@ export function mountExchangerPull(app: H3, deps: PullDeps): void {
   app.post("/exchanger/ack", async (event) => {
     const who = await authenticate(event);
     if (who instanceof Response) return who;
-    let ids: unknown;
+    let body: { ids?: unknown; refused?: unknown };
     try {
-      ids = ((await event.req.json()) as { ids?: unknown }).ids;
+      body = (await event.req.json()) as typeof body;
     } catch {
       return json({ error: 'expected JSON {"ids":[...]}' }, 400);
     }
+    const ids = body?.ids;
     if (!Array.isArray(ids) || ids.length > 10_000 || !ids.every((i) => typeof i === "string" && i.length <= 64)) {
       return json({ error: 'expected JSON {"ids":[...]} with at most 10000 string ids' }, 400);
     }
-    const acked = await ackPulled(deps.db, `exchanger:${who.name}`, ids as string[]);
-    if (acked) log.withTag("exchanger").info(`exchanger=${who.name} acked=${acked}`);
-    return json({ acked });
+    const refused = parseRefused(body.refused);
+    if (typeof refused === "string") return json({ error: refused }, 400);
+    const route = `exchanger:${who.name}`;
+    const acked = await ackPulled(deps.db, route, ids as string[], refused);
+    if (acked.length) log.withTag("exchanger").info(`exchanger=${who.name} acked=${acked.length}`);
+    for (const id of acked) {
+      const no = refused.get(id);
+      if (no?.length) await bounceRefused(deps, who.name, id, no).catch((err) => log.withTag("exchanger").error(`bounce for ${id}: ${errorText(err)}`));
+    }
+    return json({ acked: acked.length });
   });
 }
 
@@ -135,23 +175,38 @@ async function leaseHeld(deps: PullDeps, route: string, max: number) {
   }, { durable: false });
 }
 
-async function ackPulled(db: Db, route: string, ids: string[]): Promise<number> {
-  if (!ids.length) return 0;
+/** Marks the leased rows among `ids` delivered; returns the ids this call settled. */
+async function ackPulled(db: Db, route: string, ids: string[], refused: Refused): Promise<string[]> {
+  if (!ids.length) return [];
   const now = Date.now();
   return withWriteTransaction(db, async (trx) => {
     const r = await trx.updateTable("deliveries")
       .set({ state: "delivered", lease_until: null, last_error: null, updated_at: now, tries: sql`tries + 1` })
       .where("id", "in", ids).where("route", "=", route).where("state", "=", "delivering")
       .executeTakeFirst();
-    const n = Number(r.numUpdatedRows);
-    if (n) {
-      const acked = await trx.selectFrom("deliveries").select("id").where("id", "in", ids).where("state", "=", "delivered").where("updated_at", "=", now).execute();
-      await trx.insertInto("delivery_attempts").values(acked.map((a) => ({
-        delivery_id: a.id, at: now, transport: "exchanger", endpoint: route, outcome: "delivered" as const, detail: "pulled and acknowledged", ms: null,
-      }))).execute();
-    }
-    return n;
+    if (!Number(r.numUpdatedRows)) return [];
+    const acked = await trx.selectFrom("deliveries").select(["id", "rcpts"]).where("id", "in", ids).where("state", "=", "delivered").where("updated_at", "=", now).execute();
+    await trx.insertInto("delivery_attempts").values(acked.flatMap((a) => {
+      const mine = new Set(JSON.parse(a.rcpts) as string[]);
+      const no = (refused.get(a.id) ?? []).filter((x) => mine.has(x.address));
+      refused.set(a.id, no);
+      return [
+        { delivery_id: a.id, at: now, transport: "exchanger", endpoint: route, outcome: "delivered" as const, detail: no.length ? `pulled and acknowledged; ${no.length} recipient(s) refused` : "pulled and acknowledged", ms: null },
+        ...no.map((x) => ({ delivery_id: a.id, at: now, transport: "rcpt", endpoint: x.address, outcome: "permanent" as const, detail: x.diagnostic, ms: null })),
+      ];
+    })).execute();
+    return acked.map((a) => a.id);
   }, { durable: false });
+}
+
+/** A DSN to the local sender for the recipients the partner refused (none for a null sender). */
+async function bounceRefused(deps: PullDeps, exchanger: string, id: string, no: { address: string; status: string; diagnostic: string }[]): Promise<void> {
+  log.withTag("exchanger").warn(`exchanger=${exchanger} refused ${no.map((x) => `${x.address} (${x.status})`).join(", ")} of ${id}`);
+  if (!deps.bounce) return;
+  const delivery = await deps.db.selectFrom("deliveries").selectAll().where("id", "=", id).executeTakeFirst();
+  const msg = delivery && (await loadMessage(deps.db, delivery.message_id));
+  if (!delivery || !msg || !msg.mail_from) return;
+  await deps.bounce.send({ delivery, lease: 0 }, msg.mail_from, msg.body, no);
 }
 
 function waitForHeld(deps: PullDeps, name: string, ms: number, client: AbortSignal): Promise<void> {
@@ -176,6 +231,6 @@ function clampInt(v: string | null, min: number, max: number, dflt: number): num
   return Math.min(max, Math.max(min, n));
 }
 
-function json(body: unknown, status = 200): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
 }

@@ -23,7 +23,8 @@ export interface AcceptDeps {
   /** Emits "delivered" (address) after each durable local delivery: wake-ups for waiters. */
   events: EventEmitter;
   /** Durably queues mail for remote recipients (one delivery row per domain); absent = no relaying. */
-  enqueue?: (env: Envelope, byDomain: Map<string, string[]>) => Promise<{ messageId: string; deliveryIds: string[] }>;
+  /** Queues the remote recipients; `also` runs in the same transaction. */
+  enqueue?: (env: Envelope, byDomain: Map<string, string[]>, also?: (trx: Db) => Promise<unknown>) => Promise<{ messageId: string; deliveryIds: string[] }>;
   /** Counts mail that arrived from a peer domain (federation stats). */
   onInbound?: (senderDomain: string) => void;
 }
@@ -128,7 +129,7 @@ export function createAcceptor(deps: AcceptDeps) {
         // With a delivery id, local copies get a name derived from it: a retry after a crash
         // that left the id pending finds the copies that already landed.
         const fileName = env.deliveryId ? stableMaildirName(env.deliveryId, size) : undefined;
-        const recovering = idState === "pending";
+        const recovering = idState === "pending" || idState === "queued";
         const reservedHere: string[] = [];
         verdicts = await Promise.all(plan.map(async (p): Promise<RcptVerdict> => {
           if (p.kind === "done") return p.verdict;
@@ -136,7 +137,7 @@ export function createAcceptor(deps: AcceptDeps) {
             return { verdict: "reject", reason: "encryption", detail: gate.reason };
           }
           if (p.kind === "drop") return { verdict: "accept", stored: false, note: p.note };
-          if (p.kind === "remote") return { verdict: "accept", stored: true };
+          if (p.kind === "remote") return idState === "queued" ? { verdict: "accept", stored: false, note: "duplicate" } : { verdict: "accept", stored: true };
           // Deliveries still on their way to the same user count too: ten at once must not all
           // fit in the room left for one.
           if (p.used + (incoming.get(p.address) ?? 0) + size > p.quota) return { verdict: "reject", reason: "quota", detail: `${p.address} over quota` };
@@ -156,12 +157,16 @@ export function createAcceptor(deps: AcceptDeps) {
             return { verdict: "tempfail", detail: "local delivery failed" };
           }
         }));
-        const remote = plan.flatMap((p, i) => (p.kind === "remote" && verdicts[i]!.verdict === "accept" ? [p] : []));
+        const remote = plan.flatMap((p, i) => { const v = verdicts[i]!; return p.kind === "remote" && v.verdict === "accept" && v.stored ? [p] : []; });
         if (remote.length) {
           const byDomain = new Map<string, string[]>();
           for (const p of remote) byDomain.set(p.domain, [...(byDomain.get(p.domain) ?? []), p.address]);
           try {
-            queued = await deps.enqueue!(env, byDomain);
+            // With a delivery id, the id is marked in the queue's own commit: without local
+            // copies it is then done (a retry is a duplicate); with them, still pending.
+            const id = env.deliveryId;
+            const hasLocal = plan.some((p) => p.kind === "local");
+            queued = await deps.enqueue!(env, byDomain, id ? (trx) => markDeliveryIdQueued(trx, { id, at: Date.now(), pending: hasLocal ? 1 : 0 }) : undefined);
             stored++;
           } catch (err) {
             log.withTag("queue").error(`queueing failed: ${(err as Error).message}`);
@@ -203,10 +208,12 @@ export function createAcceptor(deps: AcceptDeps) {
   /** Quota accounting and the delivery id, committed (group commit) before the answer. */
   async function recordDelivery(env: Envelope, plan: Planned[], verdicts: RcptVerdict[], size: number): Promise<void> {
     const used = plan.flatMap((p, i) => (p.kind === "local" && verdicts[i]!.verdict === "accept" ? [p.address] : []));
-    // Mark the delivery id done only when nothing is left to retry: after a tempfail it stays
-    // pending, the sender retries with the same id, the recipients that failed get their copy
-    // and those that have one are found in their Maildirs.
-    const anyAccepted = verdicts.some((v) => v.verdict === "accept") && !verdicts.some((v) => v.verdict === "tempfail");
+    // Mark the delivery id done only when nothing is left to retry: after a tempfail (or a full
+    // mailbox, which a pulling client leaves with its partner) it stays pending, the sender
+    // retries with the same id, the recipients that failed get their copy and those that have
+    // one are found in their Maildirs.
+    const anyAccepted = verdicts.some((v) => v.verdict === "accept") &&
+      !verdicts.some((v) => v.verdict === "tempfail" || (v.verdict === "reject" && v.reason === "quota"));
     if (!used.length && !(env.deliveryId && anyAccepted)) return;
     await deps.writes.run(async (trx) => {
       for (const a of used) await addUsedBytes(trx, a, size);
@@ -245,8 +252,9 @@ export function createAcceptor(deps: AcceptDeps) {
       return { kind: "done", verdict: { verdict: "reject", reason: "relay_denied", detail: `${domain} is not local` } };
     }
     // Doors that answer per recipient to someone we trust with the truth (an MTA in front, a
-    // logged-in user, a local script) refuse unknown users; the others drop them unseen.
-    const tell = env.door === "lmtp" || env.door === "submission" || env.door === "send";
+    // logged-in user, a local script, an exchanger partner we pull from, which bounces the
+    // refusal to its sender) refuse unknown users; the others drop them unseen.
+    const tell = env.door === "lmtp" || env.door === "submission" || env.door === "send" || env.door === "pull";
     if (isReservedLocalPart(address)) {
       return tell
         ? { kind: "done", verdict: { verdict: "reject", reason: "unknown_user", detail: address } }
@@ -275,17 +283,21 @@ export function createAcceptor(deps: AcceptDeps) {
 
 export type Acceptor = ReturnType<typeof createAcceptor>;
 
-const selectDeliveryId = prepareQuery((db, p: { id: string }) => db.selectFrom("delivery_ids").select("pending").where("id", "=", p.id));
+const selectDeliveryId = prepareQuery((db, p: { id: string }) => db.selectFrom("delivery_ids").select(["pending", "queued"]).where("id", "=", p.id));
 const markDeliveryIdPending = prepareQuery((db, p: { id: string; at: number }) =>
   db.insertInto("delivery_ids").values({ id: p.id, seen_at: p.at, pending: 1 }).onConflict((oc) => oc.column("id").doNothing()));
 const markDeliveryIdDone = prepareQuery((db, p: { id: string; at: number }) =>
   db.insertInto("delivery_ids").values({ id: p.id, seen_at: p.at, pending: 0 }).onConflict((oc) => oc.column("id").doUpdateSet({ pending: 0 })));
 
-type DeliveryIdState = "new" | "pending" | "done";
+const markDeliveryIdQueued = prepareQuery((db, p: { id: string; at: number; pending: number }) =>
+  db.insertInto("delivery_ids").values({ id: p.id, seen_at: p.at, pending: p.pending, queued: 1 }).onConflict((oc) => oc.column("id").doUpdateSet({ queued: 1 })));
+
+/** queued: pending, and the remote recipients are in the queue already. */
+type DeliveryIdState = "new" | "pending" | "queued" | "done";
 
 async function deliveryIdState(db: Db, id: string): Promise<DeliveryIdState> {
   const row = await firstRow(selectDeliveryId, db, { id });
-  return !row ? "new" : row.pending ? "pending" : "done";
+  return !row ? "new" : row.pending ? (row.queued ? "queued" : "pending") : "done";
 }
 
 /** The same Maildir name for every attempt of one delivery id (and size, as Maildir ,S=). */

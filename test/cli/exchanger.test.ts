@@ -129,7 +129,7 @@ describe("set, enable, disable", () => {
   });
 
   test.each([
-    [["relay1"], 2, "nothing to change: give at least one of --url, --mode, --poll-interval, --domains, --fallback/--no-fallback"],
+    [["relay1"], 2, "nothing to change: give at least one of --url, --mode, --poll-interval, --domains, --fallback/--no-fallback, --remote-token-file/--no-remote-token"],
     [["relay1", "--url", "gopher://x"], 2, 'invalid exchanger URL "gopher://x": expected http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]'],
     [["relay1", "--poll-interval", "0"], 2, 'invalid poll interval "0": expected whole seconds from 5 to 86400'],
     [["relay1", "--url", "https://ok.example", "--poll-interval", "100000"], 2, 'invalid poll interval "100000": expected whole seconds from 5 to 86400'],

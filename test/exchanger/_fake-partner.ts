@@ -39,6 +39,8 @@ export interface FakePartner {
   pulls: { path: string; wait: number | null; max: number | null; domain: string | null; auth: string | null }[];
   /** Ids of every ack call, in order. */
   acks: string[][];
+  /** The `refused` object of every ack call that had one. */
+  refusals: Record<string, { address: string; status: string; diagnostic: string }[]>[];
   /** Pulls whose connection the client closed before the answer. */
   abortedPulls: number;
   add(...messages: HeldMessage[]): void;
@@ -55,6 +57,7 @@ export function fakePartner(opts: FakePartnerOptions = {}): FakePartner {
     held: new Map(),
     pulls: [],
     acks: [],
+    refusals: [],
     abortedPulls: 0,
     add(...messages) {
       for (const m of messages) partner.held.set(m.id, { ...m, leasedUntil: 0 });
@@ -109,8 +112,9 @@ export function fakePartner(opts: FakePartnerOptions = {}): FakePartner {
       }
       if (req.method === "POST" && (url.pathname === "/exchanger/ack" || url.pathname === "/pull/ack")) {
         if (auth !== `Bearer ${token}`) return Response.json({ error: "unauthorized" }, { status: 401 });
-        const { ids } = (await req.json()) as { ids: string[] };
+        const { ids, refused } = (await req.json()) as { ids: string[]; refused?: FakePartner["refusals"][number] };
         partner.acks.push(ids);
+        if (refused) partner.refusals.push(refused);
         let acked = 0;
         if (!opts.ignoreAcks) {
           for (const id of ids) {

@@ -2,6 +2,8 @@
 // waiting (it used to be routed to the domain directly and bounce); removing it is refused while
 // it holds mail, unless --force.
 import { afterEach, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { startServe, waitUntil, type ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, maildirNew } from "../inbound/_fixtures.ts";
 
@@ -50,4 +52,45 @@ test("a long poll whose token is replaced while it waits gets nothing; the mail 
   expect(await (await poll).json()).toEqual({ messages: [], more: false });
   const now = await (await fetch(`${x.url}/exchanger/pull?wait=5`, { headers: { Authorization: `Bearer ${fresh}` } })).json() as { messages: { rcpt_to: string[] }[] };
   expect(now.messages.map((m) => m.rcpt_to)).toEqual([["bob@b.test"]]);
+});
+
+test("an ack naming refused recipients: the entry is delivered, the refusal is in queue show, and the local sender gets a bounce", async () => {
+  x = await startServe({
+    setup: [["init", "--domain", "x.test"], ["user", "add", "alice@x.test"], ["exchanger", "add", "bside", "http://127.0.0.1:9", "--mode", "pull", "--domains", "b.test"]],
+  });
+  const token = (await x.box.run(["exchanger", "token", "bside"])).stdout.trim();
+  const auth = { Authorization: `Bearer ${token}` };
+  expect((await x.box.run(["send", "--from", "alice@x.test", "--to", "bob@b.test", "--to", "nobody@b.test"], { stdin: ENCRYPTED() })).code).toBe(0);
+  const batch = await waitUntil("held", async () => {
+    const b = await (await fetch(`${x!.url}/exchanger/pull?wait=2`, { headers: auth })).json() as { messages: { id: string }[] };
+    return b.messages.length ? b : undefined;
+  });
+  const id = batch.messages[0]!.id;
+  const ack = (body: unknown) => fetch(`${x!.url}/exchanger/ack`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(body) });
+  // Malformed refusals change nothing.
+  for (const refused of [[1], { [id]: [{ address: "nobody@b.test", status: "4.2.2" }] }, { [id]: "x" }]) {
+    expect((await ack({ ids: [id], refused })).status).toBe(400);
+  }
+  expect(maildirNew(x, "alice@x.test")).toEqual([]);
+  // A recipient that is not the entry's own is not bounced.
+  const refused = { [id]: [{ address: "nobody@b.test", status: "5.1.1", diagnostic: "smtp; 550 5.1.1 User unknown" }, { address: "eve@elsewhere.test", status: "5.1.1" }] };
+  expect(await (await ack({ ids: [id], refused })).json()).toEqual({ acked: 1 });
+  const dsn = await waitUntil("the bounce", async () => ((f) => (f.length ? f : undefined))(maildirNew(x!, "alice@x.test")));
+  expect(dsn).toHaveLength(1);
+  const text = readFileSync(join(x.box.dir, "data", "mail", "alice@x.test", "new", dsn[0]!), "utf8");
+  expect(text).toContain("Final-Recipient: rfc822; nobody@b.test");
+  expect(text).toContain("Status: 5.1.1");
+  expect(text).not.toContain("eve@elsewhere.test");
+  expect(text).not.toContain("Final-Recipient: rfc822; bob@b.test");
+  const show = (await x.box.run(["queue", "show", id])).stdout;
+  expect(show).toContain("pulled and acknowledged; 1 recipient(s) refused");
+  expect(show).toContain("smtp; 550 5.1.1 User unknown");
+  // The same ack again settles nothing and bounces nothing more.
+  expect(await (await ack({ ids: [id], refused })).json()).toEqual({ acked: 0 });
+  await Bun.sleep(300);
+  expect(maildirNew(x, "alice@x.test")).toHaveLength(1);
+  // A wrong token: 401 naming the Bearer scheme.
+  const no = await fetch(`${x.url}/exchanger/pull`, { headers: { Authorization: "Bearer nope" } });
+  expect(no.status).toBe(401);
+  expect(no.headers.get("www-authenticate")).toBe('Bearer realm="madmail exchanger"');
 });

@@ -18,7 +18,7 @@ const nameArg = { name: { type: "positional", required: true, description: "Exch
 
 const optionArgs = {
   mode: { type: "enum" as const, options: ["push", "pull"], description: "push: we POST its mail to URL/mxdeliv; pull: we hold it until it pulls" },
-  "poll-interval": { type: "string" as const, valueHint: "SECONDS", description: `Seconds between our polls of its pull endpoint (${POLL_MIN}-${POLL_MAX}, default ${POLL_DEFAULT})` },
+  "poll-interval": { type: "string" as const, valueHint: "SECONDS", description: `Seconds our poller rests after an empty answer or an error from its pull endpoint (${POLL_MIN}-${POLL_MAX}; add: default ${POLL_DEFAULT})` },
   domains: { type: "string" as const, valueHint: "LIST", description: "Recipient domains routed through it: a,b,c or * for all remote mail" },
   fallback: { type: "boolean" as const, description: "Use it only for delayed reroute of mail that keeps failing" },
 };
@@ -80,7 +80,7 @@ const set = command({
     if (args["remote-token"] === false && args["remote-token-file"] !== undefined) throw usageError("give either --remote-token-file or --no-remote-token, not both");
     if (args["remote-token"] === false) changes.remote_token = null;
     if (args["remote-token-file"] !== undefined) changes.remote_token = readTokenFile(args["remote-token-file"]);
-    if (!Object.keys(changes).length) throw usageError("nothing to change: give at least one of --url, --mode, --poll-interval, --domains, --fallback/--no-fallback");
+    if (!Object.keys(changes).length) throw usageError("nothing to change: give at least one of --url, --mode, --poll-interval, --domains, --fallback/--no-fallback, --remote-token-file/--no-remote-token");
     return existingDb(args, async ({ db }) => {
       if (!(await updateExchanger(db, name, changes))) throw unknown(name);
       say(args, `Exchanger updated: ${name}`);

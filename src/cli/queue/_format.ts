@@ -133,14 +133,8 @@ export function formatSize(bytes: number): string {
   return String(bytes);
 }
 
-/**
- * Remote servers write error texts and senders write headers: control characters (a terminal
- * escape in an SMTP reply) never reach the terminal. One line, cut to `max` characters.
- */
-export function oneLine(text: string, max: number): string {
-  const flat = text.replace(/[\x00-\x1f\x7f-\x9f]+/g, " ").replace(/ {2,}/g, " ").trim();
-  return flat.length > max ? flat.slice(0, max - 3) + "..." : flat;
-}
+import { oneLine } from "../../util/one-line.ts";
+export { oneLine };
 
 /** Multi-line text for a terminal: line ends kept, other control characters shown as \xNN. */
 export function safeText(text: string): string {
