@@ -471,9 +471,14 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       log.withTag("queue").error(`bounce for ${c.delivery.id} to ${msg.mail_from} failed: ${(err as Error).message}`));
   }
 
+  /**
+   * Retried for the whole of queue.lifetime: a retry that would fall after it is moved to its
+   * end (a last attempt then), and only an attempt made at or after the end gives up. Mail held
+   * for a pull exchanger waits out the same span.
+   */
   function defer(c: Claimed, schedule: readonly number[], error: string, route: string | null): Outcome {
-    const next = nextAttemptAt(schedule, c.delivery.tries + 1);
-    if (next > c.delivery.expires_at) return { state: "dead", route, error: `gave up (queue.lifetime reached): ${error}` };
+    if (Date.now() >= c.delivery.expires_at) return { state: "dead", route, error: `gave up (queue.lifetime reached): ${error}` };
+    const next = Math.min(nextAttemptAt(schedule, c.delivery.tries + 1), c.delivery.expires_at);
     return { state: "deferred", route, error, nextAttemptAt: next };
   }
 
