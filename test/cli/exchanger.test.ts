@@ -194,3 +194,12 @@ describe("token", () => {
     expect(dump).not.toContain(createHash("sha256").update(secret).digest("hex"));
   });
 });
+
+test("a local domain in --domains is stored as asked, with a warning that its mail never goes through the exchanger", async () => {
+  await ok(["init", "--domain", "chat.test", "--quiet"]);
+  const warning = "madmail: warning: chat.test is a local domain; its mail is delivered here and never goes through an exchanger\n";
+  expect(await sb.run(["exchanger", "add", "hub", "https://hub.test", "--domains", "b.test,chat.test"])).toEqual({ code: 0, stdout: "Exchanger added: hub -> https://hub.test\n", stderr: warning });
+  expect(await sb.run(["exchanger", "set", "hub", "--domains", "Chat.Test."])).toEqual({ code: 0, stdout: "Exchanger updated: hub\n", stderr: warning });
+  expect((await one("hub")).domains).toEqual(["chat.test"]);
+  expect((await sb.run(["exchanger", "set", "hub", "--domains", "b.test"])).stderr).toBe("");
+});

@@ -9,7 +9,8 @@ import {
 } from "../../exchanger/exchangers.ts";
 import { readTokenFile } from "../../exchanger/pull-client.ts";
 import { overridesPointingAt } from "../../delivery/endpoint-overrides.ts";
-import { withWriteTransaction } from "../../db/open.ts";
+import { withWriteTransaction, type Db } from "../../db/open.ts";
+import { listDomains } from "../../policy/local-domains.ts";
 import type { ExchangerUpdate } from "../../db/schema.ts";
 import { conflict, notFound, usageError } from "../../errors.ts";
 import { hashToken, newToken } from "../../util/secrets.ts";
@@ -49,6 +50,7 @@ const add = command({
       });
       if (!inserted) throw conflict(`exchanger "${name}" already exists; change it with \`madmail exchanger set ${name} ...\``);
       say(args, `Exchanger added: ${name} -> ${url}`);
+      await warnOfLocalDomains(db, domains);
     });
   },
 });
@@ -84,6 +86,7 @@ const set = command({
     return existingDb(args, async ({ db }) => {
       if (!(await updateExchanger(db, name, changes))) throw unknown(name);
       say(args, `Exchanger updated: ${name}`);
+      if (changes.domains) await warnOfLocalDomains(db, changes.domains);
     });
   },
 });
@@ -149,3 +152,11 @@ const token = command({
 });
 
 export default { add, set, enable: toggle(true), disable: toggle(false), remove, token } as Record<string, CommandDef<any>>;
+
+/** Mail for a local domain is stored here and never routed: listing one is most likely a typo. */
+async function warnOfLocalDomains(db: Db, domains: string): Promise<void> {
+  const local = new Set((await listDomains(db)).map((d) => d.name));
+  for (const d of domains.split(",").filter((x) => local.has(x))) {
+    process.stderr.write(`madmail: warning: ${d} is a local domain; its mail is delivered here and never goes through an exchanger\n`);
+  }
+}
