@@ -18,7 +18,6 @@ import { loadMessage } from "../queue/queue.repository.ts";
 import { signingDomain } from "../delivery/dkim.ts";
 import type { Bounce } from "../queue/worker.ts";
 import { oneLine } from "../util/one-line.ts";
-
 import { bearerToken, createFailureLimiter, exchangerByToken } from "./auth.ts";
 
 const MAX_WAIT_S = 60;
@@ -186,15 +185,19 @@ async function ackPulled(db: Db, route: string, ids: string[], refused: Refused)
       .executeTakeFirst();
     if (!Number(r.numUpdatedRows)) return [];
     const acked = await trx.selectFrom("deliveries").select(["id", "rcpts"]).where("id", "in", ids).where("state", "=", "delivered").where("updated_at", "=", now).execute();
+    // Refused for every recipient: dead, as when every recipient of a push got a 5xx.
+    const dead: { id: string; error: string }[] = [];
     await trx.insertInto("delivery_attempts").values(acked.flatMap((a) => {
       const mine = new Set(JSON.parse(a.rcpts) as string[]);
       const no = (refused.get(a.id) ?? []).filter((x) => mine.has(x.address));
       refused.set(a.id, no);
+      if (no.length && no.length >= mine.size) dead.push({ id: a.id, error: `refused by the exchanger partner: ${no[0]!.diagnostic}` });
       return [
         { delivery_id: a.id, at: now, transport: "exchanger", endpoint: route, outcome: "delivered" as const, detail: no.length ? `pulled and acknowledged; ${no.length} recipient(s) refused` : "pulled and acknowledged", ms: null },
         ...no.map((x) => ({ delivery_id: a.id, at: now, transport: "rcpt", endpoint: x.address, outcome: "permanent" as const, detail: x.diagnostic, ms: null })),
       ];
     })).execute();
+    for (const d of dead) await trx.updateTable("deliveries").set({ state: "dead", last_error: d.error }).where("id", "=", d.id).execute();
     return acked.map((a) => a.id);
   }, { durable: false });
 }

@@ -157,7 +157,10 @@ export function createAcceptor(deps: AcceptDeps) {
             return { verdict: "tempfail", detail: "local delivery failed" };
           }
         }));
-        const remote = plan.flatMap((p, i) => { const v = verdicts[i]!; return p.kind === "remote" && v.verdict === "accept" && v.stored ? [p] : []; });
+        const remote = plan.flatMap((p, i) => {
+          const v = verdicts[i]!;
+          return p.kind === "remote" && v.verdict === "accept" && v.stored ? [p] : []; // not those queued already
+        });
         if (remote.length) {
           const byDomain = new Map<string, string[]>();
           for (const p of remote) byDomain.set(p.domain, [...(byDomain.get(p.domain) ?? []), p.address]);

@@ -83,6 +83,7 @@ test("an ack naming refused recipients: the entry is delivered, the refusal is i
   expect(text).not.toContain("eve@elsewhere.test");
   expect(text).not.toContain("Final-Recipient: rfc822; bob@b.test");
   const show = (await x.box.run(["queue", "show", id])).stdout;
+  expect(show).toMatch(/State: +delivered/);
   expect(show).toContain("pulled and acknowledged; 1 recipient(s) refused");
   expect(show).toContain("smtp; 550 5.1.1 User unknown");
   // The same ack again settles nothing and bounces nothing more.
@@ -93,4 +94,23 @@ test("an ack naming refused recipients: the entry is delivered, the refusal is i
   const no = await fetch(`${x.url}/exchanger/pull`, { headers: { Authorization: "Bearer nope" } });
   expect(no.status).toBe(401);
   expect(no.headers.get("www-authenticate")).toBe('Bearer realm="madmail exchanger"');
+});
+
+test("an ack that refuses every recipient of an entry leaves it dead, with the partner's reason", async () => {
+  x = await startServe({
+    setup: [["init", "--domain", "x.test"], ["user", "add", "alice@x.test"], ["exchanger", "add", "bside", "http://127.0.0.1:9", "--mode", "pull", "--domains", "b.test"]],
+  });
+  const auth = { Authorization: `Bearer ${(await x.box.run(["exchanger", "token", "bside"])).stdout.trim()}` };
+  expect((await x.box.run(["send", "--from", "alice@x.test", "--to", "nobody@b.test"], { stdin: ENCRYPTED() })).code).toBe(0);
+  const batch = await waitUntil("held", async () => {
+    const b = await (await fetch(`${x!.url}/exchanger/pull?wait=2`, { headers: auth })).json() as { messages: { id: string }[] };
+    return b.messages.length ? b : undefined;
+  });
+  const id = batch.messages[0]!.id;
+  const refused = { [id]: [{ address: "nobody@b.test", status: "5.1.1", diagnostic: "smtp; 550 5.1.1 User unknown" }] };
+  const r = await fetch(`${x.url}/exchanger/ack`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ ids: [id], refused }) });
+  expect(await r.json()).toEqual({ acked: 1 });
+  const [row] = JSON.parse((await x.box.run(["queue", "list", "--json"])).stdout) as { state: string; last_error: string }[];
+  expect(row).toMatchObject({ state: "dead", last_error: "refused by the exchanger partner: smtp; 550 5.1.1 User unknown" });
+  await waitUntil("the bounce", async () => ((f) => (f.length ? f : undefined))(maildirNew(x!, "alice@x.test")));
 });
