@@ -46,21 +46,32 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       const declared = Number(req.headers.get("content-length") ?? NaN);
       if (declared > limit) return reply({ status: 413, body: "message too large" });
       // Bodies are held in memory until stored: their total is bounded, so that many large
-      // uploads at once cannot take the server's memory (the sender retries a 503 later).
-      const size = Number.isFinite(declared) ? declared : limit;
-      if (!bodyBudget.take(size, limit)) {
+      // uploads at once cannot take the server's memory (the sender retries a 503 later). A
+      // small body counts from the start (read whole: the fast path); a large or chunked one as
+      // its bytes arrive, so that a peer announcing 30 MB and sending nothing holds nothing.
+      const busy = () => {
         log.withTag("mxdeliv").warn(`peer=${remoteIp(event) ?? "unknown"} answered 503: ${bodyBudget.held()} bytes of messages already in memory`);
         return reply({ status: 503, body: "busy, try again later" });
+      };
+      const small = Number.isFinite(declared) && declared <= SMALL_BODY;
+      if (small) {
+        if (!bodyBudget.take(declared, limit)) return busy();
+        reserved = declared;
       }
-      reserved = size;
-      let body: Uint8Array | null;
+      const charge = (n: number) => {
+        if (!bodyBudget.take(n, limit)) return false;
+        reserved += n;
+        return true;
+      };
+      let body: Uint8Array | null | "busy";
       try {
-        body = await readLimited(req, limit);
+        body = small ? await readWhole(req) : await readCounted(req, limit, charge);
       } catch (err) {
         // The peer went away mid-body (or sent a broken chunked body): nothing was stored.
         log.withTag("mxdeliv").info(`peer=${remoteIp(event) ?? "unknown"} upload ended early, nothing stored: ${errorText(err)}`);
         return reply({ status: 400, body: "bad request" });
       }
+      if (body === "busy") return busy();
       if (!body) return reply({ status: 413, body: "message too large" });
       const deliveryId = req.headers.get("x-madmail-delivery-id")?.trim();
       // An exchanger partner identifies itself with its token: its mail may be passed on.
@@ -104,13 +115,20 @@ function reply(r: HttpReply): Response {
   return new Response(r.body, { status: r.status, headers: { "content-type": "text/plain; charset=utf-8" } });
 }
 
-/** Reads the body, giving up (null) as soon as it passes the limit: never buffers more. */
-async function readLimited(req: Request, limit: number): Promise<Uint8Array | null> {
+/** Bodies announced at most this big are read whole and counted in the budget up front. */
+const SMALL_BODY = 64 * 1024;
+
+/** A small body with a Content-Length (already checked against the limit): one read. */
+async function readWhole(req: Request): Promise<Uint8Array> {
+  return req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array(0);
+}
+
+/**
+ * Reads the body chunk by chunk, each counted with `charge` before it is kept: null as soon as
+ * it passes the limit, "busy" when the budget refuses a chunk. Never buffers more.
+ */
+async function readCounted(req: Request, limit: number, charge: (n: number) => boolean): Promise<Uint8Array | null | "busy"> {
   if (!req.body) return new Uint8Array(0);
-  if (req.headers.has("content-length")) {
-    const buf = new Uint8Array(await req.arrayBuffer());
-    return buf.length > limit ? null : buf;
-  }
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = req.body.getReader();
@@ -118,9 +136,9 @@ async function readLimited(req: Request, limit: number): Promise<Uint8Array | nu
     const { done, value } = await reader.read();
     if (done) break;
     total += value.length;
-    if (total > limit) {
+    if (total > limit || !charge(value.length)) {
       await reader.cancel().catch(() => {});
-      return null;
+      return total > limit ? null : "busy";
     }
     chunks.push(value);
   }

@@ -153,16 +153,28 @@ test("a delivery id is a repeat only from the same envelope sender: another peer
 
 test("bodies held in memory at once are bounded (8 x limits.max_message_size): one more upload gets 503, and works again when the others are done", async () => {
   await s.box.run(["config", "set", "limits.max_message_size", "1M"]);
-  const socks: Awaited<ReturnType<typeof Bun.connect>>[] = [];
+  const upload = (bytes: number) => {
+    const sock = createConnection({ host: "127.0.0.1", port: s.httpPort });
+    sock.on("error", () => {});
+    sock.write(`POST /mxdeliv HTTP/1.1\r\nHost: x\r\nX-Mail-From: x@peer.test\r\nX-Mail-To: carol@chat.test\r\nContent-Length: ${1024 * 1024}\r\n\r\n${"a".repeat(bytes)}`);
+    return sock;
+  };
+  // Announced but not sent, the bytes hold nothing: uploads that send only their headers cannot
+  // shut the door for everyone.
+  let socks = Array.from({ length: 12 }, () => upload(3));
   try {
-    // Eight uploads of a declared 1 MiB that send their headers and then wait.
-    for (let i = 0; i < 8; i++) {
-      const sock = await Bun.connect({ hostname: "127.0.0.1", port: s.httpPort, socket: { data() {} } });
-      sock.write(`POST /mxdeliv HTTP/1.1\r\nHost: x\r\nX-Mail-From: x@peer.test\r\nX-Mail-To: carol@chat.test\r\nContent-Length: ${1024 * 1024}\r\n\r\nabc`);
-      socks.push(sock);
-    }
     await Bun.sleep(300);
-    expect(await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], body())).toEqual({ status: 503, text: "busy, try again later" });
+    expect((await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], body())).status).toBe(200);
+  } finally {
+    for (const sock of socks) sock.destroy();
+  }
+  // Eight uploads of a declared 1 MiB that send 1,000,000 bytes of it and then wait: 8 MB held
+  // of the 8 MiB; a 400 KB message more does not fit.
+  socks = Array.from({ length: 8 }, () => upload(1_000_000));
+  const big = "a".repeat(400_000);
+  try {
+    await waitUntil("the bytes held", async () => (await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], big)).status === 503 || undefined);
+    expect(await postMxdeliv(s.url, "x@peer.test", ["carol@chat.test"], big)).toEqual({ status: 503, text: "busy, try again later" });
   } finally {
     for (const sock of socks) sock.end();
   }
