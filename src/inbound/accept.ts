@@ -105,7 +105,10 @@ export function createAcceptor(deps: AcceptDeps) {
     } else {
       const senderDomain = senderDomainOf(env);
       const policy = federationVerdict(snap.rules, senderDomain, (d) => snap.localDomains.has(d));
-      const plan = await Promise.all(env.rcpts.map((r) => planRecipient(env, r, snap)));
+      // One at a time: thousands of lookups started at once wait on the database's one
+      // connection, and each release wakes every waiter (quadratic).
+      const plan: Planned[] = [];
+      for (const r of env.rcpts) plan.push(await planRecipient(env, r, snap));
       // The gate runs for every message that reaches it, whoever the recipients are, so that
       // a plaintext probe is refused the same way for real and unknown users. Delivery reports
       // pass it only from other servers: our own are written straight into the sender's

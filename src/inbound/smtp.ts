@@ -15,6 +15,9 @@ import { SMTP_TEMPFAIL, smtpReplyFor, smtpReplyForReason, toSmtpReply, type Smtp
 import type { SnapshotSource } from "./snapshot.ts";
 import type { RejectReason } from "./types.ts";
 
+/** Recipients per SMTP/LMTP transaction (Postfix's smtpd_recipient_limit default); more get 452 4.5.3. */
+export const MAX_RECIPIENTS = 1000;
+
 export type SmtpDoorKind = "smtp" | "lmtp" | "submission";
 
 export interface SmtpDoorOptions {
@@ -140,6 +143,12 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     closeTimeout: 5_000,
 
     onRcptTo(address, session, callback) {
+      // As Postfix's smtpd_recipient_limit: one transaction cannot hold the server for minutes
+      // (every recipient is looked up at DATA). The sender sends the rest in another one.
+      const known = session.envelope.rcptTo;
+      if (known.length >= MAX_RECIPIENTS && !known.some((r) => r.address.toLowerCase() === address.address.toLowerCase())) {
+        return callback(smtpError({ code: 452, text: "4.5.3 Too many recipients" }));
+      }
       // Authenticated users may write to anyone (the pipeline decides after DATA): remote
       // recipients are answered at once (from the cached snapshot), so that the replies to a
       // pipelined MAIL, RCPT, DATA leave together.

@@ -36,6 +36,16 @@ describe("SMTP MX door", () => {
     expect(maildirNew(s, "ghost@chat.test")).toEqual([]);
   });
 
+  test("at most 1,000 recipients per transaction (452 4.5.3 beyond); a repeated one still counts once; the message goes to the first 1,000", async () => {
+    const to = ["carol@chat.test", ...Array.from({ length: 999 }, (_, i) => `ghost${i}@chat.test`), "more@chat.test", "CAROL@chat.test"];
+    const r = await sendMail(s.smtpPort, { from: "alice@a.test", to, body: body() });
+    expect(r.rcpts.slice(0, 1000).every((x) => x.code === 250)).toBe(true);
+    expect(r.rcpts[1000]).toMatchObject({ code: 452, text: "4.5.3 Too many recipients" });
+    expect(r.rcpts[1001]!.code).toBe(250); // carol again: already in the envelope
+    expect(r.data[0]!.code).toBe(250);
+    expect(maildirNew(s, "more@chat.test")).toEqual([]);
+  });
+
   test("RCPT for a foreign domain: 550 5.7.1 Relaying denied", async () => {
     const r = await sendMail(s.smtpPort, { from: "alice@a.test", to: ["x@elsewhere.test"], body: body() });
     expect(r.rcpts[0]!.code).toBe(550);
