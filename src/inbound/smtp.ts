@@ -8,6 +8,7 @@ import { errorText, log } from "../log.ts";
 import { bodyBudget } from "./body-budget.ts";
 import { findUser } from "../store/users.repository.ts";
 import { verifyPassword } from "../util/password.ts";
+import { oneLine } from "../util/one-line.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
 import type { Acceptor } from "./accept.ts";
 import { isReservedLocalPart } from "./recipients.ts";
@@ -53,6 +54,12 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const startTls = !!opts.tls && !opts.implicitTls;
   // Failed logins per client address, forgotten FAILED_AUTH_MEMORY_MS after the last one.
   const failedAuth = new Map<string, { n: number; at: number }>();
+  // Password checks under way per client address. An address with recent failures gets one at a
+  // time, so that a password guesser cannot hold every check slot (util/password.ts) while
+  // others wait to log in; many users behind one address log in side by side as before.
+  const checking = new Map<string, number>();
+  // Failed logins per connection: the third ends it (as Dovecot's and Postfix's limits).
+  const sessionFailures = new WeakMap<object, number>();
   // Submission's RCPT tells local recipients from remote ones without waiting (pipelining);
   // kept as fresh as hostname and size (below). A domain added in that second is checked
   // after DATA instead.
@@ -75,6 +82,12 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     onAuth(auth, session, callback) {
       const address = normaliseAddress(auth.username ?? "");
       const peer = session.remoteAddress;
+      const failed = failedAuth.get(peer);
+      if (checking.has(peer) && failed && Date.now() - failed.at < FAILED_AUTH_MEMORY_MS) {
+        log.withTag(kind).warn(`peer=${peer} AUTH refused: failed logins from this address, and another one is being checked`);
+        return callback(smtpError({ code: 454, text: "4.7.0 Another login from your address is in progress, try again" }));
+      }
+      checking.set(peer, (checking.get(peer) ?? 0) + 1);
       const check = async () => {
         // Users of a domain no longer served here (`domain remove` keeps them) cannot log in.
         const local = !!address && (await snapshot.get()).localDomains.has(domainOf(address));
@@ -83,7 +96,12 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
         const ok = await verifyPassword(auth.password ?? "", user?.password_hash ?? null);
         return ok && user ? user.address : null;
       };
-      check().then(async (user) => {
+      const done = () => {
+        const n = checking.get(peer)! - 1;
+        if (n > 0) checking.set(peer, n);
+        else checking.delete(peer);
+      };
+      check().finally(done).then(async (user) => {
         if (user) {
           failedAuth.delete(peer);
           return callback(null, { user });
@@ -99,7 +117,12 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
           if (now - f.at < FAILED_AUTH_MEMORY_MS) break;
           failedAuth.delete(ip);
         }
+        // One line per failure, in a fixed form for fail2ban and the like.
+        log.withTag(kind).warn(`peer=${peer} AUTH failed user=${JSON.stringify(oneLine(auth.username ?? "", 100))} failures=${n}`);
         await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(n, 5))));
+        const here = (sessionFailures.get(session) ?? 0) + 1;
+        sessionFailures.set(session, here);
+        if (here >= 3) return callback(smtpError({ code: 421, text: "4.7.0 Too many failed logins, closing connection" }));
         callback(smtpError({ code: 535, text: "5.7.8 Authentication credentials invalid" }));
       }, (err) => {
         log.withTag(kind).error(`peer=${peer} AUTH answered 454: ${errorText(err)}`);
