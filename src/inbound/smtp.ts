@@ -18,6 +18,10 @@ import type { RejectReason } from "./types.ts";
 
 /** Recipients per SMTP/LMTP transaction (Postfix's smtpd_recipient_limit default); more get 452 4.5.3. */
 export const MAX_RECIPIENTS = 1000;
+/** Open connections per client address on the SMTP and submission doors (not LMTP: the MTA in front). */
+export const MAX_CONNECTIONS_PER_CLIENT = 50;
+/** Refused recipients per connection before it is closed (Postfix's smtpd_hard_error_limit). */
+export const MAX_RCPT_ERRORS = 20;
 
 export type SmtpDoorKind = "smtp" | "lmtp" | "submission";
 
@@ -60,6 +64,11 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const checking = new Map<string, number>();
   // Failed logins per connection: the third ends it (as Dovecot's and Postfix's limits).
   const sessionFailures = new WeakMap<object, number>();
+  // Refused recipients per connection (MAX_RCPT_ERRORS).
+  const rcptErrors = new WeakMap<object, number>();
+  // Open connections per client address, and the sessions counted in it.
+  const perClient = new Map<string, number>();
+  const counted = new WeakSet<object>();
   // Submission's RCPT tells local recipients from remote ones without waiting (pipelining);
   // kept as fresh as hostname and size (below). A domain added in that second is checked
   // after DATA instead.
@@ -135,8 +144,26 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     // the clear, before it learns it should not have. The session's own list replaces the
     // server's until the TLS handshake is done.
     onConnect(session, callback) {
+      // One address cannot take every connection slot of a door (maxClients) from the others.
+      if (kind !== "lmtp") {
+        const ip = session.remoteAddress;
+        const open = perClient.get(ip) ?? 0;
+        if (open >= MAX_CONNECTIONS_PER_CLIENT) {
+          log.withTag(kind).warn(`peer=${ip} refused: ${open} connections open from this address`);
+          return callback(smtpError({ code: 421, text: "4.7.0 Too many connections from your address, try again later" }));
+        }
+        perClient.set(ip, open + 1);
+        counted.add(session);
+      }
       if (submission && startTls) session.disabledCommands = ["AUTH"];
       callback();
+    },
+
+    onClose(session) {
+      if (!counted.delete(session)) return;
+      const left = perClient.get(session.remoteAddress)! - 1;
+      if (left > 0) perClient.set(session.remoteAddress, left);
+      else perClient.delete(session.remoteAddress);
     },
     onSecure(_socket, session, callback) {
       delete session.disabledCommands;
@@ -165,7 +192,20 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     socketTimeout: 5 * 60_000,
     closeTimeout: 5_000,
 
-    onRcptTo(address, session, callback) {
+    onRcptTo(address, session, done) {
+      // A client that keeps naming recipients we refuse (a dictionary attack, a relay probe) is
+      // let go after MAX_RCPT_ERRORS, as Postfix does; an MTA in front on LMTP is not.
+      const callback = (err?: Error) => {
+        if (err && kind !== "lmtp" && (err as Error & { responseCode?: number }).responseCode! >= 500) {
+          const n = (rcptErrors.get(session) ?? 0) + 1;
+          rcptErrors.set(session, n);
+          if (n >= MAX_RCPT_ERRORS) {
+            log.withTag(kind).warn(`peer=${session.remoteAddress} closed after ${n} refused recipients`);
+            return done(smtpError({ code: 421, text: "4.7.0 Too many errors, closing connection" }));
+          }
+        }
+        done(err);
+      };
       // As Postfix's smtpd_recipient_limit: one transaction cannot hold the server for minutes
       // (every recipient is looked up at DATA). The sender sends the rest in another one.
       const known = session.envelope.rcptTo;
@@ -276,7 +316,8 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       resolve();
     });
   });
-  server.on("error", (err) => log.withTag(kind).warn(err.message));
+  // A client's broken TLS or reset connection is the client's affair: an info line naming it.
+  server.on("error", (err: Error & { remoteAddress?: string }) => log.withTag(kind).info(`peer=${err.remoteAddress ?? "unknown"} connection error: ${errorText(err)}`));
   // hostname and limits.max_message_size follow the settings without a restart: smtp-server
   // reads its options for each new connection (the name in the greeting) and at each EHLO and
   // DATA (SIZE). Checked every second; the snapshot reloads only when the file changed.

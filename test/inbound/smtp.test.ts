@@ -46,6 +46,36 @@ describe("SMTP MX door", () => {
     expect(maildirNew(s, "more@chat.test")).toEqual([]);
   });
 
+  test("at most 50 connections from one address (421 4.7.0 for the next, until one closes); LMTP, the MTA's door, has no such limit", async () => {
+    const open = await Promise.all(Array.from({ length: 50 }, () => RawSmtp.open(s.smtpPort)));
+    try {
+      expect(open.every((o) => o.greeting.code === 220)).toBe(true);
+      const extra = await RawSmtp.open(s.smtpPort);
+      expect(extra.greeting).toMatchObject({ code: 421, text: expect.stringContaining("4.7.0 Too many connections from your address") });
+      extra.client.close();
+      const lmtp = await Promise.all(Array.from({ length: 60 }, () => RawSmtp.open(s.lmtpPort)));
+      expect(lmtp.every((o) => o.greeting.code === 220)).toBe(true);
+      for (const o of lmtp) o.client.close();
+      open.pop()!.client.close();
+      await waitUntil("a slot free again", async () => {
+        const again = await RawSmtp.open(s.smtpPort);
+        again.client.close();
+        return again.greeting.code === 220 || undefined;
+      });
+    } finally {
+      for (const o of open) o.client.close();
+    }
+  });
+
+  test("the 20th refused recipient on a connection closes it (421 4.7.0), as Postfix's hard error limit", async () => {
+    const { client } = await RawSmtp.open(s.smtpPort);
+    expect((await client.cmd("EHLO peer.test")).code).toBe(250);
+    expect((await client.cmd("MAIL FROM:<x@peer.test>")).code).toBe(250);
+    for (let i = 1; i < 20; i++) expect((await client.cmd(`RCPT TO:<u${i}@elsewhere.test>`)).code).toBe(550);
+    expect(await client.cmd("RCPT TO:<u20@elsewhere.test>")).toMatchObject({ code: 421, text: "4.7.0 Too many errors, closing connection" });
+    client.close();
+  });
+
   test("RCPT for a foreign domain: 550 5.7.1 Relaying denied", async () => {
     const r = await sendMail(s.smtpPort, { from: "alice@a.test", to: ["x@elsewhere.test"], body: body() });
     expect(r.rcpts[0]!.code).toBe(550);
