@@ -53,6 +53,12 @@ export interface DrainOptions {
   onRound?: (round: RoundReport) => void | Promise<void>;
   /** Messages of one batch in the pipeline at once. @default 32 */
   concurrency?: number;
+  /**
+   * How long the partner may take to start its answer beyond `wait`, and then go silent while
+   * sending it (a big batch on a slow link takes as long as it needs while bytes flow).
+   * @default 30000
+   */
+  slackMs?: number;
 }
 
 export interface RoundReport {
@@ -136,7 +142,7 @@ export async function drainPartner(o: DrainOptions): Promise<DrainResult> {
     const base = parseBaseUrl(o.baseUrl);
     if (!TOKEN_RE.test(o.token)) throw new MadmailError("config", "the pull token is empty or contains spaces or control characters");
     const protocol = o.protocol ?? "madmail";
-    ep = { base, token: o.token, protocol, agent: newAgent(base, o.verifyTls ?? verifyTlsFor(base)), signal: o.signal };
+    ep = { base, token: o.token, protocol, agent: newAgent(base, o.verifyTls ?? verifyTlsFor(base)), signal: o.signal, slackMs: o.slackMs ?? SLACK_MS };
     const domains: (string | undefined)[] = protocol === "madexchanger" ? (o.domains ?? []) : [undefined];
     if (!domains.length) throw new MadmailError("config", "the madexchanger protocol needs the domain(s) to pull (--domain D)");
     const wait = Math.min(WAIT_MAX, Math.max(0, Math.floor(o.wait)));
@@ -289,11 +295,12 @@ interface Endpoint {
   protocol: PullProtocol;
   agent: http.Agent;
   signal?: AbortSignal;
+  slackMs: number;
 }
 
 async function pull(ep: Endpoint, q: { wait: number; max: number; domain?: string }): Promise<{ messages: PulledMessage[]; more: boolean }> {
   const path = ep.protocol === "madmail" ? `/exchanger/pull?wait=${q.wait}&max=${q.max}` : `/pull?domain=${encodeURIComponent(q.domain!)}`;
-  const json = await call(ep, "GET", path, undefined, q.wait * 1000 + SLACK_MS);
+  const json = await call(ep, "GET", path, undefined, q.wait * 1000 + ep.slackMs);
   return parseAnswer(json, ep);
 }
 
@@ -303,7 +310,7 @@ async function ack(ep: Endpoint, ids: string[], refused: Map<string, Refusal[]>)
   // The madmail endpoint takes up to 10,000 ids per call; a batch is at most 500. Refusals go
   // to madmail partners only: madexchanger's ack has no place for them.
   const body = ep.protocol === "madmail" && refused.size ? { ids, refused: Object.fromEntries(refused) } : { ids };
-  const answer = await call(ep, "POST", path, body, SLACK_MS);
+  const answer = await call(ep, "POST", path, body, ep.slackMs);
   const n = isObject(answer) && typeof answer.acked === "number" ? answer.acked : ids.length;
   return n >= ids.length;
 }
@@ -363,9 +370,17 @@ function call(ep: Endpoint, method: "GET" | "POST", path: string, payload: unkno
         ...(body ? { "Content-Type": "application/json", "Content-Length": String(body.length) } : {}),
       },
     }, (res) => {
+      // The answer has begun: from here on only silence ends it, so that a big batch on a slow
+      // link arrives whole (a total deadline made such a partner's backlog undrainable).
+      const silence = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => req.destroy(new MadmailError("temporary", `${what}: the answer stopped for ${Math.round(ep.slackMs / 1000)} s`)), ep.slackMs);
+      };
+      silence();
       const chunks: Buffer[] = [];
       let size = 0;
       res.on("data", (c: Buffer) => {
+        silence();
         size += c.length;
         if (size > MAX_ANSWER_BYTES) req.destroy(new MadmailError("config", `${what}: answer larger than ${MAX_ANSWER_BYTES >> 20} MiB`));
         else chunks.push(c);
@@ -385,8 +400,8 @@ function call(ep: Endpoint, method: "GET" | "POST", path: string, payload: unkno
         fail(statusError(what, status, short, res.headers.location));
       });
     });
-    // A total deadline, not an idle one: a long poll is idle by design.
-    const timer = setTimeout(() => req.destroy(new MadmailError("temporary", `${what}: no answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+    // Until the answer begins, a total deadline, not an idle one: a long poll is idle by design.
+    let timer = setTimeout(() => req.destroy(new MadmailError("temporary", `${what}: no answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
     const onAbort = () => req.destroy(aborted());
     ep.signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (err: NodeJS.ErrnoException) => {

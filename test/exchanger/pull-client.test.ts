@@ -177,6 +177,45 @@ describe("drainPartner with the real pipeline", () => {
     expect(partner!.held.size).toBe(3);
   });
 
+  test("an answer that keeps flowing is read to its end however long it takes; one that stops for the slack is a temporary failure", async () => {
+    const answer = JSON.stringify({ messages: [{ id: "slow1", mail_from: "alice@peer.test", rcpt_to: ["bob@chat.test"], size: ENCRYPTED.length, queued_at: new Date().toISOString(), body_base64: ENCRYPTED.toString("base64") }], more: false });
+    const pieces = Array.from({ length: 6 }, (_, i) => answer.slice((i * answer.length) / 6, ((i + 1) * answer.length) / 6));
+    let stall = false;
+    const acks: string[][] = [];
+    const slow = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        if (req.method === "POST") {
+          acks.push(((await req.json()) as { ids: string[] }).ids);
+          return Response.json({ acked: 1 });
+        }
+        // 6 pieces, 250 ms apart: 1.25 s in all, against a slack of 700 ms.
+        const body = new ReadableStream({
+          async pull(c) {
+            const next = pieces.shift();
+            if (next === undefined || (stall && pieces.length < 3)) return stall ? new Promise(() => {}) : c.close();
+            await Bun.sleep(250);
+            c.enqueue(new TextEncoder().encode(next));
+          },
+        });
+        return new Response(body, { headers: { "content-type": "application/json" } });
+      },
+    });
+    try {
+      const r = await withCore((core) => drain(core, { baseUrl: `http://127.0.0.1:${slow.port}`, slackMs: 700, maxRounds: 1 }));
+      expect(r.error).toBeUndefined();
+      expect(r).toMatchObject({ pulled: 1, delivered: 1 });
+      expect(acks).toEqual([["slow1"]]);
+      stall = true;
+      pieces.push(...Array.from({ length: 6 }, (_, i) => answer.slice((i * answer.length) / 6, ((i + 1) * answer.length) / 6)));
+      const stalled = await withCore((core) => drain(core, { baseUrl: `http://127.0.0.1:${slow.port}`, slackMs: 700, maxRounds: 1 }));
+      expect(stalled.error).toMatchObject({ kind: "temporary", message: expect.stringContaining("the answer stopped for 1 s") });
+    } finally {
+      slow.stop(true);
+    }
+  });
+
   test("max time: no new round after the deadline, and the wait never outlasts it", async () => {
     partner = newPartner({ delayMs: 300 });
     partner.add(...Array.from({ length: 5 }, (_, i) => msg(`t${i}`)));
