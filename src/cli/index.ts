@@ -33,6 +33,12 @@ export const root: MadmailCommand = {
     description: "Federation and delivery core of a chatmail server",
   },
   subCommands,
+  details: [
+    "Every command takes --db PATH (the state file; else $MADMAIL_DB, else ./madmail-data/madmail.db), also before the command " +
+      "(madmail --db /var/lib/madmail/madmail.db user list). Listing and status commands take --json for one JSON document; " +
+      "--quiet hides confirmations. Exit status: 0 done, 1 failed (not found, conflict, unusable state file), " +
+      "2 usage error (nothing changed), 75 temporary failure (try again).",
+  ],
   examples: [
     "madmail init --domain chat.example.org",
     "madmail serve",

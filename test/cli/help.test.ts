@@ -73,6 +73,9 @@ describe("help", () => {
     const bare = await sb.run([]);
     expect(bare.code).toBe(0);
     expect(bare.stdout).toContain("USAGE madmail ");
+    // The flags every command takes, and what the exit statuses mean.
+    expect(bare.stdout).toContain("Every command takes --db PATH");
+    expect(bare.stdout).toContain("75 temporary failure");
     expect((await sb.run(["-h"])).stdout).toBe(bare.stdout);
   });
 
