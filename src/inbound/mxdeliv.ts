@@ -9,7 +9,7 @@ import type { Acceptor } from "./accept.ts";
 import { HTTP_ERROR, toHttpReply, type HttpReply } from "./replies.ts";
 import type { SnapshotSource } from "./snapshot.ts";
 import type { Db } from "../db/open.ts";
-import { bearerToken, exchangerByToken } from "../exchanger/auth.ts";
+import { bearerToken, createFailureLimiter, exchangerByToken } from "../exchanger/auth.ts";
 
 const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
@@ -20,6 +20,8 @@ const DELIVERY_ID_RE = /^[\x21-\x7e]{1,200}$/;
 export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSource, db: Db, closing: AbortSignal): { idle(): Promise<void> } {
   let inFlight = 0;
   const waiters: (() => void)[] = [];
+  // Wrong exchanger tokens per address, as on the pull endpoint: no guessing at full speed.
+  const tokenFailures = createFailureLimiter();
   app.post("/mxdeliv", async (event) => {
     if (closing.aborted) return reply({ status: 503, body: "shutting down, try again later" });
     inFlight++;
@@ -42,6 +44,22 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       const mailFrom = (fromHeader ?? "").trim();
       if (!rcpts.length || rcpts.some((r) => !normaliseAddress(r)) || (mailFrom && !normaliseAddress(mailFrom)) || mailFrom.includes(",")) {
         return reply({ status: 400, body: "bad request" });
+      }
+      // An exchanger partner identifies itself with its token: its mail may be passed on. A
+      // partner whose token no longer works must hear it (before it sends the body): silently
+      // treating it as an anonymous peer would drop the mail it asks us to pass on.
+      const token = bearerToken(req.headers.get("authorization"));
+      const peer = remoteIp(event) ?? "unknown";
+      let partner: Awaited<ReturnType<typeof exchangerByToken>> = null;
+      if (token) {
+        if (tokenFailures.blocked(peer)) return reply({ status: 429, body: "too many failed attempts, try again later" });
+        partner = await exchangerByToken(db, token);
+        if (!partner) {
+          tokenFailures.fail(peer);
+          log.withTag("mxdeliv").warn(`peer=${peer} answered 401: wrong, unknown or disabled exchanger token`);
+          return reply({ status: 401, body: "unauthorized" });
+        }
+        tokenFailures.succeed(peer);
       }
       const declared = Number(req.headers.get("content-length") ?? NaN);
       if (declared > limit) return reply({ status: 413, body: "message too large" });
@@ -74,12 +92,6 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       if (body === "busy") return busy();
       if (!body) return reply({ status: 413, body: "message too large" });
       const deliveryId = req.headers.get("x-madmail-delivery-id")?.trim();
-      // An exchanger partner identifies itself with its token: its mail may be passed on.
-      const token = bearerToken(req.headers.get("authorization"));
-      const partner = token ? await exchangerByToken(db, token) : null;
-      // A partner whose token no longer works must hear it: silently treating it as an
-      // anonymous peer would drop the mail it asks us to pass on.
-      if (token && !partner) return reply({ status: 401, body: "unauthorized" });
       const result = await acceptor.accept({
         door: "mxdeliv",
         peer: remoteIp(event) ?? "unknown",

@@ -193,3 +193,14 @@ function rawHttp(port: number, head: string, body: Uint8Array): Promise<string> 
     sock.on("error", reject);
   });
 }
+
+// Last in this file: it leaves 127.0.0.1 blocked for exchanger tokens on this server.
+test("wrong exchanger tokens: 401 each, the 11th within 10 minutes 429 without a lookup; mail without a token is not affected", async () => {
+  for (let i = 0; i < 10; i++) {
+    const r = await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], ENCRYPTED(), { Authorization: `Bearer wrong-${i}` });
+    expect(r).toEqual({ status: 401, text: "unauthorized" });
+  }
+  expect(await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], ENCRYPTED(), { Authorization: "Bearer wrong-10" }))
+    .toEqual({ status: 429, text: "too many failed attempts, try again later" });
+  expect((await postMxdeliv(s.url, "alice@a.test", ["carol@chat.test"], ENCRYPTED())).status).toBe(200);
+});
