@@ -46,7 +46,7 @@ const generate = command({
     ...domainArg,
     selector: { type: "string", valueHint: "NAME", description: "Selector: the key's DNS name is SELECTOR._domainkey.DOMAIN (default madmailYYYYMM, this month in UTC)" },
     bits: { type: "enum", options: ["2048", "3072", "4096"], valueHint: "BITS", description: `RSA key size (default ${DEFAULT_BITS})` },
-    force: { type: "boolean", description: "Replace the domain's key (mail is signed with the new key at once)" },
+    force: { type: "boolean", description: "Replace the domain's key (a running server signs with the new key within 10 s)" },
     ...commonArgs,
   },
   examples: [

@@ -27,7 +27,7 @@ export default command({
       "stored here: the partner offered it again, as after an acknowledgement it lost; acknowledged, not stored twice).",
     "Exit status: 0 when the run went through, also when nothing was waiting; 75 on a temporary failure (partner unreachable " +
       "or answering 5xx, recipients deferred), worth retrying on the next run; 1 on a configuration error (bad URL, token " +
-      "missing or refused, no pull endpoint at the URL); 2 on bad usage.",
+      "file unreadable or empty, token refused, no pull endpoint at the URL, no state file); 2 on bad usage (no token given at all).",
   ],
   args: {
     url: { type: "string", required: true, valueHint: "URL", description: "The partner's base URL (its pull endpoint is URL/exchanger/pull)" },
