@@ -187,15 +187,20 @@ export interface DkimHeaderSigner extends DkimSigner {
  * itself when it has none.
  */
 export function withoutBareCr(message: Uint8Array): Uint8Array {
-  let i = message.indexOf(0x0d);
-  while (i !== -1 && message[i + 1] === 0x0a) i = message.indexOf(0x0d, i + 1);
-  if (i === -1) return message;
-  const out: number[] = [];
-  for (let j = 0; j < message.length; j++) {
-    out.push(message[j]!);
-    if (message[j] === 0x0d && message[j + 1] !== 0x0a) out.push(0x0a);
+  const bare: number[] = [];
+  for (let i = message.indexOf(0x0d); i !== -1; i = message.indexOf(0x0d, i + 1)) if (message[i + 1] !== 0x0a) bare.push(i);
+  if (!bare.length) return message;
+  const out = new Uint8Array(message.length + bare.length);
+  let from = 0;
+  let to = 0;
+  for (const i of bare) {
+    out.set(message.subarray(from, i + 1), to);
+    to += i + 1 - from;
+    out[to++] = 0x0a;
+    from = i + 1;
   }
-  return Uint8Array.from(out);
+  out.set(message.subarray(from), to);
+  return out;
 }
 
 /** `message` with `header` (latin1, already in the message's line-ending style) in front. */

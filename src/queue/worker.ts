@@ -380,8 +380,20 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       case "try": {
         if (route.reroutedTo && !d.rerouted_to) note("reroute", `exchanger:${route.reroutedTo}`, `rerouted to fallback exchanger ${route.reroutedTo}`);
         const signAs = signingDomain(msg);
-        const body = signAs ? await deps.sign(withoutBareCr(msg.body), signAs) : msg.body;
+        const body = signAs ? await deps.sign(msg.body, signAs) : msg.body;
         const out: OutboundMessage = { mailFrom: msg.mail_from, rcpts, body, deliveryId: d.id };
+        // HTTP carries the bytes as they are. SMTP has no bare CR: on that transport a message
+        // with one (binary OpenPGP, which the gate lets through) goes with CRLF there, signed
+        // as such (made only when an SMTP candidate comes up).
+        let smtpOut: OutboundMessage | undefined;
+        const outFor = async (cand: Candidate): Promise<OutboundMessage> => {
+          if (cand.transport !== "smtp") return out;
+          if (!smtpOut) {
+            const fixed = withoutBareCr(msg.body);
+            smtpOut = fixed === msg.body ? out : { ...out, body: signAs ? await deps.sign(fixed, signAs) : fixed };
+          }
+          return smtpOut;
+        };
         let lastPermanent: string | null = null;
         let lastTemporary: string | null = null;
         let delivered: { key: string; refused: RecipientRefusal[]; deferred: RecipientRefusal[] } | null = null;
@@ -397,7 +409,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
             continue;
           }
           const t = performance.now();
-          const r = peerText(await send(cand, out, snap.config["delivery.timeout"] * 1000, snap.config.hostname));
+          const r = peerText(await send(cand, await outFor(cand), snap.config["delivery.timeout"] * 1000, snap.config.hostname));
           const ms = Math.round(performance.now() - t);
           if (r.outcome === "temporary" && hostUnreachable(r.detail, ms)) unreachable.add(host);
           attempts.push({ deliveryId: d.id, transport: route.via === "smarthost" ? "smarthost" : cand.transport, endpoint: key, outcome: r.outcome, detail: r.detail, ms });

@@ -2,6 +2,8 @@
 // with mailauth against exactly the TXT record the command printed.
 import { afterAll, expect, test } from "bun:test";
 import { dkimVerify } from "mailauth/lib/dkim/verify";
+import { randomBytes } from "node:crypto";
+import * as openpgp from "openpgp";
 import type { ServerHandle } from "../helpers/server.ts";
 import { ENCRYPTED, maildirNew, readDelivered } from "../inbound/_fixtures.ts";
 import { startPair } from "./_two-servers.ts";
@@ -61,4 +63,32 @@ test("only mail that started here is signed: a stranger relaying through relay.d
   while (maildirNew(b, "bob@b.test").length < 2 && Date.now() < deadline) await Bun.sleep(50);
   const signed = readDelivered(b, "bob@b.test").filter((m) => m.toString("latin1").startsWith("DKIM-Signature: "));
   expect(signed).toHaveLength(1);
+}, 60_000);
+
+test("a binary OpenPGP body with bare CRs leaves over HTTP byte for byte (it was rewritten to CRLF and refused by the peer's gate), signed, verifying", async () => {
+  const { a, b } = await startPair();
+  running.push(a, b);
+  const gen = await a.box.run(["dkim", "generate", "a.test", "--selector", "s1"]);
+  const m = /^(\S+)\. IN TXT \( ((?:"[^"]{0,255}" )+)\)$/.exec(gen.stdout.trim())!;
+  const record = { name: m[1]!, txt: [...m[2]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]).join("") };
+  // A binary PGP/MIME message (RFC 3156 allows Content-Transfer-Encoding: binary); random
+  // ciphertext of this size holds bare CR bytes.
+  let message: Buffer;
+  do {
+    const enc = await openpgp.encrypt({ message: await openpgp.createMessage({ binary: randomBytes(4000) }), passwords: ["pw"], format: "binary" });
+    const head = ["From: <alice@a.test>", "To: <bob@b.test>", "Subject: [...]", "MIME-Version: 1.0",
+      'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="b"', "", "--b", "Content-Type: application/pgp-encrypted", "",
+      "Version: 1", "", "--b", "Content-Type: application/octet-stream", "Content-Transfer-Encoding: binary", "", ""].join("\r\n");
+    message = Buffer.concat([Buffer.from(head), Buffer.from(enc), Buffer.from("\r\n--b--\r\n")]);
+  } while (!message.some((x, i) => x === 13 && message[i + 1] !== 10));
+  expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "bob@b.test"], { stdin: message })).code).toBe(0);
+  const deadline = Date.now() + 15_000;
+  while (!maildirNew(b, "bob@b.test").length && Date.now() < deadline) await Bun.sleep(50);
+  const stored = readDelivered(b, "bob@b.test")[0]!;
+  expect(stored.subarray(stored.length - message.length).equals(message)).toBe(true);
+  const resolver = async (name: string, type: string) => {
+    if (type === "TXT" && name === record.name) return [[record.txt]];
+    throw Object.assign(new Error("not found"), { code: "ENOTFOUND" });
+  };
+  expect((await dkimVerify(stored, { resolver })).results[0]!.status.result).toBe("pass");
 }, 60_000);
