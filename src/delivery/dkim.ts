@@ -153,6 +153,11 @@ export async function createDkimKey(dataDir: string, domain: string, opts: Creat
   return { info, replaced: previous };
 }
 
+/** Mail a logged-in user (submission) or this host (`madmail send`) put in the queue. */
+export function startedHere(message: { door: string }): boolean {
+  return message.door === "submission" || message.door === "send";
+}
+
 /**
  * The domain whose key signs a queued message, or null when it leaves unsigned: only mail that
  * started here (a logged-in user on submission, `madmail send`) carries our signature. Mail
@@ -160,7 +165,7 @@ export async function createDkimKey(dataDir: string, domain: string, opts: Creat
  * came with, also when its envelope sender names a local domain: anyone can claim that.
  */
 export function signingDomain(message: { door: string; mail_from: string }): string | null {
-  if (message.door !== "submission" && message.door !== "send") return null;
+  if (!startedHere(message)) return null;
   const at = message.mail_from.lastIndexOf("@");
   return at > 0 ? message.mail_from.slice(at + 1) : null;
 }

@@ -9,7 +9,7 @@ import type { WriteBatcher } from "../db/write-batcher.ts";
 import { errorText, log } from "../log.ts";
 import type { SnapshotSource } from "../inbound/snapshot.ts";
 import { domainOf } from "../util/names.ts";
-import { signingDomain, withoutBareCr } from "../delivery/dkim.ts";
+import { signingDomain, startedHere, withoutBareCr } from "../delivery/dkim.ts";
 import { candidateKey, routeDomain, type Candidate, type Route } from "../delivery/router.ts";
 import { learnEndpoint } from "../delivery/endpoint-cache.ts";
 import { postMxdeliv } from "../delivery/transports/mxdeliv-http.ts";
@@ -585,9 +585,14 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   };
 }
 
-/** Bounces go to local senders only: none to remote ones, none for the null sender. */
+/**
+ * Bounces go to local senders of mail that started here only: none to remote senders, none for
+ * the null sender, and none for relayed mail (relay.domains, exchanger partners), whose local
+ * looking envelope sender anyone can write: it would send our users reports of mail they never
+ * sent.
+ */
 function hasLocalSender(msg: MessageRow, localDomains: ReadonlySet<string>): boolean {
-  return !!msg.mail_from && localDomains.has(domainOf(msg.mail_from));
+  return startedHere(msg) && !!msg.mail_from && localDomains.has(domainOf(msg.mail_from));
 }
 
 /** A refusal for the bounce: the peer's enhanced status code when it gave one. */
