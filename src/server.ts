@@ -20,10 +20,10 @@ import { createRecentMessages, type RecentMessages } from "./queue/recent-messag
 import { createQueueWorker, type Bounce, type QueueWorker, type Reservation } from "./queue/worker.ts";
 import { buildDsn } from "./queue/dsn.ts";
 import { startDkimThread } from "./delivery/dkim-thread.ts";
-import { findUser } from "./store/users.repository.ts";
+import { addUsedBytes, findUser } from "./store/users.repository.ts";
 import { recountUsage } from "./store/usage.ts";
 import { createFederationTracker, type FederationTracker } from "./stats/federation-tracker.ts";
-import { log, setLogFormat, type LogFormat } from "./log.ts";
+import { errorText, log, setLogFormat, type LogFormat } from "./log.ts";
 import { loadTlsMaterial, watchTlsFiles, type TlsMaterial, type TlsWatch } from "./util/tls-files.ts";
 import { lockStateFile } from "./util/serve-lock.ts";
 import { MadmailError } from "./errors.ts";
@@ -145,7 +145,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         log.withTag("queue").warn(`no bounce for ${c.delivery.id}: sender ${mailFrom} is not a local user`);
         return;
       }
-      await store.deliver(mailFrom.toLowerCase(), dsn);
+      const to = mailFrom.toLowerCase();
+      await store.deliver(to, dsn);
+      // Stored whatever the quota (the sender's only news of the failure), but counted in it.
+      await writes.run((trx) => addUsedBytes(trx, to, dsn.length), { durable: false })
+        .catch((err) => log.withTag("queue").warn(`bounce for ${c.delivery.id}: used bytes not updated (the recount repairs it): ${errorText(err)}`));
     },
   };
   const signer = startDkimThread(state.dataDir, { logFormat: opts.logFormat ?? config["log.format"], level: log.level });

@@ -14,7 +14,7 @@ afterEach(async () => {
   peer?.stop(true);
 });
 
-test("relayed mail with a local-looking sender dies without a bounce; the same mail sent by the user bounces", async () => {
+test("relayed mail with a local-looking sender dies without a bounce; the same mail sent by the user bounces, counted in the user's used bytes", async () => {
   // h.test refuses everything for good.
   peer = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: async (req) => (await req.arrayBuffer(), new Response("no such user", { status: 400 })) });
   a = await startServe({
@@ -31,4 +31,10 @@ test("relayed mail with a local-looking sender dies without a bounce; the same m
   expect(maildirNew(a, "alice@a.test")).toEqual([]);
   expect((await a.box.run(["send", "--from", "alice@a.test", "--to", "victim@h.test"], { stdin: ENCRYPTED() })).code).toBe(0);
   await waitUntil("the bounce", async () => (maildirNew(a!, "alice@a.test").length === 1) || undefined);
+  // Counted in alice's used bytes.
+  const size = Number(/,S=(\d+)/.exec(maildirNew(a, "alice@a.test")[0]!)![1]);
+  await waitUntil("used bytes", async () => {
+    const [u] = JSON.parse((await a!.box.run(["user", "list", "--json"])).stdout) as { used_bytes: number }[];
+    return u!.used_bytes === size || undefined;
+  });
 });
