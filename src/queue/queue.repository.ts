@@ -165,6 +165,12 @@ export async function nextDueAt(db: Db): Promise<number | null> {
 }
 
 const selectMessage = prepareQuery((db, p: { id: string }) => db.selectFrom("messages").selectAll().where("id", "=", p.id));
+const selectMessageSize = prepareQuery((db, p: { id: string }) => db.selectFrom("messages").select("size").where("id", "=", p.id));
+
+/** A queued message's size in bytes (0 when it is gone), without reading its body. */
+export async function messageSize(db: Db, id: string): Promise<number> {
+  return (await firstRow(selectMessageSize, db, { id }))?.size ?? 0;
+}
 
 export async function loadMessage(db: Db, id: string): Promise<MessageRow | undefined> {
   const row = await firstRow(selectMessage, db, { id });

@@ -10,6 +10,8 @@ export interface RecentMessages {
   remember(message: MessageRow, deliveries: number): void;
   /** The message, counting one use; forgotten after its last expected use. */
   take(id: string): MessageRow | undefined;
+  /** Whether the message is kept (no use counted). */
+  has(id: string): boolean;
   readonly bytes: number;
 }
 
@@ -38,6 +40,9 @@ export function createRecentMessages(maxBytes = 16 * 1024 * 1024): RecentMessage
       if (!e) return undefined;
       if (--e.uses <= 0) forget(id);
       return e.message;
+    },
+    has(id) {
+      return kept.has(id);
     },
     get bytes() {
       return bytes;
