@@ -7,7 +7,21 @@ import type { Db } from "../db/open.ts";
 import type { UserRow } from "../db/schema.ts";
 import { listUsers } from "./users.repository.ts";
 
+/**
+ * What a user's Maildir holds: INBOX's new/ and cur/, and those of every Maildir++ folder
+ * (`.Archive/`, `.Trash/`, ...), as Dovecot's own Maildir++ quota counts: mail moved out of the
+ * INBOX over IMAP still takes room.
+ */
 export async function maildirBytes(dir: string): Promise<number> {
+  let total = await folderBytes(dir);
+  const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    if (e.isDirectory() && e.name.startsWith(".") && e.name !== "." && e.name !== "..") total += await folderBytes(join(dir, e.name));
+  }
+  return total;
+}
+
+async function folderBytes(dir: string): Promise<number> {
   let total = 0;
   for (const sub of ["new", "cur"]) {
     let names: string[];

@@ -32,6 +32,19 @@ test("used_bytes becomes what new/ and cur/ hold: the ,S= size where the name ha
   expect((await findUser(db, "carol@b.test"))?.used_bytes).toBe(5);
 });
 
+test("Maildir++ folders (.Archive, .Trash) count too: mail moved out of the INBOX over IMAP still takes room", async () => {
+  const db = file.state.db;
+  await insertUser(db, "bob@b.test", null, null);
+  const bob = join(mailRoot(), "bob@b.test");
+  put(join(bob, "cur", "1.host,S=100:2,S"), 100);
+  put(join(bob, ".Archive", "cur", "2.host,S=200,W=210:2,S"), 200);
+  put(join(bob, ".Trash", "new", "3.host"), 30);
+  put(join(bob, ".Archive", "tmp", "4.host"), 999);
+  writeFileSync(join(bob, ".Archive", "maildirfolder"), "");
+  expect(await recountUsage(db, mailRoot())).toBe(1);
+  expect((await findUser(db, "bob@b.test"))?.used_bytes).toBe(330);
+});
+
 test("a delivery recorded between reading the row and storing the count keeps its bytes", async () => {
   const db = file.state.db;
   await insertUser(db, "bob@b.test", null, null);
