@@ -474,7 +474,8 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
           if (outcome.state === "dead") failed = rcpts.map((address) => ({ address, status: "4.4.7", diagnostic: `x-madmail; gave up after ${d.tries + 1} tries: ${lastTemporary}` }));
         } else {
           outcome = { state: "dead", route: null, error: lastPermanent ?? "no route" };
-          failed = rcpts.map((address) => ({ address, status: "5.0.0", diagnostic: `x-madmail; ${lastPermanent}` }));
+          const status = permanentStatus(lastPermanent ?? "");
+          failed = rcpts.map((address) => ({ address, status, diagnostic: `x-madmail; ${lastPermanent}` }));
         }
         if (route.reroutedTo) outcome = { ...outcome, reroutedTo: route.reroutedTo };
         if (route.learn && delivered && delivered.key !== route.learned) {
@@ -618,6 +619,17 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
  */
 function hasLocalSender(msg: MessageRow, localDomains: ReadonlySet<string>): boolean {
   return startedHere(msg) && !!msg.mail_from && localDomains.has(domainOf(msg.mail_from));
+}
+
+/**
+ * The RFC 3463 status of a delivery refused for good: the peer's enhanced code when it gave
+ * one, else what its HTTP status means (413 too big, 403 refused by policy or the gate).
+ */
+function permanentStatus(detail: string): string {
+  const enhanced = /\b5\d\d[ -](5\.\d{1,3}\.\d{1,3})\b/.exec(detail)?.[1];
+  if (enhanced) return enhanced;
+  const http = /: (4\d\d)\b/.exec(detail)?.[1];
+  return http === "413" ? "5.3.4" : http === "403" ? "5.7.1" : "5.0.0";
 }
 
 /** A refusal for the bounce: the peer's enhanced status code when it gave one. */
