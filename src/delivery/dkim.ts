@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { MadmailError, conflict } from "../errors.ts";
 import { log } from "../log.ts";
 import { normaliseDomain } from "../util/names.ts";
+import { startedHere } from "../inbound/types.ts";
 import { importRsaSigningKey, type RsaSigningKey } from "./rsa-sign.ts";
 
 export const DKIM_DIR = "dkim";
@@ -151,11 +152,6 @@ export async function createDkimKey(dataDir: string, domain: string, opts: Creat
   const info = await readDkimKey(dataDir, domain);
   if (!info) throw new Error(`DKIM key for ${domain} vanished while it was written`);
   return { info, replaced: previous };
-}
-
-/** Mail a logged-in user (submission) or this host (`madmail send`) put in the queue. */
-export function startedHere(message: { door: string }): boolean {
-  return message.door === "submission" || message.door === "send";
 }
 
 /**

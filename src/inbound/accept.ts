@@ -13,7 +13,7 @@ import { addUsedBytes, findUser } from "../store/users.repository.ts";
 import { domainOf, normaliseAddress } from "../util/names.ts";
 import { headerFromAddresses, headerFromDomain, isReservedLocalPart } from "./recipients.ts";
 import type { SnapshotSource, Snapshot } from "./snapshot.ts";
-import type { AcceptResult, Envelope, LocalDelivery, RcptVerdict } from "./types.ts";
+import { startedHere, type AcceptResult, type Envelope, type LocalDelivery, type RcptVerdict } from "./types.ts";
 
 export interface AcceptDeps {
   db: Db;
@@ -37,9 +37,6 @@ const PEER_DOORS: ReadonlySet<Envelope["door"]> = new Set(["mxdeliv", "smtp", "l
  * pulled from a configured exchanger partner (which may be passed on).
  */
 const RELAY_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send", "pull"]);
-
-/** Doors of mail that starts here: a logged-in user, the local CLI. */
-const LOCAL_DOORS: ReadonlySet<Envelope["door"]> = new Set(["submission", "send"]);
 
 type Planned =
   | { kind: "local"; address: string; quota: number; used: number }
@@ -114,7 +111,7 @@ export function createAcceptor(deps: AcceptDeps) {
       // pass it only from other servers: our own are written straight into the sender's
       // Maildir, and a user's "bounce" would be plaintext leaving for anywhere.
       let gate = checkEncryption(env.body);
-      if (gate.pass && gate.kind === "bounce" && LOCAL_DOORS.has(env.door)) {
+      if (gate.pass && gate.kind === "bounce" && startedHere(env)) {
         gate = { pass: false, reason: "delivery status reports are taken from other servers only" };
       }
       const fromMismatch = env.door === "submission" && !fromIsSender(env);

@@ -2,6 +2,14 @@
 
 export type Door = "mxdeliv" | "smtp" | "lmtp" | "submission" | "send" | "pull";
 
+/**
+ * Mail that starts here: a logged-in user (submission) or this host (`madmail send`). Only it
+ * is DKIM-signed, bounces to its sender, and may not be a delivery report.
+ */
+export function startedHere(message: { door: string }): boolean {
+  return message.door === "submission" || message.door === "send";
+}
+
 export interface Envelope {
   door: Door;
   /** Remote IP (or "local" for the CLI). */
