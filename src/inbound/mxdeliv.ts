@@ -35,6 +35,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
 
   async function handle(event: H3Event): Promise<Response> {
     const req = event.req;
+    const peer = remoteIp(event) ?? "unknown";
     let reserved = 0;
     try {
       const limit = (await snapshot.get()).config["limits.max_message_size"];
@@ -49,7 +50,6 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       // partner whose token no longer works must hear it (before it sends the body): silently
       // treating it as an anonymous peer would drop the mail it asks us to pass on.
       const token = bearerToken(req.headers.get("authorization"));
-      const peer = remoteIp(event) ?? "unknown";
       let partner: Awaited<ReturnType<typeof exchangerByToken>> = null;
       if (token) {
         if (tokenFailures.blocked(peer)) return reply({ status: 429, body: "too many failed attempts, try again later" });
@@ -68,7 +68,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       // small body counts from the start (read whole: the fast path); a large or chunked one as
       // its bytes arrive, so that a peer announcing 30 MB and sending nothing holds nothing.
       const busy = () => {
-        log.withTag("mxdeliv").warn(`peer=${remoteIp(event) ?? "unknown"} answered 503: ${bodyBudget.held()} bytes of messages already in memory`);
+        log.withTag("mxdeliv").warn(`peer=${peer} answered 503: ${bodyBudget.held()} bytes of messages already in memory`);
         return reply({ status: 503, body: "busy, try again later" });
       };
       const small = Number.isFinite(declared) && declared <= SMALL_BODY;
@@ -86,7 +86,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
         body = small ? await readWhole(req) : await readCounted(req, limit, charge);
       } catch (err) {
         // The peer went away mid-body (or sent a broken chunked body): nothing was stored.
-        log.withTag("mxdeliv").info(`peer=${remoteIp(event) ?? "unknown"} upload ended early, nothing stored: ${errorText(err)}`);
+        log.withTag("mxdeliv").info(`peer=${peer} upload ended early, nothing stored: ${errorText(err)}`);
         return reply({ status: 400, body: "bad request" });
       }
       if (body === "busy") return busy();
@@ -94,7 +94,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       const deliveryId = req.headers.get("x-madmail-delivery-id")?.trim();
       const result = await acceptor.accept({
         door: "mxdeliv",
-        peer: remoteIp(event) ?? "unknown",
+        peer,
         mailFrom,
         rcpts,
         body,
@@ -103,7 +103,7 @@ export function mountMxdeliv(app: H3, acceptor: Acceptor, snapshot: SnapshotSour
       });
       return reply(toHttpReply(result.rcpts));
     } catch (err) {
-      log.withTag("mxdeliv").error(`peer=${remoteIp(event) ?? "unknown"} answered 500: ${errorText(err)}`);
+      log.withTag("mxdeliv").error(`peer=${peer} answered 500: ${errorText(err)}`);
       log.withTag("mxdeliv").debug(err);
       return reply(HTTP_ERROR);
     } finally {
