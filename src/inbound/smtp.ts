@@ -58,16 +58,21 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
   const startTls = !!opts.tls && !opts.implicitTls;
   // Failed logins per client address, forgotten FAILED_AUTH_MEMORY_MS after the last one.
   const failedAuth = new Map<string, { n: number; at: number }>();
+  /** The failures of an address that still count. */
+  const recentFailures = (peer: string, now: number): number => {
+    const f = failedAuth.get(peer);
+    return f && now - f.at < FAILED_AUTH_MEMORY_MS ? f.n : 0;
+  };
   // Password checks under way per client address. An address with recent failures gets one at a
   // time, so that a password guesser cannot hold every check slot (util/password.ts) while
   // others wait to log in; many users behind one address log in side by side as before.
-  const checking = new Map<string, number>();
+  const checking = createCounts();
   // Failed logins per connection: the third ends it (as Dovecot's and Postfix's limits).
   const sessionFailures = new WeakMap<object, number>();
   // Refused recipients per connection (MAX_RCPT_ERRORS).
   const rcptErrors = new WeakMap<object, number>();
   // Open connections per client address, and the sessions counted in it.
-  const perClient = new Map<string, number>();
+  const perClient = createCounts();
   const counted = new WeakSet<object>();
   // Submission's RCPT tells local recipients from remote ones without waiting (pipelining);
   // kept as fresh as hostname and size (below). A domain added in that second is checked
@@ -91,12 +96,11 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
     onAuth(auth, session, callback) {
       const address = normaliseAddress(auth.username ?? "");
       const peer = session.remoteAddress;
-      const failed = failedAuth.get(peer);
-      if (checking.has(peer) && failed && Date.now() - failed.at < FAILED_AUTH_MEMORY_MS) {
+      if (checking.get(peer) && recentFailures(peer, Date.now())) {
         log.withTag(kind).warn(`peer=${peer} AUTH refused: failed logins from this address, and another one is being checked`);
         return callback(smtpError({ code: 454, text: "4.7.0 Another login from your address is in progress, try again" }));
       }
-      checking.set(peer, (checking.get(peer) ?? 0) + 1);
+      checking.add(peer);
       const check = async () => {
         // Users of a domain no longer served here (`domain remove` keeps them) cannot log in.
         const local = !!address && (await snapshot.get()).localDomains.has(domainOf(address));
@@ -105,20 +109,14 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
         const ok = await verifyPassword(auth.password ?? "", user?.password_hash ?? null);
         return ok && user ? user.address : null;
       };
-      const done = () => {
-        const n = checking.get(peer)! - 1;
-        if (n > 0) checking.set(peer, n);
-        else checking.delete(peer);
-      };
-      check().finally(done).then(async (user) => {
+      check().finally(() => checking.remove(peer)).then(async (user) => {
         if (user) {
           failedAuth.delete(peer);
           return callback(null, { user });
         }
         // Each failure from an address costs it more time (capped at 5 s) before the answer.
         const now = Date.now();
-        const last = failedAuth.get(peer);
-        const n = last && now - last.at < FAILED_AUTH_MEMORY_MS ? last.n + 1 : 1;
+        const n = recentFailures(peer, now) + 1;
         failedAuth.delete(peer); // re-inserted last: the map stays in order of the last failure
         failedAuth.set(peer, { n, at: now });
         // Oldest first: a scan from the front ends at the first address still remembered.
@@ -139,31 +137,28 @@ export async function startSmtpDoor(opts: SmtpDoorOptions): Promise<SmtpDoor> {
       });
     },
 
-    // With a certificate, AUTH is not even offered before STARTTLS (as Postfix's
-    // smtpd_tls_auth_only): a client that sees it in the EHLO reply sends its password, in
-    // the clear, before it learns it should not have. The session's own list replaces the
-    // server's until the TLS handshake is done.
     onConnect(session, callback) {
       // One address cannot take every connection slot of a door (maxClients) from the others.
       if (kind !== "lmtp") {
         const ip = session.remoteAddress;
-        const open = perClient.get(ip) ?? 0;
+        const open = perClient.get(ip);
         if (open >= MAX_CONNECTIONS_PER_CLIENT) {
           log.withTag(kind).warn(`peer=${ip} refused: ${open} connections open from this address`);
           return callback(smtpError({ code: 421, text: "4.7.0 Too many connections from your address, try again later" }));
         }
-        perClient.set(ip, open + 1);
+        perClient.add(ip);
         counted.add(session);
       }
+      // With a certificate, AUTH is not even offered before STARTTLS (as Postfix's
+      // smtpd_tls_auth_only): a client that sees it in the EHLO reply sends its password, in
+      // the clear, before it learns it should not have. The session's own list replaces the
+      // server's until the TLS handshake is done.
       if (submission && startTls) session.disabledCommands = ["AUTH"];
       callback();
     },
 
     onClose(session) {
-      if (!counted.delete(session)) return;
-      const left = perClient.get(session.remoteAddress)! - 1;
-      if (left > 0) perClient.set(session.remoteAddress, left);
-      else perClient.delete(session.remoteAddress);
+      if (counted.delete(session)) perClient.remove(session.remoteAddress);
     },
     onSecure(_socket, session, callback) {
       delete session.disabledCommands;
@@ -426,4 +421,18 @@ function acceptedRcpts(session: SMTPServerSession): string[] {
   let list = rcptsByEnvelope.get(session.envelope);
   if (!list) rcptsByEnvelope.set(session.envelope, (list = []));
   return list;
+}
+
+/** How many of something each key holds (connections, checks under way); a key at 0 is forgotten. */
+function createCounts() {
+  const n = new Map<string, number>();
+  return {
+    get: (key: string) => n.get(key) ?? 0,
+    add: (key: string) => void n.set(key, (n.get(key) ?? 0) + 1),
+    remove(key: string) {
+      const left = (n.get(key) ?? 0) - 1;
+      if (left > 0) n.set(key, left);
+      else n.delete(key);
+    },
+  };
 }
