@@ -19,6 +19,7 @@ import { MadmailError } from "../errors.ts";
 import { log } from "../log.ts";
 import { domainOf, normaliseAddress, normaliseIp } from "../util/names.ts";
 import { smtpReplyForReason } from "../inbound/replies.ts";
+import type { FailedRecipient } from "../queue/worker.ts";
 import { VERSION } from "../version.ts";
 import type { Core } from "../server.ts";
 
@@ -205,13 +206,8 @@ interface PulledMessage {
   problem?: string;
 }
 
-/** A recipient refused for good, as the partner needs it for its bounce. */
-export interface Refusal {
-  address: string;
-  /** RFC 3463 status, e.g. 5.1.1. */
-  status: string;
-  diagnostic: string;
-}
+/** A recipient refused for good, as the partner needs it for its bounce (the ack's `refused`). */
+export type Refusal = Omit<FailedRecipient, "remoteMta">;
 
 async function acceptBatch(
   items: PulledMessage[],

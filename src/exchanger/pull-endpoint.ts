@@ -16,7 +16,7 @@ import type { SnapshotSource } from "../inbound/snapshot.ts";
 import { errorText, log } from "../log.ts";
 import { loadMessage } from "../queue/queue.repository.ts";
 import { signingDomain } from "../delivery/dkim.ts";
-import type { Bounce } from "../queue/worker.ts";
+import type { Bounce, FailedRecipient } from "../queue/worker.ts";
 import { oneLine } from "../util/one-line.ts";
 import { bearerToken, createFailureLimiter, exchangerByToken } from "./auth.ts";
 
@@ -37,7 +37,8 @@ export interface PullDeps {
   bounce?: Bounce;
 }
 
-type Refused = Map<string, { address: string; status: string; diagnostic: string }[]>;
+/** Recipients the partner refused for good, by delivery id: the bounce's recipients. */
+type Refused = Map<string, FailedRecipient[]>;
 
 /** The ack's optional `refused`, or a reason it is malformed. */
 function parseRefused(v: unknown): Refused | string {
@@ -46,7 +47,7 @@ function parseRefused(v: unknown): Refused | string {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return "refused must be an object of id -> recipients";
   for (const [id, list] of Object.entries(v)) {
     if (id.length > 64 || !Array.isArray(list) || list.length > 1000) return `refused.${id.slice(0, 64)}: expected a list of recipients`;
-    const rows = [];
+    const rows: FailedRecipient[] = [];
     for (const r of list) {
       const { address, status, diagnostic } = (r ?? {}) as Record<string, unknown>;
       if (typeof address !== "string" || address.length > 320 || typeof status !== "string" || !/^5\.\d{1,3}\.\d{1,3}$/.test(status) ||
@@ -203,7 +204,7 @@ async function ackPulled(db: Db, route: string, ids: string[], refused: Refused)
 }
 
 /** A DSN to the local sender for the recipients the partner refused (none for a null sender). */
-async function bounceRefused(deps: PullDeps, exchanger: string, id: string, no: { address: string; status: string; diagnostic: string }[]): Promise<void> {
+async function bounceRefused(deps: PullDeps, exchanger: string, id: string, no: FailedRecipient[]): Promise<void> {
   log.withTag("exchanger").warn(`exchanger=${exchanger} refused ${no.map((x) => `${x.address} (${x.status})`).join(", ")} of ${id}`);
   if (!deps.bounce) return;
   const delivery = await deps.db.selectFrom("deliveries").selectAll().where("id", "=", id).executeTakeFirst();

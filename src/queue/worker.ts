@@ -23,15 +23,24 @@ import {
 } from "./queue.repository.ts";
 import type { RecentMessages } from "./recent-messages.ts";
 import { createByteBudget } from "./body-bytes.ts";
-
-/** Messages at least this big count against the byte bound of bodies under way. */
-const LARGE_BODY = 1024 * 1024;
 import type { MessageRow } from "../db/schema.ts";
 import { nextAttemptAt } from "./schedule.ts";
 
+/** Messages at least this big count against the byte bound of bodies under way. */
+const LARGE_BODY = 1024 * 1024;
+
+/** A recipient the sender is told of in a bounce. */
+export interface FailedRecipient {
+  address: string;
+  /** RFC 3463 status, e.g. 5.1.1. */
+  status: string;
+  diagnostic: string;
+  remoteMta?: string;
+}
+
 export interface Bounce {
   /** Mail to the local sender that these recipients could not be reached. */
-  send(c: Claimed, mailFrom: string, body: Uint8Array, failed: { address: string; status: string; diagnostic: string; remoteMta?: string }[]): Promise<void>;
+  send(c: Claimed, mailFrom: string, body: Uint8Array, failed: FailedRecipient[]): Promise<void>;
 }
 
 export interface WorkerDeps {
@@ -379,7 +388,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
     const note = (transport: string, endpoint: string, detail: string) =>
       attempts.push({ deliveryId: d.id, transport, endpoint, outcome: "note", detail, ms: null });
     let outcome: Outcome;
-    let failed: { address: string; status: string; diagnostic: string; remoteMta?: string }[] = [];
+    let failed: FailedRecipient[] = [];
 
     switch (route.kind) {
       case "reject":
@@ -495,7 +504,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
       await deps.writes.run(async (trx) => void (await expediteDomain(trx, d.rcpt_domain, Date.now(), 250)), { durable: false });
       markOpen();
     }
-    if (failed.length && hasLocalSender(msg, snap.localDomains)) await bounce(c, msg, failed);
+    if (hasLocalSender(msg, snap.localDomains)) await bounce(c, msg, failed);
     log.withTag("queue").info(
       `id=${d.id} to_domain=${d.rcpt_domain} rcpts=${rcpts.length} state=${outcome.state} route=${outcome.route ?? "-"} tries=${d.tries + 1} ms=${(performance.now() - t0).toFixed(1)}` +
         (outcome.state !== "delivered" ? ` error=${JSON.stringify(outcome.error)}` : ""),
@@ -504,7 +513,7 @@ export function createQueueWorker(deps: WorkerDeps): QueueWorker {
   }
 
   /** The DSN to the (local) sender; a failure to write it is logged, the outcome stands. */
-  async function bounce(c: Claimed, msg: MessageRow, failed: Parameters<Bounce["send"]>[3]): Promise<void> {
+  async function bounce(c: Claimed, msg: MessageRow, failed: FailedRecipient[]): Promise<void> {
     if (!failed.length) return;
     await deps.bounce.send(c, msg.mail_from, msg.body, failed).catch((err) =>
       log.withTag("queue").error(`bounce for ${c.delivery.id} to ${msg.mail_from} failed: ${(err as Error).message}`));
@@ -634,7 +643,7 @@ function permanentStatus(detail: string): string {
 }
 
 /** A refusal for the bounce: the peer's enhanced status code when it gave one. */
-function refusalOf(r: RecipientRefusal, endpoint: string): { address: string; status: string; diagnostic: string; remoteMta?: string } {
+function refusalOf(r: RecipientRefusal, endpoint: string): FailedRecipient {
   const enhanced = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(r.text)?.[1];
   const line = /^\d{3}\b/.test(r.text) ? r.text : `${r.code} ${r.text}`;
   const host = endpoint.startsWith("smtp:") ? endpoint.slice(5).replace(/:\d+$/, "") : undefined;
